@@ -1,0 +1,207 @@
+using System.Text.Json;
+
+namespace SpecEdge.Shared.Models.Checkpoints;
+
+/// <summary>
+/// A Hugging Face Llama checkpoint folder: <c>config.json</c>, one <c>model.safetensors</c> or shards listed in
+/// <c>model.safetensors.index.json</c>, and tokenizer files. Tensors are memory-mapped and read on demand.
+/// </summary>
+public sealed class LlamaCheckpoint : IDisposable
+{
+    public const string ConfigFileName = "config.json";
+    public const string SingleFileName = "model.safetensors";
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    private readonly List<SafetensorsFile> _files;
+    private readonly Dictionary<string, (SafetensorsFile File, TensorInfo Info)> _tensors;
+
+    private LlamaCheckpoint(string directory, LlamaConfig config, List<SafetensorsFile> files, Dictionary<string, (SafetensorsFile, TensorInfo)> tensors)
+    {
+        Directory = directory;
+        Config = config;
+        _files = files;
+        _tensors = tensors;
+    }
+
+    public string Directory { get; }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary>The safetensors files of the checkpoint, in shard order.</summary>
+    public IReadOnlyList<string> WeightFiles => _files.ConvertAll(f => f.Path);
+
+    public IEnumerable<string> TensorNames => _tensors.Keys;
+
+    /// <summary>True when <paramref name="directory"/> looks like a Hugging Face checkpoint (has config.json and safetensors weights).</summary>
+    public static bool IsCheckpointFolder(string directory) =>
+        File.Exists(Path.Combine(directory, ConfigFileName))
+        && (File.Exists(Path.Combine(directory, SingleFileName)) || File.Exists(Path.Combine(directory, IndexFileName)));
+
+    /// <summary>Opens a checkpoint folder and checks that every tensor the architecture needs is there with the right shape.</summary>
+    /// <exception cref="ModelFormatException">A file is missing or corrupt, or a tensor is missing or has the wrong shape.</exception>
+    public static LlamaCheckpoint Open(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory))
+        {
+            throw new ModelFormatException(directory, "checkpoint folder not found");
+        }
+
+        var config = LlamaConfig.Load(Path.Combine(directory, ConfigFileName));
+        var files = new List<SafetensorsFile>();
+        var tensors = new Dictionary<string, (SafetensorsFile, TensorInfo)>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var shard in ListShards(directory))
+            {
+                var file = SafetensorsFile.Open(shard);
+                files.Add(file);
+                foreach (var (name, info) in file.Tensors)
+                {
+                    if (!tensors.TryAdd(name, (file, info)))
+                    {
+                        throw new ModelFormatException(shard, $"tensor '{name}' is also in {tensors[name].Item1.Path}");
+                    }
+                }
+            }
+
+            var checkpoint = new LlamaCheckpoint(directory, config, files, tensors);
+            checkpoint.CheckTensors();
+            return checkpoint;
+        }
+        catch
+        {
+            foreach (var file in files)
+            {
+                file.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The tensor <paramref name="name"/>, read as float32.</summary>
+    public float[] ReadFloat32(string name)
+    {
+        var (file, info) = Get(name);
+        return file.ReadFloat32(info);
+    }
+
+    /// <summary>Location and layout of a tensor.</summary>
+    public (SafetensorsFile File, TensorInfo Info) Get(string name) =>
+        _tensors.TryGetValue(name, out var entry)
+            ? entry
+            : throw new ModelFormatException(Directory, $"tensor '{name}' is missing from the checkpoint");
+
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    public void Dispose()
+    {
+        foreach (var file in _files)
+        {
+            file.Dispose();
+        }
+    }
+
+    private static IEnumerable<string> ListShards(string directory)
+    {
+        var single = Path.Combine(directory, SingleFileName);
+        var index = Path.Combine(directory, IndexFileName);
+        if (File.Exists(index))
+        {
+            Dictionary<string, string>? weightMap;
+            try
+            {
+                using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+                weightMap = doc.RootElement.TryGetProperty("weight_map", out var map) && map.ValueKind == JsonValueKind.Object
+                    ? map.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? string.Empty)
+                    : null;
+            }
+            catch (JsonException ex)
+            {
+                throw new ModelFormatException(index, $"shard index is not valid JSON ({ex.Message})", ex);
+            }
+
+            if (weightMap is null || weightMap.Count == 0)
+            {
+                throw new ModelFormatException(index, "shard index has no 'weight_map' object");
+            }
+
+            var shards = weightMap.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+            foreach (var shard in shards)
+            {
+                if (shard.Length == 0 || Path.IsPathRooted(shard) || shard.Contains("..", StringComparison.Ordinal) || !File.Exists(Path.Combine(directory, shard)))
+                {
+                    throw new ModelFormatException(index, $"weight_map names shard '{shard}', which is not a file in the checkpoint folder");
+                }
+            }
+
+            return shards.Select(s => Path.Combine(directory, s));
+        }
+
+        if (File.Exists(single))
+        {
+            return [single];
+        }
+
+        throw new ModelFormatException(directory, $"no weights: neither {SingleFileName} nor {IndexFileName} is in the folder");
+    }
+
+    private void CheckTensors()
+    {
+        var c = Config;
+        Expect(LlamaTensorNames.Embedding, c.VocabSize, c.HiddenSize);
+        Expect(LlamaTensorNames.FinalNorm, c.HiddenSize);
+        if (!c.TieWordEmbeddings)
+        {
+            Expect(LlamaTensorNames.LmHead, c.VocabSize, c.HiddenSize);
+        }
+
+        for (var i = 0; i < c.NumHiddenLayers; i++)
+        {
+            Expect(LlamaTensorNames.InputNorm(i), c.HiddenSize);
+            Expect(LlamaTensorNames.PostAttentionNorm(i), c.HiddenSize);
+            Expect(LlamaTensorNames.QProj(i), c.NumAttentionHeads * c.HeadDim, c.HiddenSize);
+            Expect(LlamaTensorNames.KProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+            Expect(LlamaTensorNames.VProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+            Expect(LlamaTensorNames.OProj(i), c.HiddenSize, c.NumAttentionHeads * c.HeadDim);
+            Expect(LlamaTensorNames.GateProj(i), c.IntermediateSize, c.HiddenSize);
+            Expect(LlamaTensorNames.UpProj(i), c.IntermediateSize, c.HiddenSize);
+            Expect(LlamaTensorNames.DownProj(i), c.HiddenSize, c.IntermediateSize);
+        }
+    }
+
+    private void Expect(string name, params long[] shape)
+    {
+        var (file, info) = Get(name);
+        if (!info.Shape.SequenceEqual(shape))
+        {
+            throw new ModelFormatException(file.Path, $"tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
+        }
+    }
+}
+
+/// <summary>Hugging Face tensor names of a <c>LlamaForCausalLM</c> checkpoint.</summary>
+public static class LlamaTensorNames
+{
+    public const string Embedding = "model.embed_tokens.weight";
+    public const string FinalNorm = "model.norm.weight";
+    public const string LmHead = "lm_head.weight";
+
+    public static string InputNorm(int layer) => $"model.layers.{layer}.input_layernorm.weight";
+
+    public static string PostAttentionNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm.weight";
+
+    public static string QProj(int layer) => $"model.layers.{layer}.self_attn.q_proj.weight";
+
+    public static string KProj(int layer) => $"model.layers.{layer}.self_attn.k_proj.weight";
+
+    public static string VProj(int layer) => $"model.layers.{layer}.self_attn.v_proj.weight";
+
+    public static string OProj(int layer) => $"model.layers.{layer}.self_attn.o_proj.weight";
+
+    public static string GateProj(int layer) => $"model.layers.{layer}.mlp.gate_proj.weight";
+
+    public static string UpProj(int layer) => $"model.layers.{layer}.mlp.up_proj.weight";
+
+    public static string DownProj(int layer) => $"model.layers.{layer}.mlp.down_proj.weight";
+}

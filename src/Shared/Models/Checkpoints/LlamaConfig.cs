@@ -1,0 +1,361 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace SpecEdge.Shared.Models.Checkpoints;
+
+/// <summary>The architecture hyper-parameters of a Llama-family checkpoint, as read from its Hugging Face <c>config.json</c>.</summary>
+public sealed record LlamaConfig
+{
+    /// <summary>The architecture name SpecEdge implements.</summary>
+    public const string Architecture = "LlamaForCausalLM";
+
+    /// <summary>Default <c>rms_norm_eps</c> when the file leaves it out (Hugging Face's LlamaConfig default).</summary>
+    public const double DefaultRmsNormEps = 1e-6;
+
+    /// <summary>Default <c>rope_theta</c> when the file leaves it out.</summary>
+    public const double DefaultRopeTheta = 10000.0;
+
+    /// <summary>Default <c>max_position_embeddings</c> when the file leaves it out.</summary>
+    public const int DefaultMaxPositionEmbeddings = 2048;
+
+    public required int HiddenSize { get; init; }
+
+    public required int IntermediateSize { get; init; }
+
+    public required int NumHiddenLayers { get; init; }
+
+    public required int NumAttentionHeads { get; init; }
+
+    public required int NumKeyValueHeads { get; init; }
+
+    /// <summary>Size of one attention head; <c>hidden_size / num_attention_heads</c> unless the file gives <c>head_dim</c>.</summary>
+    public required int HeadDim { get; init; }
+
+    public required int VocabSize { get; init; }
+
+    public double RmsNormEps { get; init; } = DefaultRmsNormEps;
+
+    public double RopeTheta { get; init; } = DefaultRopeTheta;
+
+    /// <summary>Linear RoPE scaling factor (positions are divided by it); 1 when the checkpoint has no scaling.</summary>
+    public double RopeLinearFactor { get; init; } = 1.0;
+
+    public bool TieWordEmbeddings { get; init; }
+
+    public int? BosTokenId { get; init; }
+
+    /// <summary>End-of-sequence ids; several when the checkpoint lists more than one.</summary>
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+
+    public int MaxPositionEmbeddings { get; init; } = DefaultMaxPositionEmbeddings;
+
+    /// <summary>The dtype the checkpoint says its weights are stored in (informational).</summary>
+    public string? TorchDtype { get; init; }
+
+    /// <summary>Number of query heads that share one key/value head.</summary>
+    public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
+
+    /// <summary>Reads and validates a <c>config.json</c>.</summary>
+    /// <exception cref="ModelFormatException">The file is missing, is not JSON, or a field is missing or out of range.</exception>
+    /// <exception cref="UnsupportedModelException">The architecture, activation or RoPE scaling is not one SpecEdge implements.</exception>
+    public static LlamaConfig Load(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new ModelFormatException(path, "config.json not found: a Hugging Face checkpoint folder must contain config.json");
+        }
+
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelFormatException(path, $"config.json is not valid JSON ({ex.Message})", ex);
+        }
+
+        if (root is not JsonObject obj)
+        {
+            throw new ModelFormatException(path, "config.json must hold a JSON object");
+        }
+
+        return Parse(obj, path);
+    }
+
+    /// <summary>Validates a parsed <c>config.json</c> object; <paramref name="path"/> is used in error messages.</summary>
+    public static LlamaConfig Parse(JsonObject obj, string path)
+    {
+        var architectures = obj["architectures"] as JsonArray;
+        var modelType = ReadString(obj, path, "model_type");
+        var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
+        if (architecture is not null && architecture != Architecture)
+        {
+            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M)");
+        }
+
+        if (architecture is null && modelType != "llama")
+        {
+            throw new UnsupportedModelException(path, $"config.json names neither architectures [\"{Architecture}\"] nor model_type \"llama\" (model_type is '{modelType ?? "missing"}')");
+        }
+
+        var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
+        if (hiddenAct != "silu")
+        {
+            throw new UnsupportedModelException(path, $"hidden_act '{hiddenAct}' is not supported; Llama uses 'silu'");
+        }
+
+        if (ReadBool(obj, path, "attention_bias") == true || ReadBool(obj, path, "mlp_bias") == true)
+        {
+            throw new UnsupportedModelException(path, "attention_bias / mlp_bias = true is not supported; Llama projections have no bias");
+        }
+
+        var hidden = RequirePositive(obj, path, "hidden_size");
+        var heads = RequirePositive(obj, path, "num_attention_heads");
+        var kvHeads = ReadInt(obj, path, "num_key_value_heads") ?? heads;
+        if (kvHeads <= 0 || heads % kvHeads != 0)
+        {
+            throw new ModelFormatException(path, $"num_key_value_heads = {kvHeads} must be positive and divide num_attention_heads = {heads}");
+        }
+
+        var headDim = ReadInt(obj, path, "head_dim");
+        if (headDim is null)
+        {
+            if (hidden % heads != 0)
+            {
+                throw new ModelFormatException(path, $"hidden_size = {hidden} is not a multiple of num_attention_heads = {heads} and head_dim is not given");
+            }
+
+            headDim = hidden / heads;
+        }
+
+        if (headDim <= 0 || headDim % 2 != 0)
+        {
+            throw new ModelFormatException(path, $"head_dim = {headDim} must be a positive even number (RoPE rotates pairs)");
+        }
+
+        var eps = ReadDouble(obj, path, "rms_norm_eps") ?? DefaultRmsNormEps;
+        if (!(eps > 0))
+        {
+            throw new ModelFormatException(path, $"rms_norm_eps = {eps.ToString(CultureInfo.InvariantCulture)} must be positive");
+        }
+
+        var theta = ReadDouble(obj, path, "rope_theta") ?? DefaultRopeTheta;
+        if (!(theta > 1))
+        {
+            throw new ModelFormatException(path, $"rope_theta = {theta.ToString(CultureInfo.InvariantCulture)} must be greater than 1");
+        }
+
+        var maxPositions = ReadInt(obj, path, "max_position_embeddings") ?? DefaultMaxPositionEmbeddings;
+        if (maxPositions <= 0)
+        {
+            throw new ModelFormatException(path, $"max_position_embeddings = {maxPositions} must be positive");
+        }
+
+        return new LlamaConfig
+        {
+            HiddenSize = hidden,
+            IntermediateSize = RequirePositive(obj, path, "intermediate_size"),
+            NumHiddenLayers = RequirePositive(obj, path, "num_hidden_layers"),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads,
+            HeadDim = headDim.Value,
+            VocabSize = RequirePositive(obj, path, "vocab_size"),
+            RmsNormEps = eps,
+            RopeTheta = theta,
+            RopeLinearFactor = ReadRopeScaling(obj, path),
+            TieWordEmbeddings = ReadBool(obj, path, "tie_word_embeddings") ?? false,
+            BosTokenId = ReadInt(obj, path, "bos_token_id"),
+            EosTokenIds = ReadIntOrList(obj, path, "eos_token_id"),
+            MaxPositionEmbeddings = maxPositions,
+            TorchDtype = ReadString(obj, path, "torch_dtype"),
+        };
+    }
+
+    /// <summary>Writes this configuration as a Hugging Face <c>config.json</c> object.</summary>
+    public JsonObject ToJson()
+    {
+        var obj = new JsonObject
+        {
+            ["architectures"] = new JsonArray(Architecture),
+            ["model_type"] = "llama",
+            ["hidden_act"] = "silu",
+            ["hidden_size"] = HiddenSize,
+            ["intermediate_size"] = IntermediateSize,
+            ["num_hidden_layers"] = NumHiddenLayers,
+            ["num_attention_heads"] = NumAttentionHeads,
+            ["num_key_value_heads"] = NumKeyValueHeads,
+            ["head_dim"] = HeadDim,
+            ["vocab_size"] = VocabSize,
+            ["rms_norm_eps"] = RmsNormEps,
+            ["rope_theta"] = RopeTheta,
+            ["rope_scaling"] = RopeLinearFactor == 1.0 ? null : new JsonObject { ["rope_type"] = "linear", ["factor"] = RopeLinearFactor },
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["max_position_embeddings"] = MaxPositionEmbeddings,
+            ["attention_bias"] = false,
+            ["mlp_bias"] = false,
+        };
+        if (BosTokenId is { } bos)
+        {
+            obj["bos_token_id"] = bos;
+        }
+
+        if (EosTokenIds.Count == 1)
+        {
+            obj["eos_token_id"] = EosTokenIds[0];
+        }
+        else if (EosTokenIds.Count > 1)
+        {
+            obj["eos_token_id"] = new JsonArray([.. EosTokenIds.Select(id => (JsonNode?)id)]);
+        }
+
+        if (TorchDtype is not null)
+        {
+            obj["torch_dtype"] = TorchDtype;
+        }
+
+        return obj;
+    }
+
+    private static double ReadRopeScaling(JsonObject obj, string path)
+    {
+        var node = obj["rope_scaling"];
+        if (node is null)
+        {
+            return 1.0;
+        }
+
+        if (node is not JsonObject scaling)
+        {
+            throw new ModelFormatException(path, "rope_scaling must be null or an object");
+        }
+
+        var type = ReadString(scaling, path, "rope_type") ?? ReadString(scaling, path, "type");
+        switch (type)
+        {
+            case null or "default":
+                return 1.0;
+            case "linear":
+                var factor = ReadDouble(scaling, path, "factor")
+                    ?? throw new ModelFormatException(path, "rope_scaling of type 'linear' needs a 'factor'");
+                if (!(factor >= 1.0))
+                {
+                    throw new ModelFormatException(path, $"rope_scaling.factor = {factor.ToString(CultureInfo.InvariantCulture)} must be at least 1");
+                }
+
+                return factor;
+            default:
+                throw new UnsupportedModelException(path, $"rope_scaling type '{type}' is unsupported; SpecEdge implements none and 'linear'");
+        }
+    }
+
+    private static int RequirePositive(JsonObject obj, string path, string name)
+    {
+        var value = ReadInt(obj, path, name) ?? throw new ModelFormatException(path, $"required field '{name}' is missing");
+        if (value <= 0)
+        {
+            throw new ModelFormatException(path, $"'{name}' = {value} must be positive");
+        }
+
+        return value;
+    }
+
+    private static int? ReadInt(JsonObject obj, string path, string name)
+    {
+        var node = obj[name];
+        if (node is null)
+        {
+            return null;
+        }
+
+        if (node is JsonValue value && value.TryGetValue<long>(out var l) && l is >= int.MinValue and <= int.MaxValue)
+        {
+            return (int)l;
+        }
+
+        if (node is JsonValue dv && dv.TryGetValue<double>(out var d) && d == Math.Floor(d) && Math.Abs(d) <= int.MaxValue)
+        {
+            return (int)d;
+        }
+
+        throw new ModelFormatException(path, $"'{name}' must be an integer (found {node.ToJsonString()})");
+    }
+
+    private static double? ReadDouble(JsonObject obj, string path, string name)
+    {
+        var node = obj[name];
+        if (node is null)
+        {
+            return null;
+        }
+
+        if (node is JsonValue value && value.TryGetValue<double>(out var d) && double.IsFinite(d))
+        {
+            return d;
+        }
+
+        throw new ModelFormatException(path, $"'{name}' must be a number (found {node.ToJsonString()})");
+    }
+
+    private static bool? ReadBool(JsonObject obj, string path, string name)
+    {
+        var node = obj[name];
+        if (node is null)
+        {
+            return null;
+        }
+
+        if (node is JsonValue value && value.TryGetValue<bool>(out var b))
+        {
+            return b;
+        }
+
+        throw new ModelFormatException(path, $"'{name}' must be true or false (found {node.ToJsonString()})");
+    }
+
+    private static string? ReadString(JsonObject obj, string path, string name)
+    {
+        var node = obj[name];
+        if (node is null)
+        {
+            return null;
+        }
+
+        if (node is JsonValue value && value.TryGetValue<string>(out var s))
+        {
+            return s;
+        }
+
+        throw new ModelFormatException(path, $"'{name}' must be a string (found {node.ToJsonString()})");
+    }
+
+    private static IReadOnlyList<int> ReadIntOrList(JsonObject obj, string path, string name)
+    {
+        var node = obj[name];
+        if (node is null)
+        {
+            return [];
+        }
+
+        if (node is JsonArray array)
+        {
+            var ids = new List<int>(array.Count);
+            foreach (var item in array)
+            {
+                if (item is JsonValue v && v.TryGetValue<int>(out var id))
+                {
+                    ids.Add(id);
+                }
+                else
+                {
+                    throw new ModelFormatException(path, $"'{name}' must be an integer or a list of integers (found {node.ToJsonString()})");
+                }
+            }
+
+            return ids;
+        }
+
+        return [ReadInt(obj, path, name)!.Value];
+    }
+}

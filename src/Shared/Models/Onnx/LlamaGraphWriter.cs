@@ -1,0 +1,254 @@
+using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Models.Onnx.Proto;
+using DataType = SpecEdge.Shared.Models.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace SpecEdge.Shared.Models.Onnx;
+
+/// <summary>Names of the graph inputs and outputs, in the common decoder I/O convention.</summary>
+public static class GraphNames
+{
+    public const string InputIds = "input_ids";
+    public const string HiddenStates = "hidden_states";
+    public const string AttentionMask = "attention_mask";
+    public const string PositionIds = "position_ids";
+    public const string Logits = "logits";
+
+    public static string PastKey(int layer) => $"past_key_values.{layer}.key";
+
+    public static string PastValue(int layer) => $"past_key_values.{layer}.value";
+
+    public static string PresentKey(int layer) => $"present.{layer}.key";
+
+    public static string PresentValue(int layer) => $"present.{layer}.value";
+}
+
+/// <summary>Where the weights of an exit head come from.</summary>
+/// <param name="Layer">The exit layer (the head reads the hidden state after this many layers).</param>
+/// <param name="Norm">The head's RMSNorm weight; the final norm when null.</param>
+/// <param name="Projection">An optional residual projection [hidden, hidden] applied before the norm (h + h·Pᵀ).</param>
+/// <param name="LmHead">The head's vocabulary projection [vocab, hidden]; the model's LM head when null.</param>
+internal sealed record ExitHeadWeights(int Layer, string? Norm, string? Projection, string? LmHead);
+
+/// <summary>
+/// Writes a Llama decoder as ONNX graphs built from ONNX Runtime's fused CPU/CUDA operators
+/// (SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization, RotaryEmbedding, GroupQueryAttention):
+/// one graph per stage, each taking token ids (first stage) or hidden states and the KV cache of its own layers.
+/// </summary>
+internal sealed class LlamaGraphWriter
+{
+    private readonly LlamaConfig _config;
+    private readonly Func<string, float[]> _read;
+    private readonly TensorDType _storage;
+    private readonly InitializerStore _store;
+    private readonly Action<int>? _onLayerWritten;
+
+    public LlamaGraphWriter(LlamaConfig config, Func<string, float[]> readTensor, TensorDType storage, InitializerStore store, Action<int>? onLayerWritten = null)
+    {
+        _config = config;
+        _read = readTensor;
+        _storage = storage;
+        _store = store;
+        _onLayerWritten = onLayerWritten;
+    }
+
+    /// <summary>Builds the graph of layers [<paramref name="firstLayer"/>, <paramref name="endLayer"/>).</summary>
+    /// <param name="firstLayer">The first layer; layer 0 makes the graph take token ids.</param>
+    /// <param name="endLayer">One past the last layer.</param>
+    /// <param name="head">The head at the end of the stage: the final head (null norm/head names) or an exit head; null for none.</param>
+    /// <param name="emitHidden">Whether the stage outputs its hidden states for the next stage.</param>
+    /// <param name="producerVersion">The converter version recorded in the file.</param>
+    /// <param name="metadata">Metadata properties of the ONNX model.</param>
+    public ModelProto BuildStage(int firstLayer, int endLayer, ExitHeadWeights? head, bool emitHidden, string producerVersion, IReadOnlyDictionary<string, string> metadata)
+    {
+        var c = _config;
+        var g = new OnnxGraphBuilder($"specedge_llama_layers_{firstLayer}_{endLayer}", _store);
+
+        // Inputs, in the common decoder convention.
+        string hidden;
+        if (firstLayer == 0)
+        {
+            g.AddInput(GraphNames.InputIds, DataType.Int64, "batch_size", "sequence_length");
+        }
+        else
+        {
+            g.AddInput(GraphNames.HiddenStates, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
+        }
+
+        g.AddInput(GraphNames.AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
+        g.AddInput(GraphNames.PositionIds, DataType.Int64, "batch_size", "sequence_length");
+        for (var layer = firstLayer; layer < endLayer; layer++)
+        {
+            g.AddInput(GraphNames.PastKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
+            g.AddInput(GraphNames.PastValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
+        }
+
+        if (firstLayer == 0)
+        {
+            var embedding = Weight(g, LlamaTensorNames.Embedding, [c.VocabSize, c.HiddenSize], transpose: false);
+            hidden = g.Node("Gather", [embedding, GraphNames.InputIds], ["/embed/output"], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
+        }
+        else
+        {
+            hidden = GraphNames.HiddenStates;
+        }
+
+        // seqlens_k = sum(attention_mask) - 1 and total_sequence_length = mask width, as GroupQueryAttention wants them.
+        var axis1 = g.AddInt64Constant("/const/axis1", [1], 1);
+        var one = g.AddInt64Constant("/const/one", [], 1);
+        var index1 = g.AddInt64Constant("/const/index1", [], 1);
+        var maskSum = g.Node("ReduceSum", [GraphNames.AttentionMask, axis1], attributes: [OnnxGraphBuilder.Int("keepdims", 0)])[0];
+        var seqLensK64 = g.Node("Sub", [maskSum, one])[0];
+        var seqLensK = g.Node("Cast", [seqLensK64], ["/attn/seqlens_k"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
+        var maskShape = g.Node("Shape", [GraphNames.AttentionMask])[0];
+        var total64 = g.Node("Gather", [maskShape, index1], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
+        var totalLength = g.Node("Cast", [total64], ["/attn/total_seq_len"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
+
+        var (cos, sin) = RopeCaches(g);
+        var eps = (float)c.RmsNormEps;
+
+        string? pending = null; // the last sub-block's output, not yet added to the residual stream
+        var residual = hidden;
+        for (var layer = firstLayer; layer < endLayer; layer++)
+        {
+            var p = $"/layers.{layer}";
+            var inputNorm = Weight(g, LlamaTensorNames.InputNorm(layer), [c.HiddenSize], transpose: false);
+            string normed;
+            if (pending is null)
+            {
+                normed = g.Node("SimplifiedLayerNormalization", [residual, inputNorm], [$"{p}/input_layernorm/output"], attributes: [OnnxGraphBuilder.Float("epsilon", eps), OnnxGraphBuilder.Int("axis", -1), OnnxGraphBuilder.Int("stash_type", 1)])[0];
+            }
+            else
+            {
+                var outputs = g.Node("SkipSimplifiedLayerNormalization", [pending, residual, inputNorm], [$"{p}/input_layernorm/output", string.Empty, string.Empty, $"{p}/input_layernorm/residual"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Float("epsilon", eps)]);
+                normed = outputs[0];
+                residual = outputs[3];
+            }
+
+            var q = MatMul(g, normed, LlamaTensorNames.QProj(layer), c.NumAttentionHeads * c.HeadDim, c.HiddenSize, $"{p}/q_proj");
+            var k = MatMul(g, normed, LlamaTensorNames.KProj(layer), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize, $"{p}/k_proj");
+            var v = MatMul(g, normed, LlamaTensorNames.VProj(layer), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize, $"{p}/v_proj");
+            var qRot = g.Node("RotaryEmbedding", [q, GraphNames.PositionIds, cos, sin], [$"{p}/q_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumAttentionHeads)])[0];
+            var kRot = g.Node("RotaryEmbedding", [k, GraphNames.PositionIds, cos, sin], [$"{p}/k_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumKeyValueHeads)])[0];
+            var attention = g.Node(
+                "GroupQueryAttention",
+                [qRot, kRot, v, GraphNames.PastKey(layer), GraphNames.PastValue(layer), seqLensK, totalLength],
+                [$"{p}/attn/output", GraphNames.PresentKey(layer), GraphNames.PresentValue(layer)],
+                OnnxGraphBuilder.MicrosoftDomain,
+                [
+                    OnnxGraphBuilder.Int("num_heads", c.NumAttentionHeads),
+                    OnnxGraphBuilder.Int("kv_num_heads", c.NumKeyValueHeads),
+                    OnnxGraphBuilder.Float("scale", (float)(1.0 / Math.Sqrt(c.HeadDim))),
+                ])[0];
+            var attnOut = MatMul(g, attention, LlamaTensorNames.OProj(layer), c.HiddenSize, c.NumAttentionHeads * c.HeadDim, $"{p}/o_proj");
+
+            var postNorm = Weight(g, LlamaTensorNames.PostAttentionNorm(layer), [c.HiddenSize], transpose: false);
+            var post = g.Node("SkipSimplifiedLayerNormalization", [attnOut, residual, postNorm], [$"{p}/post_attention_layernorm/output", string.Empty, string.Empty, $"{p}/post_attention_layernorm/residual"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Float("epsilon", eps)]);
+            residual = post[3];
+            var gate = MatMul(g, post[0], LlamaTensorNames.GateProj(layer), c.IntermediateSize, c.HiddenSize, $"{p}/gate_proj");
+            var up = MatMul(g, post[0], LlamaTensorNames.UpProj(layer), c.IntermediateSize, c.HiddenSize, $"{p}/up_proj");
+            var sigmoid = g.Node("Sigmoid", [gate], [$"{p}/mlp/sigmoid"])[0];
+            var silu = g.Node("Mul", [gate, sigmoid], [$"{p}/mlp/silu"])[0];
+            var act = g.Node("Mul", [silu, up], [$"{p}/mlp/act"])[0];
+            pending = MatMul(g, act, LlamaTensorNames.DownProj(layer), c.HiddenSize, c.IntermediateSize, $"{p}/down_proj");
+            _onLayerWritten?.Invoke(layer);
+        }
+
+        // The stage's hidden state: the residual stream after its last layer.
+        var stageHidden = g.Node("Add", [pending!, residual], [emitHidden ? GraphNames.HiddenStates : "/stage/hidden"])[0];
+        if (emitHidden)
+        {
+            g.AddOutput(GraphNames.HiddenStates, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
+        }
+
+        if (head is not null)
+        {
+            var headInput = stageHidden;
+            if (head.Projection is not null)
+            {
+                var projected = MatMul(g, stageHidden, head.Projection, c.HiddenSize, c.HiddenSize, "/exit_head/proj");
+                headInput = g.Node("Add", [stageHidden, projected], ["/exit_head/proj_residual"])[0];
+            }
+
+            var normWeight = Weight(g, head.Norm ?? LlamaTensorNames.FinalNorm, [c.HiddenSize], transpose: false);
+            var normed = g.Node("SimplifiedLayerNormalization", [headInput, normWeight], ["/head/norm"], attributes: [OnnxGraphBuilder.Float("epsilon", eps), OnnxGraphBuilder.Int("axis", -1), OnnxGraphBuilder.Int("stash_type", 1)])[0];
+            var lmHead = head.LmHead ?? (c.TieWordEmbeddings ? LlamaTensorNames.Embedding : LlamaTensorNames.LmHead);
+            var headWeight = Weight(g, lmHead, [c.VocabSize, c.HiddenSize], transpose: true, storedName: lmHead == LlamaTensorNames.Embedding ? "lm_head.weight.tied" : null);
+            g.Node("MatMul", [normed, headWeight], [GraphNames.Logits]);
+            g.AddOutput(GraphNames.Logits, DataType.Float, "batch_size", "sequence_length", c.VocabSize);
+        }
+
+        for (var layer = firstLayer; layer < endLayer; layer++)
+        {
+            g.AddOutput(GraphNames.PresentKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+            g.AddOutput(GraphNames.PresentValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+        }
+
+        return g.Build(producerVersion, metadata);
+    }
+
+    /// <summary>
+    /// Adds a weight. Hugging Face stores projections as [out, in]; MatMul wants [in, out], so projections are
+    /// transposed once here rather than by a Transpose node at every session load.
+    /// </summary>
+    private string Weight(OnnxGraphBuilder g, string name, long[] hfShape, bool transpose, string? storedName = null)
+    {
+        var dims = transpose ? new[] { hfShape[1], hfShape[0] } : hfShape;
+        return g.AddWeight(storedName ?? name, dims, () => transpose ? Transpose(_read(name), (int)hfShape[0], (int)hfShape[1]) : _read(name), _storage);
+    }
+
+    private string MatMul(OnnxGraphBuilder g, string input, string weightName, int outFeatures, int inFeatures, string scope)
+    {
+        var weight = Weight(g, weightName, [outFeatures, inFeatures], transpose: true);
+        return g.Node("MatMul", [input, weight], [$"{scope}/output"])[0];
+    }
+
+    private (string Cos, string Sin) RopeCaches(OnnxGraphBuilder g)
+    {
+        var c = _config;
+        var half = c.HeadDim / 2;
+        float[] Build(bool cosine)
+        {
+            var cache = new float[(long)c.MaxPositionEmbeddings * half];
+            for (var pos = 0; pos < c.MaxPositionEmbeddings; pos++)
+            {
+                var scaled = pos / c.RopeLinearFactor;
+                for (var i = 0; i < half; i++)
+                {
+                    var invFreq = 1.0 / Math.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+                    var angle = scaled * invFreq;
+                    cache[((long)pos * half) + i] = (float)(cosine ? Math.Cos(angle) : Math.Sin(angle));
+                }
+            }
+
+            return cache;
+        }
+
+        // The caches are small and must stay exact: always float32.
+        var cos = g.AddWeight("/rope/cos_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: true), TensorDType.Float32);
+        var sin = g.AddWeight("/rope/sin_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: false), TensorDType.Float32);
+        return (cos, sin);
+    }
+
+    private static float[] Transpose(float[] source, int rows, int cols)
+    {
+        var result = new float[source.LongLength];
+        const int Block = 64;
+        for (var r0 = 0; r0 < rows; r0 += Block)
+        {
+            for (var c0 = 0; c0 < cols; c0 += Block)
+            {
+                var rEnd = Math.Min(r0 + Block, rows);
+                var cEnd = Math.Min(c0 + Block, cols);
+                for (var r = r0; r < rEnd; r++)
+                {
+                    for (var col = c0; col < cEnd; col++)
+                    {
+                        result[((long)col * rows) + r] = source[((long)r * cols) + col];
+                    }
+                }
+            }
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,163 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Shared.Runtime;
+
+/// <summary>
+/// A converted model loaded into ONNX Runtime: one <see cref="InferenceSession"/> per stage, shared by every
+/// <see cref="DecodeContext"/> made from it (each context holds one sequence's KV cache). A draft model has one stage;
+/// a staged target has one per exit plus the last.
+/// </summary>
+public sealed class LanguageModel : IDisposable
+{
+    private readonly InferenceSession[] _sessions;
+
+    private LanguageModel(string directory, ModelManifest manifest, LlamaConfig config, InferenceSession[] sessions, RuntimeOptions options, ExecutionDevice device, string? fallbackReason, ITextTokenizer tokenizer)
+    {
+        Directory = directory;
+        Manifest = manifest;
+        Config = config;
+        _sessions = sessions;
+        Options = options;
+        Device = device;
+        FallbackReason = fallbackReason;
+        Tokenizer = tokenizer;
+        MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? config.MaxPositionEmbeddings, config.MaxPositionEmbeddings);
+        HeadStages = [.. Enumerable.Range(0, manifest.Stages.Count)];
+    }
+
+    public string Directory { get; }
+
+    public ModelManifest Manifest { get; }
+
+    public LlamaConfig Config { get; }
+
+    public RuntimeOptions Options { get; }
+
+    public ITextTokenizer Tokenizer { get; }
+
+    /// <summary>Where the model actually runs (the CPU when CUDA was asked for and could not load).</summary>
+    public ExecutionDevice Device { get; }
+
+    /// <summary>Why CUDA was not used although asked for; null otherwise.</summary>
+    public string? FallbackReason { get; }
+
+    public int VocabSize => Manifest.VocabSize;
+
+    public int MaxSequenceLength { get; }
+
+    public IReadOnlyList<StageManifest> Stages => Manifest.Stages;
+
+    /// <summary>The stages that end with a head (every stage of a converted model does: exits, then the final head).</summary>
+    public IReadOnlyList<int> HeadStages { get; }
+
+    internal InferenceSession Session(int stage) => _sessions[stage];
+
+    /// <summary>Loads a converted model folder.</summary>
+    /// <exception cref="ModelFormatException">The folder is not a converted model or a file is missing.</exception>
+    /// <exception cref="ModelIntegrityException">A file does not match its manifest hash.</exception>
+    public static LanguageModel Load(string directory, RuntimeOptions? options = null, ILogger? logger = null)
+    {
+        options ??= new RuntimeOptions();
+        logger ??= NullLogger.Instance;
+        if (options.MaxStepTokens < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxStepTokens, "MaxStepTokens must be at least 1");
+        }
+
+        var manifest = ModelManifest.Load(directory);
+        if (options.VerifyHashes)
+        {
+            manifest.VerifyFiles(directory);
+        }
+
+        var config = manifest.LlamaConfig;
+        var tokenizer = TokenizerFiles.Load(directory, config.VocabSize, config.BosTokenId, config.EosTokenIds);
+        var device = options.Device;
+        string? fallbackReason = null;
+        var sessions = new InferenceSession[manifest.Stages.Count];
+        try
+        {
+            for (var s = 0; s < sessions.Length; s++)
+            {
+                var path = Path.Combine(directory, manifest.Stages[s].File);
+                using var sessionOptions = CreateSessionOptions(options, ref device, ref fallbackReason);
+                try
+                {
+                    sessions[s] = new InferenceSession(path, sessionOptions);
+                }
+                catch (OnnxRuntimeException ex)
+                {
+                    throw new ModelFormatException(path, $"ONNX Runtime cannot load the graph ({ex.Message})", ex);
+                }
+            }
+        }
+        catch
+        {
+            foreach (var session in sessions)
+            {
+                session?.Dispose();
+            }
+
+            throw;
+        }
+
+        if (fallbackReason is not null)
+        {
+            RuntimeLog.CudaFallback(logger, directory, fallbackReason);
+        }
+
+        RuntimeLog.ModelLoaded(logger, directory, sessions.Length, config.NumHiddenLayers, manifest.VocabSize, device);
+        return new LanguageModel(directory, manifest, config, sessions, options, device, fallbackReason, tokenizer);
+    }
+
+    /// <summary>A new, empty sequence with its own KV cache.</summary>
+    public DecodeContext CreateContext(int? maxSequenceLength = null) => new(this, Math.Min(maxSequenceLength ?? MaxSequenceLength, MaxSequenceLength));
+
+    /// <summary>Bytes of KV cache one context of <paramref name="maxSequenceLength"/> tokens holds.</summary>
+    public long KvBytesPerContext(int maxSequenceLength) =>
+        2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * sizeof(float);
+
+    public void Dispose()
+    {
+        foreach (var session in _sessions)
+        {
+            session.Dispose();
+        }
+    }
+
+    private static SessionOptions CreateSessionOptions(RuntimeOptions options, ref ExecutionDevice device, ref string? fallbackReason)
+    {
+        var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            InterOpNumThreads = 1,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        if (options.IntraOpThreads > 0)
+        {
+            sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
+        }
+
+        if (device == ExecutionDevice.Cuda)
+        {
+            try
+            {
+                sessionOptions.AppendExecutionProvider_CUDA(options.DeviceId);
+            }
+            catch (Exception ex) when (ex is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+            {
+                // Loud, not silent: the caller logs it, and the model reports the device it really runs on.
+                device = ExecutionDevice.Cpu;
+                fallbackReason = ex.Message.Split('\n')[0];
+            }
+        }
+
+        return sessionOptions;
+    }
+}

@@ -1,0 +1,55 @@
+using System.Security.Cryptography;
+using SpecEdge.Shared.Models;
+
+namespace SpecEdge.Shared.Tokenization;
+
+/// <summary>Finds and loads the tokenizer of a model folder.</summary>
+public static class TokenizerFiles
+{
+    public const string TokenizerJson = "tokenizer.json";
+    public const string SentencePieceModel = "tokenizer.model";
+
+    /// <summary>The tokenizer file of a folder (tokenizer.json first, then tokenizer.model), or null for the plain byte tokenizer.</summary>
+    public static string? Find(string directory)
+    {
+        var json = Path.Combine(directory, TokenizerJson);
+        if (File.Exists(json))
+        {
+            return json;
+        }
+
+        var model = Path.Combine(directory, SentencePieceModel);
+        return File.Exists(model) ? model : null;
+    }
+
+    /// <summary>
+    /// Loads the tokenizer of a model folder: <c>tokenizer.json</c> (BPE), else <c>tokenizer.model</c> (SentencePiece), else
+    /// the plain byte tokenizer when the vocabulary holds every byte.
+    /// </summary>
+    /// <exception cref="ModelFormatException">No tokenizer file and a vocabulary too small for bytes, or an unreadable file.</exception>
+    public static ITextTokenizer Load(string directory, int modelVocabSize, int? bosId, IReadOnlyList<int> eosIds)
+    {
+        var file = Find(directory);
+        ITextTokenizer tokenizer = file switch
+        {
+            null when modelVocabSize >= 256 => new ByteTokenizer(modelVocabSize),
+            null => throw new ModelFormatException(directory, $"no tokenizer.json or tokenizer.model, and the vocabulary of {modelVocabSize} is too small for the byte tokenizer"),
+            _ when file.EndsWith(".json", StringComparison.Ordinal) => HfBpeTokenizer.Load(file, bosId, eosIds),
+            _ => SentencePieceModelTokenizer.Load(file, eosIds),
+        };
+
+        if (tokenizer.VocabSize > modelVocabSize)
+        {
+            throw new ModelFormatException(file ?? directory, $"the tokenizer knows {tokenizer.VocabSize} ids but the model's vocabulary has only {modelVocabSize}");
+        }
+
+        return tokenizer;
+    }
+
+    /// <summary>SHA-256 (hex) of a file's content.</summary>
+    public static string HashFile(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+}

@@ -1,0 +1,196 @@
+using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Models.Synthetic;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.Shared.Tests.Runtime;
+
+/// <summary>ONNX logits against the independent plain-C# reference forward pass, within 1e-4 (fp32).</summary>
+public sealed class LanguageModelParityTests : IDisposable
+{
+    private const float Tolerance = 1e-4f;
+    private readonly TempDirectory _temp = new("parity");
+
+    public static TheoryData<string, SyntheticModelSpec> Architectures() => new()
+    {
+        { "mha-untied", TestModels.Small() with { Heads = 4, KvHeads = 4 } },
+        { "gqa-untied", TestModels.Small() },
+        { "gqa-tied", TestModels.Small(seed: 2) with { Tied = true } },
+        { "head-dim-differs", TestModels.Small(seed: 3) with { Hidden = 48, Heads = 4, KvHeads = 2, HeadDim = 16 } },
+        { "theta-500000", TestModels.Small(seed: 4) with { RopeTheta = 500000 } },
+        { "odd-sizes", new SyntheticModelSpec { Layers = 3, Hidden = 40, Heads = 5, KvHeads = 1, Intermediate = 50, Vocab = 301, Seed = 5, MaxPositions = 100 } },
+        { "rope-linear", TestModels.Small(seed: 6) with { RopeLinearFactor = 4.0 } },
+    };
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void Forward_FullSequence_MatchesReference(string name, SyntheticModelSpec spec)
+    {
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine(name), spec);
+        var tokens = Tokens(spec.Vocab, 23, seed: 11);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"{name} position {t}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void Forward_OneTokenAtATime_MatchesReference(string name, SyntheticModelSpec spec)
+    {
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine(name), spec);
+        var tokens = Tokens(spec.Vocab, 17, seed: 12);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            var logits = context.Forward([new TokenId(tokens[t])]);
+            AssertClose(expected[t], logits.Row(0), $"{name} incremental position {t}");
+        }
+
+        Assert.Equal(tokens.Length, context.Length);
+    }
+
+    [Fact]
+    public void Forward_MultiTokenStepsAfterRollback_MatchReference()
+    {
+        var spec = TestModels.Small(seed: 21);
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("rollback"), spec);
+        var reference = model.Reference();
+        var prefix = Tokens(spec.Vocab, 10, seed: 1);
+        var wrong = Tokens(spec.Vocab, 5, seed: 2);
+        var right = Tokens(spec.Vocab, 6, seed: 3);
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        context.Prefill(ToTokenIds(prefix));
+        context.Forward(ToTokenIds(wrong));
+        Assert.Equal(15, context.Length);
+
+        // Keep two of the wrong tokens, then score a new multi-token step on top.
+        context.Rollback(12);
+        var logits = context.Forward(ToTokenIds(right));
+
+        var sequence = prefix.Concat(wrong.Take(2)).Concat(right).ToArray();
+        var expected = reference.Forward(sequence).Logits;
+        for (var i = 0; i < right.Length; i++)
+        {
+            AssertClose(expected[12 + i], logits.Row(i), $"after rollback, step position {i}");
+        }
+
+        Assert.Equal(18, context.Length);
+    }
+
+    [Fact]
+    public void Prefill_LongerThanOneStep_MatchesReference()
+    {
+        var spec = TestModels.Small(seed: 22);
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("chunked"), spec);
+        var tokens = Tokens(spec.Vocab, 30, seed: 4);
+
+        using var lm = TestModels.Load(converted, maxStepTokens: 8);
+        using var context = lm.CreateContext();
+        var last = context.Prefill(ToTokenIds(tokens)).ToArray();
+
+        AssertClose(model.Reference().Forward(tokens).Logits[^1], last, "last position of a chunked prefill");
+    }
+
+    [Theory]
+    [InlineData(TensorDType.Float32, TensorDType.Float32, 1)]
+    [InlineData(TensorDType.Float16, TensorDType.Float32, 1)]
+    [InlineData(TensorDType.BFloat16, TensorDType.Float32, 1)]
+    [InlineData(TensorDType.Float32, TensorDType.Float32, 3)]
+    [InlineData(TensorDType.BFloat16, TensorDType.Float32, 4)]
+    public void Forward_CheckpointDtypesAndShards_MatchReference(TensorDType checkpointDtype, TensorDType storage, int shards)
+    {
+        var spec = TestModels.Small(seed: 31);
+        var (model, converted) = TestModels.WriteAndConvert(
+            _temp.Combine($"{checkpointDtype}-{shards}"), spec, new ConversionOptions { WeightsDtype = storage }, checkpointDtype, shards);
+        var tokens = Tokens(spec.Vocab, 12, seed: 5);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"{checkpointDtype} x{shards} position {t}");
+        }
+    }
+
+    [Fact]
+    public void Forward_Float16WeightStorage_MatchesReferenceOnRoundedWeights()
+    {
+        var spec = TestModels.Small(seed: 32);
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("f16-storage"), spec, new ConversionOptions { WeightsDtype = TensorDType.Float16 });
+        var rounded = model.Weights.ToDictionary(kv => kv.Key, kv => Precision.RoundToHalf(kv.Value));
+        var tokens = Tokens(spec.Vocab, 12, seed: 6);
+        var expected = new ReferenceLlama(model.Config, rounded).Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"f16 storage position {t}");
+        }
+    }
+
+    [Fact]
+    public void Forward_ExternalData_MatchesReference()
+    {
+        var spec = TestModels.Small(seed: 33) with { Layers = 4 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("external"), spec, new ConversionOptions { Exits = [2], ExternalData = ExternalDataPolicy.Always });
+        Assert.True(File.Exists(Path.Combine(converted, ModelConverter.ExternalDataFile)));
+        var tokens = Tokens(spec.Vocab, 9, seed: 7);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"external data position {t}");
+        }
+    }
+
+    internal static int[] Tokens(int vocab, int count, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => random.Next(vocab)).ToArray();
+    }
+
+    internal static TokenId[] ToTokenIds(int[] tokens) => tokens.Select(t => new TokenId(t)).ToArray();
+
+    internal static void AssertClose(float[] expected, ReadOnlySpan<float> actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        var worst = 0f;
+        var at = -1;
+        for (var i = 0; i < expected.Length; i++)
+        {
+            var diff = Math.Abs(expected[i] - actual[i]);
+            if (!(diff <= worst))
+            {
+                worst = diff;
+                at = i;
+            }
+        }
+
+        Assert.True(worst <= Tolerance, $"{what}: logit {at} differs by {worst} (expected {expected[Math.Max(at, 0)]}, got {actual[Math.Max(at, 0)]})");
+    }
+
+    public void Dispose() => _temp.Dispose();
+}

@@ -1,0 +1,65 @@
+using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Models.Synthetic;
+using SpecEdge.Shared.Runtime;
+
+namespace SpecEdge.TestUtilities;
+
+/// <summary>A seeded synthetic checkpoint written to disk, with the weights the reference forward pass should use.</summary>
+public sealed class SyntheticModel
+{
+    public required SyntheticModelSpec Spec { get; init; }
+
+    public required string CheckpointDir { get; init; }
+
+    public required LlamaConfig Config { get; init; }
+
+    /// <summary>The weights as stored in the checkpoint (rounded to its dtype), in Hugging Face layout.</summary>
+    public required IReadOnlyDictionary<string, float[]> Weights { get; init; }
+
+    public ReferenceLlama Reference() => new(Config, Weights);
+}
+
+/// <summary>Makes synthetic checkpoints and converted models for tests.</summary>
+public static class TestModels
+{
+    /// <summary>A small GQA model: 2 layers, hidden 64, 4 heads over 2 KV heads, vocabulary 258 (bytes + BOS/EOS).</summary>
+    public static SyntheticModelSpec Small(ulong seed = 1) => new()
+    {
+        Layers = 2,
+        Hidden = 64,
+        Heads = 4,
+        KvHeads = 2,
+        Intermediate = 96,
+        Vocab = 258,
+        Seed = seed,
+        MaxPositions = 256,
+    };
+
+    public static SyntheticModel WriteCheckpoint(string directory, SyntheticModelSpec spec, TensorDType dtype = TensorDType.Float32, int shards = 1)
+    {
+        var config = SyntheticCheckpoint.Write(directory, spec, dtype, shards);
+        var weights = SyntheticCheckpoint.Generate(spec).ToDictionary(
+            t => t.Name,
+            t => dtype switch
+            {
+                TensorDType.Float16 => Precision.RoundToHalf(t.Data),
+                TensorDType.BFloat16 => Precision.RoundToBFloat16(t.Data),
+                _ => t.Data,
+            });
+        return new SyntheticModel { Spec = spec, CheckpointDir = directory, Config = config, Weights = weights };
+    }
+
+    /// <summary>Writes a checkpoint into <paramref name="root"/>/checkpoint and converts it into <paramref name="root"/>/converted.</summary>
+    public static (SyntheticModel Model, string ConvertedDir) WriteAndConvert(string root, SyntheticModelSpec spec, ConversionOptions? options = null, TensorDType checkpointDtype = TensorDType.Float32, int shards = 1)
+    {
+        var model = WriteCheckpoint(Path.Combine(root, "checkpoint"), spec, checkpointDtype, shards);
+        var converted = Path.Combine(root, "converted");
+        ModelConverter.Convert(model.CheckpointDir, converted, options ?? new ConversionOptions());
+        return (model, converted);
+    }
+
+    /// <summary>Loads a converted model on the CPU with two intra-op threads (this machine's core count).</summary>
+    public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens) =>
+        LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens });
+}

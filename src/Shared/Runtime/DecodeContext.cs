@@ -205,7 +205,7 @@ public sealed class DecodeContext : IDisposable
         binding.BindInput(GraphNames.AttentionMask, MaskValue(total));
         if (s < _hiddenBuffers.Length)
         {
-            binding.BindOutput(GraphNames.HiddenStates, View(values, 3, _hiddenBuffers[s], count, _hidden));
+            binding.BindOutput(GraphNames.LastHiddenState, View(values, 3, _hiddenBuffers[s], count, _hidden));
         }
 
         binding.BindOutput(GraphNames.Logits, View(values, 4, _logits[s], count, _model.VocabSize));

@@ -87,6 +87,12 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
     public TokenId[] Encode(string text, bool addBos)
     {
         var ids = _inner.EncodeToIds(text, addBeginningOfSentence: addBos, addEndOfSentence: false);
+        if (text.Length > 0 && ids.Count == (addBos ? 1 : 0))
+        {
+            // Microsoft.ML.Tokenizers 2.0.1 returns no ids for a one-character text; encode it here.
+            ids = [.. ids, .. EncodeShort(text)];
+        }
+
         var result = new TokenId[ids.Count];
         for (var i = 0; i < result.Length; i++)
         {
@@ -94,6 +100,46 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
         }
 
         return result;
+    }
+
+    // Greedy merging of adjacent pieces present in the vocabulary, then byte fallback: what SentencePiece BPE gives for
+    // the short texts the library skips.
+    private List<int> EncodeShort(string text)
+    {
+        var normalized = (_inner.AddDummyPrefix ? MetaSpace.ToString() : string.Empty) + (_inner.EscapeWhiteSpaces ? text.Replace(' ', MetaSpace) : text);
+        var symbols = normalized.EnumerateRunes().Select(r => r.ToString()).ToList();
+        var merged = true;
+        while (merged && symbols.Count > 1)
+        {
+            merged = false;
+            for (var i = 0; i < symbols.Count - 1; i++)
+            {
+                if (_inner.Vocabulary.ContainsKey(symbols[i] + symbols[i + 1]))
+                {
+                    symbols[i] += symbols[i + 1];
+                    symbols.RemoveAt(i + 1);
+                    merged = true;
+                    break;
+                }
+            }
+        }
+
+        var ids = new List<int>();
+        foreach (var symbol in symbols)
+        {
+            if (_inner.Vocabulary.TryGetValue(symbol, out var id))
+            {
+                ids.Add(id);
+                continue;
+            }
+
+            foreach (var b in Encoding.UTF8.GetBytes(symbol))
+            {
+                ids.Add(_inner.ByteFallback && _inner.Vocabulary.TryGetValue($"<0x{b:X2}>", out var byteId) ? byteId : _inner.UnknownId);
+            }
+        }
+
+        return ids;
     }
 
     public void AppendBytes(TokenId token, List<byte> destination)

@@ -9,6 +9,9 @@ public static class GraphNames
 {
     public const string InputIds = "input_ids";
     public const string HiddenStates = "hidden_states";
+
+    /// <summary>The hidden states a stage hands to the next one.</summary>
+    public const string LastHiddenState = "last_hidden_state";
     public const string AttentionMask = "attention_mask";
     public const string PositionIds = "position_ids";
     public const string Logits = "logits";
@@ -154,10 +157,10 @@ internal sealed class LlamaGraphWriter
         }
 
         // The stage's hidden state: the residual stream after its last layer.
-        var stageHidden = g.Node("Add", [pending!, residual], [emitHidden ? GraphNames.HiddenStates : "/stage/hidden"])[0];
+        var stageHidden = g.Node("Add", [pending!, residual], [emitHidden ? GraphNames.LastHiddenState : "/stage/hidden"])[0];
         if (emitHidden)
         {
-            g.AddOutput(GraphNames.HiddenStates, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
+            g.AddOutput(GraphNames.LastHiddenState, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
         }
 
         if (head is not null)

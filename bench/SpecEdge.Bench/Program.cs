@@ -1,0 +1,8 @@
+using System.CommandLine;
+using SpecEdge.Bench;
+
+var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are ratios measured side by side in one run.")
+{
+    DecodeBenchmark.Create(),
+};
+return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,3 @@
+using SpecEdge.ModelTools;
+
+return await ModelToolsCli.Build().Parse(args).InvokeAsync();

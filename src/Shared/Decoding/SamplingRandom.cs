@@ -1,0 +1,36 @@
+using SpecEdge.Shared.Numerics;
+
+namespace SpecEdge.Shared.Decoding;
+
+/// <summary>What a random number is drawn for; each purpose has its own independent stream.</summary>
+public enum RandomPurpose
+{
+    /// <summary>The edge sampling a draft token.</summary>
+    Draft = 1,
+
+    /// <summary>The verifier's accept/reject test of a draft token.</summary>
+    Accept = 2,
+
+    /// <summary>Sampling the correction token from the residual distribution after a rejection.</summary>
+    Residual = 3,
+
+    /// <summary>Sampling a token from the target's own distribution (the bonus token, or autoregressive decoding).</summary>
+    Target = 4,
+}
+
+/// <summary>
+/// Counter-based random numbers: the number used at a sequence position for a purpose depends only on the seed, the
+/// position and the purpose. So a round's random numbers are known before it runs, and an early exit can use exactly
+/// the numbers the final check will use; and a session rebuilt elsewhere draws the same numbers.
+/// </summary>
+public static class SamplingRandom
+{
+    /// <summary>A uniform number in [0, 1) for <paramref name="position"/> (the index of the token being decided).</summary>
+    public static double Uniform(ulong seed, long position, RandomPurpose purpose)
+    {
+        var key = SplitMix64.Mix(seed + 0x9E3779B97F4A7C15UL);
+        key = SplitMix64.Mix(key ^ ((ulong)position * 0xD1B54A32D192ED03UL));
+        key = SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
+        return (key >> 11) * (1.0 / (1UL << 53));
+    }
+}

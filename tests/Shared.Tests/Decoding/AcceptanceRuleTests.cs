@@ -1,0 +1,182 @@
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Shared.Tests.Decoding;
+
+public sealed class AcceptanceRuleTests
+{
+    private const int Vocab = 5;
+
+    /// <summary>
+    /// Chi-square critical value for 4 degrees of freedom at significance 1e-4: a correct rule fails with probability
+    /// 1 in 10 000, a wrong one (below) exceeds it by orders of magnitude at 100 000 draws.
+    /// </summary>
+    private const double ChiSquareCritical4Dof = 23.51;
+
+    private const int Draws = 100_000;
+
+    [Fact]
+    public void Verify_GreedyAllMatch_AcceptsAllAndAddsBonus()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        float[][] rows = [OneHot(2), OneHot(4), OneHot(1)];
+
+        var verdict = rule.Verify([new TokenId(2), new TokenId(4)], null, i => rows[i], SamplingConfig.Greedy, 10);
+
+        Assert.Equal(new Verdict(2, new TokenId(1)), verdict);
+    }
+
+    [Fact]
+    public void Verify_GreedyMismatch_StopsAtFirstAndCorrects()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        float[][] rows = [OneHot(2), OneHot(3), OneHot(1)];
+
+        var verdict = rule.Verify([new TokenId(2), new TokenId(4)], null, i => rows[i], SamplingConfig.Greedy, 10);
+
+        Assert.Equal(new Verdict(1, new TokenId(3)), verdict);
+    }
+
+    [Fact]
+    public void Verify_SamplingDraftEqualsTarget_AlwaysAccepts()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        var logits = Logits(0.1, 0.2, 0.3, 0.25, 0.15);
+        var q = Dense(0.1, 0.2, 0.3, 0.25, 0.15);
+        for (ulong seed = 0; seed < 200; seed++)
+        {
+            var config = new SamplingConfig { Temperature = 1f, Seed = seed };
+            var draft = TokenSampler.Sample(q, SamplingRandom.Uniform(seed, 0, RandomPurpose.Draft));
+
+            var verdict = rule.Verify([draft], [SparseDistribution.FromDense(q)], _ => logits, config, 0);
+
+            Assert.Equal(1, verdict.Accepted);
+        }
+    }
+
+    [Fact]
+    public void Verify_SamplingDraftWhereTargetHasNoMass_AlwaysRejectsAndNeverPicksIt()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        // Target mass only on tokens 0 and 1 (top-k 2); the draft puts 0.9 on token 4.
+        var logits = Logits(0.5, 0.4, 0.05, 0.03, 0.02);
+        var config = new SamplingConfig { Temperature = 1f, TopK = 2 };
+        var q = new SparseDistribution([4, 0], [0.9f, 0.1f]);
+        for (ulong seed = 0; seed < 500; seed++)
+        {
+            var verdict = rule.Verify([new TokenId(4)], [q], _ => logits, config with { Seed = seed }, 3);
+
+            Assert.Equal(0, verdict.Accepted);
+            Assert.True(verdict.Next.Value is 0 or 1, $"seed {seed}: correction {verdict.Next} is outside the target's support");
+        }
+    }
+
+    public static TheoryData<string, double[], double[]> AdversarialPairs() => new()
+    {
+        { "draft-overconfident-on-rare", [0.4, 0.3, 0.2, 0.08, 0.02], [0.02, 0.03, 0.05, 0.1, 0.8] },
+        { "draft-uniform", [0.7, 0.1, 0.1, 0.05, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2] },
+        { "draft-misses-support", [0.25, 0.25, 0.25, 0.125, 0.125], [0.5, 0.5, 0, 0, 0] },
+        { "draft-close", [0.3, 0.3, 0.2, 0.1, 0.1], [0.31, 0.29, 0.2, 0.12, 0.08] },
+    };
+
+    [Theory]
+    [MemberData(nameof(AdversarialPairs))]
+    public void Verify_SamplingFirstToken_FollowsTargetDistribution(string name, double[] p, double[] q)
+    {
+        var rule = new AcceptanceRule(Vocab);
+        var logits = Logits(p);
+        var qDense = Dense(q);
+        var sparse = SparseDistribution.FromDense(qDense);
+        var counts = new long[Vocab];
+        for (var seed = 0UL; seed < Draws; seed++)
+        {
+            var config = new SamplingConfig { Temperature = 1f, Seed = seed };
+            var draft = TokenSampler.Sample(qDense, SamplingRandom.Uniform(seed, 0, RandomPurpose.Draft));
+            var verdict = rule.Verify([draft], [sparse], _ => logits, config, 0);
+            counts[(verdict.Accepted == 1 ? draft : verdict.Next).Value]++;
+        }
+
+        var chi2 = ChiSquare(counts, p);
+        Assert.True(chi2 < ChiSquareCritical4Dof, $"{name}: chi-square {chi2:F1} ≥ {ChiSquareCritical4Dof}; counts {string.Join(",", counts)}");
+    }
+
+    [Theory]
+    [MemberData(nameof(AdversarialPairs))]
+    public void WrongRule_ResidualFromTargetInsteadOfDifference_FailsTheSameTest(string name, double[] p, double[] q)
+    {
+        if (name == "draft-close")
+        {
+            return; // the bias of this wrong rule is too small to see when q ≈ p; the other pairs show it
+        }
+
+        // The classic mistake: after a rejection, resample from p rather than from norm(max(0, p − q)).
+        var sampler = new TokenSampler(Vocab);
+        var logits = Logits(p);
+        var qDense = Dense(q);
+        var pDense = new float[Vocab];
+        sampler.Distribution(logits, new SamplingConfig { Temperature = 1f }, pDense);
+        var counts = new long[Vocab];
+        for (var seed = 0UL; seed < Draws; seed++)
+        {
+            var draft = TokenSampler.Sample(qDense, SamplingRandom.Uniform(seed, 0, RandomPurpose.Draft));
+            var u = SamplingRandom.Uniform(seed, 0, RandomPurpose.Accept);
+            var token = u * qDense[draft.Value] < pDense[draft.Value]
+                ? draft
+                : TokenSampler.Sample(pDense, SamplingRandom.Uniform(seed, 0, RandomPurpose.Residual));
+            counts[token.Value]++;
+        }
+
+        Assert.True(ChiSquare(counts, p) >= ChiSquareCritical4Dof, $"{name}: the wrong rule passed the goodness-of-fit test");
+    }
+
+    [Fact]
+    public void Verify_SamplingTwoDraftsAllAccepted_BonusFollowsLastRow()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        var same = Logits(0.2, 0.2, 0.2, 0.2, 0.2);
+        var bonusRow = Logits(0.05, 0.05, 0.05, 0.05, 0.8);
+        var q = SparseDistribution.FromDense(Dense(0.2, 0.2, 0.2, 0.2, 0.2));
+        var counts = new long[Vocab];
+        for (var seed = 0UL; seed < 20_000; seed++)
+        {
+            var verdict = rule.Verify([new TokenId(1), new TokenId(2)], [q, q], i => i < 2 ? same : bonusRow, new SamplingConfig { Temperature = 1f, Seed = seed }, 0);
+            Assert.Equal(2, verdict.Accepted);
+            counts[verdict.Next.Value]++;
+        }
+
+        Assert.InRange(counts[4] / 20_000.0, 0.78, 0.82);
+    }
+
+    [Fact]
+    public void Verify_DraftWithZeroDraftProbability_IsRefused()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        var q = new SparseDistribution([1], [1f]);
+
+        Assert.Throws<ArgumentException>(() => rule.Verify([new TokenId(3)], [q], _ => Logits(0.2, 0.2, 0.2, 0.2, 0.2), new SamplingConfig { Temperature = 1f }, 0));
+    }
+
+    private static double ChiSquare(long[] counts, double[] p)
+    {
+        var total = counts.Sum();
+        double chi2 = 0;
+        for (var i = 0; i < counts.Length; i++)
+        {
+            var expected = total * p[i];
+            chi2 += (counts[i] - expected) * (counts[i] - expected) / expected;
+        }
+
+        return chi2;
+    }
+
+    private static float[] OneHot(int id)
+    {
+        var row = new float[Vocab];
+        row[id] = 10f;
+        return row;
+    }
+
+    private static float[] Logits(params double[] p) => p.Select(v => (float)Math.Log(v)).ToArray();
+
+    private static float[] Dense(params double[] p) => p.Select(v => (float)v).ToArray();
+}

@@ -1,0 +1,286 @@
+using System.Buffers.Binary;
+using System.Text;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.Shared.Tests.Models;
+
+/// <summary>Every bad file or value gets a clear exception that names the file, tensor or value.</summary>
+public sealed class BadInputTests : IDisposable
+{
+    private readonly TempDirectory _temp = new("bad-input");
+
+    [Fact]
+    public void Open_MissingConfig_NamesConfigJson()
+    {
+        var dir = _temp.Combine("empty");
+        Directory.CreateDirectory(dir);
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaCheckpoint.Open(dir));
+
+        Assert.Contains("config.json", ex.Message);
+    }
+
+    [Fact]
+    public void Load_ConfigNotJson_SaysNotValidJson()
+    {
+        var path = _temp.Combine("config.json");
+        File.WriteAllText(path, "{ \"hidden_size\": 64,");
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaConfig.Load(path));
+
+        Assert.Contains("not valid JSON", ex.Message);
+        Assert.Equal(path, ex.FilePath);
+    }
+
+    [Theory]
+    [InlineData("hidden_size", null, "required field 'hidden_size' is missing")]
+    [InlineData("hidden_size", "-3", "'hidden_size' = -3 must be positive")]
+    [InlineData("num_key_value_heads", "3", "num_key_value_heads = 3 must be positive and divide num_attention_heads = 4")]
+    [InlineData("vocab_size", "\"many\"", "'vocab_size' must be an integer")]
+    [InlineData("rms_norm_eps", "0", "rms_norm_eps = 0 must be positive")]
+    public void Load_BadField_NamesTheField(string field, string? value, string message)
+    {
+        var path = WriteConfig(field, value);
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaConfig.Load(path));
+
+        Assert.Contains(message, ex.Message);
+    }
+
+    [Theory]
+    [InlineData("architectures", "[\"MistralForCausalLM\"]", "architecture 'MistralForCausalLM' is not supported")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling type 'yarn' is unsupported")]
+    [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling type 'dynamic' is unsupported")]
+    [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported")]
+    public void Load_UnsupportedFeature_SaysUnsupported(string field, string value, string message)
+    {
+        var path = WriteConfig(field, value);
+
+        var ex = Assert.Throws<UnsupportedModelException>(() => LlamaConfig.Load(path));
+
+        Assert.Contains(message, ex.Message);
+    }
+
+    [Fact]
+    public void Load_LinearRopeScaling_ReadsFactor()
+    {
+        var path = WriteConfig("rope_scaling", "{\"rope_type\": \"linear\", \"factor\": 2.5}");
+
+        Assert.Equal(2.5, LlamaConfig.Load(path).RopeLinearFactor);
+    }
+
+    [Fact]
+    public void Open_TruncatedSafetensors_SaysDataOffsetsPastEnd()
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("truncated"), TestModels.Small());
+        var file = Path.Combine(model.CheckpointDir, LlamaCheckpoint.SingleFileName);
+        var length = new FileInfo(file).Length;
+        using (var stream = new FileStream(file, FileMode.Open))
+        {
+            stream.SetLength(length - 100);
+        }
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaCheckpoint.Open(model.CheckpointDir));
+
+        Assert.Contains("reach past the", ex.Message);
+        Assert.Equal(file, ex.FilePath);
+    }
+
+    [Fact]
+    public void Open_HeaderLengthPastEnd_SaysSo()
+    {
+        var path = _temp.Combine("bad-header.safetensors");
+        var bytes = new byte[64];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, 1_000_000);
+        File.WriteAllBytes(path, bytes);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafetensorsFile.Open(path));
+
+        Assert.Contains("header length 1000000 points past the end", ex.Message);
+    }
+
+    [Theory]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}", "dtype F32 and shape [2,2] need 16 bytes but data_offsets span 12")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", "reach past the 16 data bytes")]
+    [InlineData("{\"w\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", "dtype I64 is not supported")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[12,4]}}", "are not an ordered pair")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[4]}}", "needs dtype, shape and data_offsets")]
+    [InlineData("[1,2,3]", "header must be a JSON object")]
+    public void Open_BadTensorEntry_NamesTensorAndProblem(string header, string message)
+    {
+        var path = WriteSafetensors(header, dataBytes: 16);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafetensorsFile.Open(path));
+
+        Assert.Contains(message, ex.Message);
+    }
+
+    [Fact]
+    public void Open_TensorShapeDisagreesWithConfig_NamesTensor()
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("shape"), TestModels.Small());
+        var configPath = Path.Combine(model.CheckpointDir, "config.json");
+        File.WriteAllText(configPath, File.ReadAllText(configPath).Replace("\"intermediate_size\": 96", "\"intermediate_size\": 100"));
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaCheckpoint.Open(model.CheckpointDir));
+
+        Assert.Contains("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [96, 64] but config.json implies [100, 64]", ex.Message);
+    }
+
+    [Fact]
+    public void Open_ShardIndexNamesMissingShard_NamesShard()
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("shards"), TestModels.Small(), shards: 2);
+        File.Delete(Path.Combine(model.CheckpointDir, "model-00002-of-00002.safetensors"));
+
+        var ex = Assert.Throws<ModelFormatException>(() => LlamaCheckpoint.Open(model.CheckpointDir));
+
+        Assert.Contains("model-00002-of-00002.safetensors", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(new[] { 0 }, "exit layer 0 is out of range")]
+    [InlineData(new[] { 2 }, "exit layer 2 is out of range")]
+    [InlineData(new[] { 1, 1 }, "strictly increasing")]
+    public void Convert_BadExits_SaysWhy(int[] exits, string message)
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("exits"), TestModels.Small());
+
+        var ex = Assert.Throws<ArgumentException>(() => ModelConverter.Convert(model.CheckpointDir, _temp.Combine("out"), new ConversionOptions { Exits = exits }));
+
+        Assert.Contains(message, ex.Message);
+        Assert.False(Directory.Exists(_temp.Combine("out")));
+    }
+
+    [Fact]
+    public void Convert_OutputFolderNotEmpty_Refuses()
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("nonempty"), TestModels.Small());
+        var output = _temp.Combine("occupied");
+        Directory.CreateDirectory(output);
+        File.WriteAllText(Path.Combine(output, "keep.txt"), "mine");
+
+        var ex = Assert.Throws<ArgumentException>(() => ModelConverter.Convert(model.CheckpointDir, output, new ConversionOptions()));
+
+        Assert.Contains("is not empty", ex.Message);
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(output, "keep.txt")));
+    }
+
+    [Theory]
+    [InlineData("model.onnx")]
+    [InlineData("tokenizer.json")]
+    public void Load_ConvertedFileEdited_FailsWithContentHashError(string file)
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("edited"), TestModels.Small());
+        var path = Path.Combine(converted, file);
+        var bytes = File.ReadAllBytes(path);
+        bytes[bytes.Length / 2] ^= 0x5A;
+        File.WriteAllBytes(path, bytes);
+
+        var ex = Assert.Throws<ModelIntegrityException>(() => TestModels.Load(converted));
+
+        Assert.Contains("content hash mismatch", ex.Message);
+        Assert.Equal(path, ex.FilePath);
+    }
+
+    [Fact]
+    public void Load_ConvertedFileTruncated_FailsWithContentHashError()
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("cut"), TestModels.Small(), new ConversionOptions { ExternalData = ExternalDataPolicy.Always });
+        var path = Path.Combine(converted, ModelConverter.ExternalDataFile);
+        using (var stream = new FileStream(path, FileMode.Open))
+        {
+            stream.SetLength(stream.Length / 2);
+        }
+
+        var ex = Assert.Throws<ModelIntegrityException>(() => TestModels.Load(converted));
+
+        Assert.Contains("weights.bin", ex.Message);
+    }
+
+    [Fact]
+    public void Forward_TokenOutOfRange_NamesIdAndVocabulary()
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("range"), TestModels.Small());
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => context.Forward([new TokenId(5), new TokenId(258)]));
+
+        Assert.Contains("token id 258 at step position 1 is outside the vocabulary of 258", ex.Message);
+        Assert.Equal(0, context.Length);
+        context.Forward([new TokenId(5)]);
+        Assert.Equal(1, context.Length);
+    }
+
+    [Fact]
+    public void Rollback_PastCurrentLength_Refuses()
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("rollback"), TestModels.Small());
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext();
+        context.Forward([new TokenId(1), new TokenId(2)]);
+
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => context.Rollback(3));
+
+        Assert.Contains("cannot roll back to 3 tokens: the sequence holds 2", ex.Message);
+    }
+
+    [Fact]
+    public void Forward_PastMaximumLength_Refuses()
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("long"), TestModels.Small());
+        using var lm = TestModels.Load(converted);
+        using var context = lm.CreateContext(maxSequenceLength: 8);
+        context.Forward(Enumerable.Range(0, 6).Select(i => new TokenId(i)).ToArray());
+
+        var ex = Assert.Throws<SequenceTooLongException>(() => context.Forward([new TokenId(1), new TokenId(2), new TokenId(3)]));
+
+        Assert.Contains("holds 6 tokens and cannot take 3 more: its maximum length is 8", ex.Message);
+        Assert.Equal(6, context.Length);
+    }
+
+    private string WriteConfig(string field, string? value)
+    {
+        var fields = new Dictionary<string, string>
+        {
+            ["architectures"] = "[\"LlamaForCausalLM\"]",
+            ["hidden_size"] = "64",
+            ["intermediate_size"] = "96",
+            ["num_hidden_layers"] = "2",
+            ["num_attention_heads"] = "4",
+            ["num_key_value_heads"] = "2",
+            ["vocab_size"] = "258",
+        };
+        if (value is null)
+        {
+            fields.Remove(field);
+        }
+        else
+        {
+            fields[field] = value;
+        }
+
+        var path = _temp.Combine($"config-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, "{" + string.Join(",", fields.Select(kv => $"\"{kv.Key}\": {kv.Value}")) + "}");
+        return path;
+    }
+
+    private string WriteSafetensors(string header, int dataBytes)
+    {
+        var path = _temp.Combine($"{Guid.NewGuid():N}.safetensors");
+        var headerBytes = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + headerBytes.Length + dataBytes];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)headerBytes.Length);
+        headerBytes.CopyTo(bytes, 8);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    public void Dispose() => _temp.Dispose();
+}

@@ -23,6 +23,7 @@ internal static class SynthCommand
         var shards = new Option<int>("--shards") { Description = "Split the weights into this many safetensors shards with an index.", DefaultValueFactory = _ => 1 };
         var ropeTheta = new Option<double>("--rope-theta") { Description = "RoPE base.", DefaultValueFactory = _ => LlamaConfig.DefaultRopeTheta };
         var maxPositions = new Option<int>("--max-positions") { Description = "max_position_embeddings.", DefaultValueFactory = _ => 512 };
+        var layerScale = new Option<double>("--layer-scale") { Description = "Scale of each layer's output projections; below 1 a model cut after fewer layers (an exit, a same-seed draft with fewer layers) predicts much like the whole.", DefaultValueFactory = _ => 1.0 };
         foreach (var option in new[] { layers, hidden, heads, kvHeads, intermediate, shards, maxPositions })
         {
             CliErrors.AtLeast(option, 1);
@@ -33,7 +34,7 @@ internal static class SynthCommand
 
         var command = new Command("synth", "Write a seeded random Llama checkpoint (config.json, safetensors, tokenizer.json) as a Hugging Face folder.")
         {
-            output, layers, hidden, heads, kvHeads, headDim, intermediate, vocab, seed, tied, dtype, shards, ropeTheta, maxPositions,
+            output, layers, hidden, heads, kvHeads, headDim, intermediate, vocab, seed, tied, dtype, shards, ropeTheta, maxPositions, layerScale,
         };
         command.SetAction(parse => CliErrors.Run(parse, stdout =>
         {
@@ -61,6 +62,7 @@ internal static class SynthCommand
                 Tied = parse.GetValue(tied),
                 RopeTheta = parse.GetValue(ropeTheta),
                 MaxPositions = parse.GetValue(maxPositions),
+                LayerOutputScale = parse.GetValue(layerScale),
             };
             if (spec.HeadDim is null && spec.Hidden % spec.Heads != 0)
             {

@@ -36,6 +36,13 @@ public sealed record SyntheticModelSpec
     /// <summary>Scale of the LM head weights; larger values give sharper next-token distributions.</summary>
     public double HeadScale { get; init; } = 2.0;
 
+    /// <summary>
+    /// Scale of each layer's output projections (attention o_proj, MLP down_proj). Below 1, each layer nudges the
+    /// residual stream rather than rewriting it, so a model cut after fewer layers (an exit, or a draft drawn with the
+    /// same seed and fewer layers) predicts much like the whole model, as trained models do.
+    /// </summary>
+    public double LayerOutputScale { get; init; } = 1.0;
+
     public long ParameterCount
     {
         get
@@ -97,11 +104,11 @@ public static class SyntheticCheckpoint
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.QProj(i), [qDim, h], 1.0 / Math.Sqrt(h)));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.KProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.VProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.OProj(i), [h, qDim], 1.0 / Math.Sqrt(qDim)));
+            tensors.Add(Normal(spec.Seed, LlamaTensorNames.OProj(i), [h, qDim], spec.LayerOutputScale / Math.Sqrt(qDim)));
             tensors.Add(Norm(spec.Seed, LlamaTensorNames.PostAttentionNorm(i), h));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.GateProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h)));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.UpProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h)));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.DownProj(i), [h, c.IntermediateSize], 1.0 / Math.Sqrt(c.IntermediateSize)));
+            tensors.Add(Normal(spec.Seed, LlamaTensorNames.DownProj(i), [h, c.IntermediateSize], spec.LayerOutputScale / Math.Sqrt(c.IntermediateSize)));
         }
 
         tensors.Add(Norm(spec.Seed, LlamaTensorNames.FinalNorm, h));

@@ -1,0 +1,143 @@
+using System.Globalization;
+using Microsoft.Extensions.Options;
+using SpecEdge.CloudVerifier.Configuration;
+using SpecEdge.CloudVerifier.Logging;
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
+
+namespace SpecEdge.CloudVerifier.Hosting;
+
+/// <summary>
+/// The target model the verifier serves, loaded once at start-up (a checkpoint folder is converted on first use) and
+/// shared by every session; with its exits' thresholds, the effective limits and the compute profile.
+/// </summary>
+public sealed class TargetModel : IDisposable
+{
+    public TargetModel(IOptions<VerifierOptions> options, ILogger<TargetModel> logger)
+    {
+        var o = options.Value;
+        var exits = ParseExits(o.Exits);
+        var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
+        var device = o.Device == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+        Model = LanguageModel.Load(directory, new RuntimeOptions
+        {
+            Device = device,
+            DeviceId = o.DeviceId,
+            IntraOpThreads = o.IntraOpThreads,
+            MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + 1),
+        }, logger);
+        MaxSequenceLength = o.Limits.MaxSequenceLength > 0 ? Math.Min(o.Limits.MaxSequenceLength, Model.MaxSequenceLength) : Model.MaxSequenceLength;
+        Profile = string.IsNullOrEmpty(o.ComputeProfile) ? ComputeProfile.Real : ComputeProfiles.Resolve(o.ComputeProfile);
+        Thresholds = ResolveThresholds(o, Model.Manifest.Exits.Count);
+        Limits = o.Limits;
+        ModelId = Path.GetFileName(Path.GetFullPath(o.Model).TrimEnd(Path.DirectorySeparatorChar));
+    }
+
+    public LanguageModel Model { get; }
+
+    public string ModelId { get; }
+
+    public int MaxSequenceLength { get; }
+
+    public ComputeProfile Profile { get; }
+
+    /// <summary>The confidence each exit needs before its provisional verdict is sent, in exit order.</summary>
+    public IReadOnlyList<float> Thresholds { get; }
+
+    public VerifierLimits Limits { get; }
+
+    /// <summary>The stage index whose logits are exit <paramref name="exit"/>'s (stages before the last end at exits).</summary>
+    public static int StageOfExit(int exit) => exit;
+
+    public ModelDescription Describe()
+    {
+        var manifest = Model.Manifest;
+        var description = new ModelDescription
+        {
+            ModelId = ModelId,
+            Architecture = manifest.Architecture,
+            VocabSize = manifest.VocabSize,
+            TokenizerKind = manifest.Tokenizer.Kind,
+            TokenizerSha256 = manifest.Tokenizer.Sha256 ?? string.Empty,
+            WeightsSha256 = manifest.WeightsSha256,
+            NumLayers = (uint)manifest.NumLayers,
+            Device = Model.Device.ToString().ToLowerInvariant(),
+            ServerVersion = ModelConverter.Version,
+            ComputeProfile = Profile.IsEmulated ? Profile.Label : string.Empty,
+            Limits = new Limits
+            {
+                MaxSessions = (uint)Limits.MaxSessions,
+                MaxDraftTokens = (uint)Limits.MaxDraftTokens,
+                MaxPromptTokens = (uint)Limits.MaxPromptTokens,
+                MaxNewTokens = (uint)Limits.MaxNewTokens,
+                MaxSequenceLength = (uint)MaxSequenceLength,
+                IdleTimeoutSeconds = (uint)Limits.IdleTimeoutSeconds,
+            },
+        };
+        description.Exits.AddRange(ExitInfos(Thresholds));
+        return description;
+    }
+
+    public IEnumerable<ExitInfo> ExitInfos(IReadOnlyList<float> thresholds) =>
+        Model.Manifest.Exits.Select((layer, i) => new ExitInfo { Layer = (uint)layer, Threshold = thresholds[i] });
+
+    public void Dispose() => Model.Dispose();
+
+    private static List<int> ParseExits(string? text)
+    {
+        var exits = new List<int>();
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return exits;
+        }
+
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out var layer))
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"Verifier:Exits: '{part}' is not an integer (expected a list such as 2,4)"]);
+            }
+
+            exits.Add(layer);
+        }
+
+        return exits;
+    }
+
+    private static float[] ResolveThresholds(VerifierOptions o, int exitCount)
+    {
+        var thresholds = Enumerable.Repeat(o.DefaultExitThreshold, exitCount).ToArray();
+        if (!string.IsNullOrEmpty(o.Calibration))
+        {
+            var calibrated = SpecEdge.Shared.Calibration.CalibrationReport.LoadThresholds(o.Calibration);
+            if (calibrated.Count != exitCount)
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"Verifier:Calibration: {o.Calibration} holds thresholds for {calibrated.Count} exits, the model has {exitCount}"]);
+            }
+
+            thresholds = [.. calibrated];
+        }
+
+        if (o.ExitThresholds.Length > 0)
+        {
+            if (o.ExitThresholds.Length != exitCount)
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"Verifier:ExitThresholds has {o.ExitThresholds.Length} values, the model has {exitCount} exits"]);
+            }
+
+            thresholds = o.ExitThresholds;
+        }
+
+        foreach (var t in thresholds)
+        {
+            if (!(t >= 0f && t <= 1f))
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"exit threshold {t.ToString(CultureInfo.InvariantCulture)} is outside [0, 1]"]);
+            }
+        }
+
+        return thresholds;
+    }
+}

@@ -1,0 +1,46 @@
+using Microsoft.Extensions.Options;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.Shared.Models;
+
+if (args.Contains("--help") || args.Contains("-h"))
+{
+    Console.WriteLine("""
+        specedge-cloud: the SpecEdge cloud verifier (gRPC over HTTP/2).
+
+        Usage: specedge-cloud --model DIR [--urls URL] [--device cpu|cuda] [--exits L1,L2] [options]
+
+          --model DIR            target model: a converted SpecEdge folder, or a Hugging Face checkpoint folder
+                                 (converted on first use into ~/.cache/specedge/models, or $SPECEDGE_CACHE)
+          --urls URL             where to listen (default http://127.0.0.1:50051; plaintext HTTP/2)
+          --device cpu|cuda      where the target runs (CUDA falls back to the CPU, loudly, when it cannot load)
+          --exits L1,L2          exit layers to cut a checkpoint at (the staged early-exit form)
+          --threads N            ONNX Runtime intra-op threads (default: one per core)
+          --profile NAME|FILE    emulate a compute profile's verification time (ratio-10x, paper-robot, or a file)
+          --calibration FILE     use the exit thresholds of a calibration report
+          --max-sessions N       sessions at once (default 64)
+          --max-draft-tokens N   drafts per round (default 16)
+          --cache DIR            conversion cache folder
+
+        Every setting is also configuration: appsettings.json, Verifier__* environment variables, --Verifier:Key=value.
+        """);
+    return 0;
+}
+
+if (VerifierHost.UnknownSwitch(args) is { } unknown)
+{
+    Console.Error.WriteLine($"specedge-cloud: error: unknown option {unknown} (see --help)");
+    return 2;
+}
+
+try
+{
+    var app = VerifierHost.Create(args);
+    VerifierHost.LoadModel(app);
+    await app.RunAsync();
+    return 0;
+}
+catch (Exception ex) when (ex is OptionsValidationException or ModelFormatException or FormatException or ArgumentException or IOException)
+{
+    Console.Error.WriteLine($"specedge-cloud: error: {ex.Message}");
+    return 1;
+}

@@ -1,0 +1,291 @@
+using System.Threading.Channels;
+using Grpc.Core;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.CloudVerifier.Logging;
+using SpecEdge.CloudVerifier.Scheduling;
+using SpecEdge.CloudVerifier.Sessions;
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
+using SpecEdge.Shared.Protocol;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.CloudVerifier.Services;
+
+/// <summary>
+/// The gRPC Verifier service. A Decode stream has one reader loop (client messages into a small bounded inbox), one
+/// processing loop (rounds in order) and one writer (a bounded outbox drained to the response stream).
+/// </summary>
+public sealed class VerifierService : Verifier.VerifierBase
+{
+    /// <summary>Rounds a stream may have waiting: the one being verified's successor (a conditional round) and one more.</summary>
+    private const int InboxCapacity = 2;
+
+    private const int OutboxCapacity = 16;
+
+    private readonly TargetModel _target;
+    private readonly ModelScheduler _scheduler;
+    private readonly SessionRegistry _sessions;
+    private readonly TimeProvider _time;
+    private readonly ILogger<VerifierService> _logger;
+
+    public VerifierService(TargetModel target, ModelScheduler scheduler, SessionRegistry sessions, TimeProvider time, ILogger<VerifierService> logger)
+    {
+        _target = target;
+        _scheduler = scheduler;
+        _sessions = sessions;
+        _time = time;
+        _logger = logger;
+    }
+
+    public override Task<ModelDescription> Describe(DescribeRequest request, ServerCallContext context) => Task.FromResult(_target.Describe());
+
+    public override async Task Decode(IAsyncStreamReader<EdgeMessage> requestStream, IServerStreamWriter<VerifierMessage> responseStream, ServerCallContext context)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        var idleTimeout = TimeSpan.FromSeconds(_target.Limits.IdleTimeoutSeconds);
+        var outbox = Channel.CreateBounded<VerifierMessage>(new BoundedChannelOptions(OutboxCapacity) { SingleReader = true });
+        var writer = DrainAsync(outbox.Reader, responseStream, stop.Token);
+        var sessionId = "(opening)";
+        DecodeSession? session = null;
+        Task reader = Task.CompletedTask;
+        try
+        {
+            using var slot = _sessions.Reserve();
+            idle.CancelAfter(idleTimeout);
+            var open = await ReadOpenAsync(requestStream, idle.Token, stop.Token).ConfigureAwait(false);
+            idle.CancelAfter(Timeout.InfiniteTimeSpan);
+            (session, var opened) = await DecodeSession.OpenAsync(open, _target, _scheduler, _time, stop.Token).ConfigureAwait(false);
+            sessionId = session.Id;
+            _sessions.Track(sessionId);
+            VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
+            await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
+
+            var inbox = Channel.CreateBounded<Draft>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+            idle.CancelAfter(idleTimeout);
+            reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, stop.Token);
+            await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, stop.Token).ConfigureAwait(false);
+            VerifierLog.SessionEnded(_logger, sessionId, session.LastRound, session.Generated, session.Finished ? session.FinishReason.ToString() : "closed by the edge");
+        }
+        catch (RpcException ex)
+        {
+            VerifierLog.MessageRefused(_logger, sessionId, ex.StatusCode, ex.Status.Detail);
+            throw;
+        }
+        catch (OperationCanceledException) when (idle.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            VerifierLog.SessionIdle(_logger, sessionId, _target.Limits.IdleTimeoutSeconds);
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"session closed after {_target.Limits.IdleTimeoutSeconds} s without a message from the edge (Limits:IdleTimeoutSeconds)"));
+        }
+        finally
+        {
+            outbox.Writer.TryComplete();
+            await ObserveAsync(writer).ConfigureAwait(false);
+            await stop.CancelAsync().ConfigureAwait(false);
+            await ObserveAsync(reader).ConfigureAwait(false);
+            if (session is not null)
+            {
+                _sessions.Forget(sessionId);
+                session.Dispose();
+            }
+        }
+    }
+
+    public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateReply> responseStream, ServerCallContext context)
+    {
+        var cancellationToken = context.CancellationToken;
+        var model = _target.Model;
+        var limits = _target.Limits;
+        if (request.PromptIds.Count == 0)
+        {
+            throw Refusal.InvalidArgument("GenerateRequest.prompt_ids is empty: a prompt needs at least one token");
+        }
+
+        if (request.PromptIds.Count > limits.MaxPromptTokens || request.PromptIds.Count >= _target.MaxSequenceLength)
+        {
+            throw Refusal.InvalidArgument($"the prompt holds {request.PromptIds.Count} tokens, over the verifier's limit of {Math.Min(limits.MaxPromptTokens, _target.MaxSequenceLength - 1)}");
+        }
+
+        for (var i = 0; i < request.PromptIds.Count; i++)
+        {
+            if ((uint)request.PromptIds[i] >= (uint)model.VocabSize)
+            {
+                throw Refusal.InvalidArgument($"GenerateRequest.prompt_ids[{i}] = {request.PromptIds[i]} is outside the vocabulary of {model.VocabSize}");
+            }
+        }
+
+        if (request.MaxNewTokens < 1 || request.MaxNewTokens > limits.MaxNewTokens)
+        {
+            throw Refusal.InvalidArgument($"GenerateRequest.max_new_tokens = {request.MaxNewTokens} is out of range: use 1 to {limits.MaxNewTokens}");
+        }
+
+        var sampling = request.Sampling.ToConfig();
+        if (sampling.Validate() is { } problem)
+        {
+            throw Refusal.InvalidArgument($"GenerateRequest.sampling: {problem}");
+        }
+
+        using var slot = _sessions.Reserve();
+        using var decode = model.CreateContext(_target.MaxSequenceLength);
+        var rule = new AcceptanceRule(model.VocabSize);
+        var tokens = request.PromptIds.Select(id => new TokenId(id)).ToList();
+        var stopRule = new StopRule(tokens.Count, request.MaxNewTokens, _target.MaxSequenceLength, request.StopAtEos, model.Tokenizer.Eos);
+        var feed = tokens.ToArray();
+        for (uint index = 0; ; index++)
+        {
+            var start = _time.GetTimestamp();
+            TokenId next;
+            TimeSpan queued;
+            using (var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false))
+            {
+                queued = lease.Waited;
+                LogitsView last = default;
+                for (var chunk = 0; chunk < feed.Length; chunk += decode.MaxStepTokens)
+                {
+                    var part = feed.AsMemory(chunk, Math.Min(decode.MaxStepTokens, feed.Length - chunk));
+                    decode.BeginStep(part.Span);
+                    var stageCount = model.Stages.Count;
+                    for (var stage = 0; stage < stageCount; stage++)
+                    {
+                        var stageStart = _time.GetTimestamp();
+                        var logits = decode.RunNextStage();
+                        await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, part.Length), cancellationToken).ConfigureAwait(false);
+                        if (stage == stageCount - 1)
+                        {
+                            last = logits;
+                        }
+                    }
+                }
+
+                next = rule.SampleTarget(last.Last, sampling, tokens.Count);
+            }
+
+            var (_, reason) = stopRule.Apply(tokens.Count, [next]);
+            tokens.Add(next);
+            var computeMicros = (long)(_time.GetElapsedTime(start) - queued).TotalMicroseconds;
+            await responseStream.WriteAsync(new GenerateReply
+            {
+                TokenId = next.Value,
+                Index = index,
+                Finished = reason != DomainFinish.None,
+                FinishReason = DecodeSession.ToWire(reason),
+                ComputeMicros = computeMicros,
+                QueueMicros = (long)queued.TotalMicroseconds,
+            }, cancellationToken).ConfigureAwait(false);
+            if (reason != DomainFinish.None)
+            {
+                return;
+            }
+
+            feed = [next];
+        }
+    }
+
+    private static async Task<Open> ReadOpenAsync(IAsyncStreamReader<EdgeMessage> requests, CancellationToken idle, CancellationToken stop)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle, stop);
+        if (!await requests.MoveNext(linked.Token).ConfigureAwait(false))
+        {
+            throw Refusal.FailedPrecondition("the stream ended before Open: a Decode stream starts with Open");
+        }
+
+        return requests.Current.KindCase == EdgeMessage.KindOneofCase.Open
+            ? requests.Current.Open
+            : throw Refusal.FailedPrecondition($"the first message was {requests.Current.KindCase}: a Decode stream starts with Open");
+    }
+
+    private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<Draft> inbox, CancellationTokenSource idle, CancellationToken stop)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, stop);
+        try
+        {
+            while (await requests.MoveNext(linked.Token).ConfigureAwait(false))
+            {
+                var message = requests.Current;
+                switch (message.KindCase)
+                {
+                    case EdgeMessage.KindOneofCase.Draft:
+                        if (!inbox.TryWrite(message.Draft))
+                        {
+                            throw Refusal.FailedPrecondition($"round {message.Draft.Round} arrived while {InboxCapacity} rounds were already waiting: send a round after the previous final verdict, or at most one conditional round ahead");
+                        }
+
+                        break;
+                    case EdgeMessage.KindOneofCase.Open:
+                        throw Refusal.FailedPrecondition("a second Open on the same stream: one Decode stream is one generation");
+                    case EdgeMessage.KindOneofCase.Close:
+                        inbox.TryComplete();
+                        return;
+                    default:
+                        throw Refusal.InvalidArgument("an empty EdgeMessage: set open, draft or close");
+                }
+            }
+
+            inbox.TryComplete();
+        }
+        catch (Exception ex)
+        {
+            inbox.TryComplete(ex);
+            throw;
+        }
+    }
+
+    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<Draft> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, CancellationToken stop)
+    {
+        try
+        {
+            while (await inbox.WaitToReadAsync(stop).ConfigureAwait(false))
+            {
+                var draft = await inbox.ReadAsync(stop).ConfigureAwait(false);
+                idle.CancelAfter(Timeout.InfiniteTimeSpan);
+                if (draft.Condition is { } condition && !session.ConditionHolds(condition))
+                {
+                    if (!session.Finished)
+                    {
+                        await outbox.WriteAsync(new VerifierMessage { Dropped = new RoundDropped { Round = draft.Round, Reason = $"round {condition.Round} ended with {session.LastVerdict!.Accepted} accepted and next {session.LastVerdict.NextId}, not {condition.Accepted} and {condition.NextId}" } }, stop).ConfigureAwait(false);
+                    }
+                }
+                else
+                {
+                    await session.VerifyAsync(draft, outbox, stop).ConfigureAwait(false);
+                }
+
+                if (session.Finished)
+                {
+                    return;
+                }
+
+                idle.CancelAfter(idleTimeout);
+            }
+        }
+        catch (ChannelClosedException ex) when (ex.InnerException is not null)
+        {
+            // The reader failed (a bad message or an idle timeout): its error is the stream's error.
+            await reader.ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task DrainAsync(ChannelReader<VerifierMessage> outbox, IServerStreamWriter<VerifierMessage> responses, CancellationToken cancellationToken)
+    {
+        await foreach (var message in outbox.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            await responses.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task ObserveAsync(Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        {
+            // Already reported through the stream's status, or the stream is gone.
+        }
+    }
+}

@@ -1,0 +1,447 @@
+using System.Threading.Channels;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.CloudVerifier.Scheduling;
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Protocol;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
+using SpecEdge.Shared.Tokenization;
+using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
+using WireFinish = SpecEdge.Protocol.V1.FinishReason;
+
+namespace SpecEdge.CloudVerifier.Sessions;
+
+/// <summary>
+/// One generation on the verifier: the KV cache of the committed prefix (all but the last committed token, which the
+/// next round feeds first), and the rounds checked against it. A round scores [last committed token, drafts…] in one
+/// step, stage by stage; after an exit stage a provisional verdict may go out at once; the final verdict commits
+/// tokens and rolls the cache back to the committed prefix. Rounds are processed one at a time, in order.
+/// </summary>
+internal sealed class DecodeSession : IDisposable
+{
+    private readonly TargetModel _target;
+    private readonly ModelScheduler _scheduler;
+    private readonly TimeProvider _time;
+    private readonly DecodeContext _context;
+    private readonly AcceptanceRule _rule;
+    private readonly TokenSampler _sampler;
+    private readonly float[] _probabilities;
+    private readonly List<TokenId> _tokens;
+    private readonly StopRule _stop;
+    private readonly SamplingConfig _sampling;
+    private readonly bool _earlyVerdicts;
+    private readonly IReadOnlyList<float> _thresholds;
+    private readonly TokenId[] _step;
+    private readonly List<SparseDistribution> _distributions = [];
+    private readonly int _promptLength;
+    private int _lastRoundDrafts;
+
+    private DecodeSession(TargetModel target, ModelScheduler scheduler, TimeProvider time, List<TokenId> tokens, int promptLength, StopRule stop, SamplingConfig sampling, bool earlyVerdicts, IReadOnlyList<float> thresholds)
+    {
+        _target = target;
+        _scheduler = scheduler;
+        _time = time;
+        _tokens = tokens;
+        _promptLength = promptLength;
+        _stop = stop;
+        _sampling = sampling;
+        _earlyVerdicts = earlyVerdicts;
+        _thresholds = thresholds;
+        _context = target.Model.CreateContext(target.MaxSequenceLength);
+        _rule = new AcceptanceRule(target.Model.VocabSize);
+        _sampler = new TokenSampler(target.Model.VocabSize);
+        _probabilities = new float[target.Model.VocabSize];
+        _step = new TokenId[target.Limits.MaxDraftTokens + 1];
+        Id = Guid.NewGuid().ToString("N")[..12];
+    }
+
+    public string Id { get; }
+
+    public int CommittedLength => _tokens.Count;
+
+    public int Generated => _tokens.Count - _promptLength;
+
+    public uint LastRound { get; private set; }
+
+    public FinalVerdict? LastVerdict { get; private set; }
+
+    public bool Finished { get; private set; }
+
+    public DomainFinish FinishReason { get; private set; }
+
+    public SamplingConfig Sampling => _sampling;
+
+    /// <summary>Validates an Open, prefills the prefix, and returns the session and its Opened reply.</summary>
+    /// <exception cref="Grpc.Core.RpcException">InvalidArgument or FailedPrecondition saying what is wrong.</exception>
+    public static async Task<(DecodeSession Session, Opened Reply)> OpenAsync(Open open, TargetModel target, ModelScheduler scheduler, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var model = target.Model;
+        var limits = target.Limits;
+        if (open.PromptIds.Count == 0)
+        {
+            throw Refusal.InvalidArgument("Open.prompt_ids is empty: a prompt needs at least one token");
+        }
+
+        var prefix = open.PromptIds.Count + open.CommittedIds.Count;
+        if (prefix > limits.MaxPromptTokens)
+        {
+            throw Refusal.InvalidArgument($"the prompt holds {prefix} tokens (prompt_ids + committed_ids), over the verifier's limit of {limits.MaxPromptTokens} (Limits:MaxPromptTokens)");
+        }
+
+        if (prefix >= target.MaxSequenceLength)
+        {
+            throw Refusal.InvalidArgument($"the prompt holds {prefix} tokens, which leaves no room in the maximum sequence length of {target.MaxSequenceLength}");
+        }
+
+        CheckIds(open.PromptIds, "Open.prompt_ids", model.VocabSize);
+        CheckIds(open.CommittedIds, "Open.committed_ids", model.VocabSize);
+        if (open.MaxNewTokens < 1 || open.MaxNewTokens > limits.MaxNewTokens)
+        {
+            throw Refusal.InvalidArgument($"Open.max_new_tokens = {open.MaxNewTokens} is out of range: use 1 to {limits.MaxNewTokens}");
+        }
+
+        if (open.CommittedIds.Count >= open.MaxNewTokens)
+        {
+            throw Refusal.FailedPrecondition($"Open.committed_ids already holds {open.CommittedIds.Count} tokens, the whole max_new_tokens = {open.MaxNewTokens}: nothing is left to generate");
+        }
+
+        var sampling = open.Sampling.ToConfig();
+        if (sampling.Validate() is { } samplingProblem)
+        {
+            throw Refusal.InvalidArgument($"Open.sampling: {samplingProblem}");
+        }
+
+        var manifest = model.Manifest;
+        if (open.DraftVocabSize != 0 && open.DraftVocabSize != manifest.VocabSize)
+        {
+            throw Refusal.FailedPrecondition($"the draft's vocabulary of {open.DraftVocabSize} tokens differs from the target's {manifest.VocabSize}: draft and target must share one vocabulary");
+        }
+
+        if (open.DraftTokenizerSha256.Length > 0 && manifest.Tokenizer.Sha256 is { } targetHash && open.DraftTokenizerSha256 != targetHash)
+        {
+            throw Refusal.FailedPrecondition($"the draft's tokenizer (sha256 {Short(open.DraftTokenizerSha256)}) differs from the target's (sha256 {Short(targetHash)}): draft and target must share one tokenizer");
+        }
+
+        IReadOnlyList<float> thresholds = target.Thresholds;
+        if (open.ExitThresholds.Count > 0)
+        {
+            if (open.ExitThresholds.Count != manifest.Exits.Count)
+            {
+                throw Refusal.InvalidArgument($"Open.exit_thresholds has {open.ExitThresholds.Count} values but the target has {manifest.Exits.Count} exits");
+            }
+
+            foreach (var t in open.ExitThresholds)
+            {
+                if (!(t >= 0f && t <= 1f))
+                {
+                    throw Refusal.InvalidArgument($"Open.exit_thresholds value {t} is outside [0, 1]");
+                }
+            }
+
+            thresholds = [.. open.ExitThresholds];
+        }
+
+        var tokens = new List<TokenId>(target.MaxSequenceLength);
+        tokens.AddRange(open.PromptIds.Select(id => new TokenId(id)));
+        tokens.AddRange(open.CommittedIds.Select(id => new TokenId(id)));
+        var stop = new StopRule(open.PromptIds.Count, open.MaxNewTokens, target.MaxSequenceLength, open.StopAtEos, model.Tokenizer.Eos);
+        var session = new DecodeSession(target, scheduler, time, tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds);
+        try
+        {
+            var prefill = await session.PrefillAsync(cancellationToken).ConfigureAwait(false);
+            var reply = new Opened
+            {
+                SessionId = session.Id,
+                CommittedLength = (uint)tokens.Count,
+                MaxDraftTokens = (uint)limits.MaxDraftTokens,
+                PrefillMicros = (long)prefill.TotalMicroseconds,
+            };
+            reply.Exits.AddRange(target.ExitInfos(thresholds));
+            return (session, reply);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Checks a conditional round's condition against the last final verdict: true when it holds (verify the round),
+    /// false when it does not (drop the round).
+    /// </summary>
+    /// <exception cref="Grpc.Core.RpcException">The condition names another round or an impossible prefix.</exception>
+    public bool ConditionHolds(Condition condition)
+    {
+        if (condition.Round != LastRound || LastVerdict is null)
+        {
+            throw Refusal.FailedPrecondition($"the condition names round {condition.Round}, but the last verified round is {LastRound}: a conditional round must follow the round it assumes");
+        }
+
+        if (condition.Accepted > _lastRoundDrafts)
+        {
+            throw Refusal.InvalidArgument($"the condition assumes {condition.Accepted} accepted drafts, but round {condition.Round} carried only {_lastRoundDrafts}");
+        }
+
+        if ((uint)condition.NextId >= (uint)_target.Model.VocabSize)
+        {
+            throw Refusal.InvalidArgument($"the condition's next_id {condition.NextId} is outside the vocabulary of {_target.Model.VocabSize}");
+        }
+
+        return LastVerdict.Accepted == condition.Accepted && LastVerdict.NextId == condition.NextId && !Finished;
+    }
+
+    /// <summary>Verifies one round and writes its early verdicts and final verdict to <paramref name="output"/>.</summary>
+    /// <exception cref="Grpc.Core.RpcException">The round is out of order, does not match the session, or carries bad ids or distributions.</exception>
+    public async Task VerifyAsync(Draft draft, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken)
+    {
+        var started = _time.GetTimestamp();
+        var drafts = Validate(draft);
+        var committed = _tokens.Count;
+        var gamma = drafts.Length;
+        _step[0] = _tokens[^1];
+        drafts.CopyTo(_step.AsSpan(1));
+        var stepTokens = _step.AsMemory(0, gamma + 1);
+
+        var timings = new ServerTimings();
+        Verdict final;
+        using (var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false))
+        {
+            timings.QueueMicros = (long)lease.Waited.TotalMicroseconds;
+            _context.BeginStep(stepTokens.Span);
+            var stageCount = _target.Model.Stages.Count;
+            LogitsView logits = default;
+            for (var stage = 0; stage < stageCount; stage++)
+            {
+                var stageStart = _time.GetTimestamp();
+                logits = _context.RunNextStage();
+                var waited = await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, gamma + 1), cancellationToken).ConfigureAwait(false);
+                timings.StageMicros.Add((long)_time.GetElapsedTime(stageStart).TotalMicroseconds);
+                timings.EmulatedMicros += (long)waited.TotalMicroseconds;
+                if (stage < stageCount - 1 && _earlyVerdicts)
+                {
+                    await WriteEarlyVerdictAsync(draft.Round, stage, drafts, logits, committed, started, output, cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            final = Decide(drafts, logits, committed);
+        }
+
+        var (kept, reason) = Commit(drafts, final, committed);
+        timings.TotalMicros = (long)_time.GetElapsedTime(started).TotalMicroseconds;
+        var verdict = new FinalVerdict
+        {
+            Round = draft.Round,
+            Accepted = (uint)(kept - 1),
+            NextId = _tokens[^1].Value,
+            Finished = reason != DomainFinish.None,
+            FinishReason = ToWire(reason),
+            CommittedLength = (uint)_tokens.Count,
+            Timings = timings,
+        };
+        LastVerdict = verdict;
+        await output.WriteAsync(new VerifierMessage { Final = verdict }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Prefills the committed prefix except its last token, which the first round feeds.</summary>
+    private async Task<TimeSpan> PrefillAsync(CancellationToken cancellationToken)
+    {
+        var start = _time.GetTimestamp();
+        if (_tokens.Count > 1)
+        {
+            using var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false);
+            var prefix = _tokens.ToArray().AsMemory(0, _tokens.Count - 1);
+            for (var chunk = 0; chunk < prefix.Length; chunk += _context.MaxStepTokens)
+            {
+                var part = prefix.Slice(chunk, Math.Min(_context.MaxStepTokens, prefix.Length - chunk));
+                var stageCount = _target.Model.Stages.Count;
+                _context.BeginStep(part.Span);
+                for (var stage = 0; stage < stageCount; stage++)
+                {
+                    var stageStart = _time.GetTimestamp();
+                    _context.RunNextStage();
+                    await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, part.Length), cancellationToken).ConfigureAwait(false);
+                }
+            }
+        }
+
+        return _time.GetElapsedTime(start);
+    }
+
+    private TokenId[] Validate(Draft draft)
+    {
+        if (Finished)
+        {
+            throw Refusal.FailedPrecondition($"the generation has finished ({FinishReason}); no more rounds are taken");
+        }
+
+        if (draft.Round != LastRound + 1)
+        {
+            throw Refusal.FailedPrecondition($"round {draft.Round} is out of order: the session expects round {LastRound + 1}");
+        }
+
+        if (draft.BaseLength != _tokens.Count)
+        {
+            throw Refusal.FailedPrecondition($"round {draft.Round}: base_length {draft.BaseLength} does not match the session's committed length {_tokens.Count}");
+        }
+
+        var limits = _target.Limits;
+        if (draft.Ids.Count > limits.MaxDraftTokens)
+        {
+            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts are over the verifier's limit of {limits.MaxDraftTokens} per round");
+        }
+
+        if (_tokens.Count + draft.Ids.Count >= _target.MaxSequenceLength)
+        {
+            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the maximum sequence length of {_target.MaxSequenceLength}");
+        }
+
+        CheckIds(draft.Ids, $"round {draft.Round}: Draft.ids", _target.Model.VocabSize);
+        var drafts = new TokenId[draft.Ids.Count];
+        for (var i = 0; i < drafts.Length; i++)
+        {
+            drafts[i] = new TokenId(draft.Ids[i]);
+        }
+
+        _distributions.Clear();
+        if (!_sampling.IsGreedy)
+        {
+            if (draft.Distributions.Count != drafts.Length)
+            {
+                throw Refusal.InvalidArgument($"round {draft.Round}: sampling needs one distribution per draft, got {draft.Distributions.Count} for {drafts.Length} drafts");
+            }
+
+            for (var i = 0; i < drafts.Length; i++)
+            {
+                var wire = draft.Distributions[i];
+                if (wire.Ids.Count != wire.Probabilities.Count)
+                {
+                    throw Refusal.InvalidArgument($"round {draft.Round}: distribution {i} has {wire.Ids.Count} ids but {wire.Probabilities.Count} probabilities");
+                }
+
+                var distribution = wire.ToDomain();
+                if (distribution.Validate(_target.Model.VocabSize) is { } problem)
+                {
+                    throw Refusal.InvalidArgument($"round {draft.Round}: distribution {i}: {problem}");
+                }
+
+                if (!(distribution.ProbabilityOf(drafts[i]) > 0f))
+                {
+                    throw Refusal.InvalidArgument($"round {draft.Round}: draft {i} (token {drafts[i]}) has probability 0 in its own distribution");
+                }
+
+                _distributions.Add(distribution);
+            }
+        }
+
+        LastRound = draft.Round;
+        _lastRoundDrafts = drafts.Length;
+        return drafts;
+    }
+
+    private Verdict Decide(TokenId[] drafts, LogitsView logits, int committed) =>
+        _rule.Verify(drafts, _sampling.IsGreedy ? null : _distributions, i => logits.Row(i), _sampling, committed);
+
+    private async Task WriteEarlyVerdictAsync(uint round, int exit, TokenId[] drafts, LogitsView exitLogits, int committed, long started, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken)
+    {
+        var verdict = Decide(drafts, exitLogits, committed);
+        var (kept, next) = Truncate(drafts, verdict, committed);
+        var confidence = Confidence(exitLogits, kept);
+        if (confidence < _thresholds[exit])
+        {
+            return;
+        }
+
+        await output.WriteAsync(new VerifierMessage
+        {
+            Early = new EarlyVerdict
+            {
+                Round = round,
+                ExitLayer = (uint)_target.Model.Manifest.Exits[exit],
+                Accepted = (uint)(kept - 1),
+                NextId = next.Value,
+                Confidence = (float)confidence,
+                ElapsedMicros = (long)_time.GetElapsedTime(started).TotalMicroseconds,
+            },
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// An exit's confidence in its verdict: the product, over the rows the verdict rests on (the accepted drafts and
+    /// the next token), of the exit distribution's largest probability. It estimates the chance that every one of those
+    /// rows' choices carries over to the final head.
+    /// </summary>
+    private double Confidence(LogitsView exitLogits, int rows)
+    {
+        var config = _sampling.IsGreedy ? new SamplingConfig { Temperature = 1f } : _sampling;
+        double confidence = 1;
+        for (var i = 0; i < rows; i++)
+        {
+            _sampler.Distribution(exitLogits.Row(i), config, _probabilities);
+            var max = 0f;
+            foreach (var p in _probabilities)
+            {
+                max = Math.Max(max, p);
+            }
+
+            confidence *= max;
+        }
+
+        return confidence;
+    }
+
+    private (int Kept, TokenId Last) Truncate(TokenId[] drafts, Verdict verdict, int committed)
+    {
+        Span<TokenId> produced = stackalloc TokenId[verdict.Accepted + 1];
+        drafts.AsSpan(0, verdict.Accepted).CopyTo(produced);
+        produced[^1] = verdict.Next;
+        var (kept, _) = _stop.Apply(committed, produced);
+        return (kept, produced[kept - 1]);
+    }
+
+    private (int Kept, DomainFinish Reason) Commit(TokenId[] drafts, Verdict verdict, int committed)
+    {
+        Span<TokenId> produced = stackalloc TokenId[verdict.Accepted + 1];
+        drafts.AsSpan(0, verdict.Accepted).CopyTo(produced);
+        produced[^1] = verdict.Next;
+        var (kept, reason) = _stop.Apply(committed, produced);
+        foreach (var token in produced[..kept])
+        {
+            _tokens.Add(token);
+        }
+
+        // Keep the cache of everything but the new last token: [old last, the kept drafts].
+        _context.Rollback(_tokens.Count - 1);
+        if (reason != DomainFinish.None)
+        {
+            Finished = true;
+            FinishReason = reason;
+        }
+
+        return (kept, reason);
+    }
+
+    public static WireFinish ToWire(DomainFinish reason) => reason switch
+    {
+        DomainFinish.EndOfSequence => WireFinish.Eos,
+        DomainFinish.Length => WireFinish.Length,
+        DomainFinish.Context => WireFinish.Context,
+        _ => WireFinish.Unspecified,
+    };
+
+    public void Dispose() => _context.Dispose();
+
+    private static void CheckIds(IReadOnlyList<int> ids, string field, int vocab)
+    {
+        for (var i = 0; i < ids.Count; i++)
+        {
+            if ((uint)ids[i] >= (uint)vocab)
+            {
+                throw Refusal.InvalidArgument($"{field}[{i}] = {ids[i]} is outside the vocabulary of {vocab}");
+            }
+        }
+    }
+
+    private static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
+}

@@ -1,0 +1,46 @@
+namespace SpecEdge.EdgeClient.Client;
+
+/// <summary>
+/// A generation: enumerate it to run it and receive committed tokens as they are committed; <see cref="Report"/> holds
+/// the figures once the enumeration has finished. A generation runs once.
+/// </summary>
+public sealed class Generation : IAsyncEnumerable<CommittedToken>
+{
+    private readonly Func<Generation, CancellationToken, IAsyncEnumerable<CommittedToken>> _run;
+    private int _started;
+
+    internal Generation(GenerationRequest request, Func<Generation, CancellationToken, IAsyncEnumerable<CommittedToken>> run)
+    {
+        Request = request;
+        _run = run;
+    }
+
+    public GenerationRequest Request { get; }
+
+    /// <summary>The result, set when the enumeration completes.</summary>
+    public GenerationReport? Report { get; internal set; }
+
+    public IAsyncEnumerator<CommittedToken> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _started, 1) == 1)
+        {
+            throw new InvalidOperationException("a generation runs once; call Generate again for another");
+        }
+
+        return _run(this, cancellationToken).GetAsyncEnumerator(cancellationToken);
+    }
+
+    /// <summary>Runs the generation to its end and returns its report.</summary>
+    public async Task<GenerationReport> RunToEndAsync(CancellationToken cancellationToken = default)
+    {
+        var enumerator = GetAsyncEnumerator(cancellationToken);
+        await using (enumerator.ConfigureAwait(false))
+        {
+            while (await enumerator.MoveNextAsync().ConfigureAwait(false))
+            {
+            }
+        }
+
+        return Report!;
+    }
+}

@@ -1,0 +1,131 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace SpecEdge.EdgeClient.Client;
+
+/// <summary>What one round cost and gave.</summary>
+public sealed record RoundRecord
+{
+    public required int Round { get; init; }
+
+    /// <summary>Drafts sent (γ of this round).</summary>
+    public required int Drafted { get; init; }
+
+    /// <summary>Drafts the final verdict accepted.</summary>
+    public required int Accepted { get; init; }
+
+    /// <summary>Tokens the round committed (accepted drafts plus the next token, cut at the end of the generation).</summary>
+    public required int Committed { get; init; }
+
+    /// <summary>Edge time spent drafting this round (on the critical path; pre-drafted rounds count the part still running when needed).</summary>
+    public required double DraftMs { get; init; }
+
+    /// <summary>From sending the round to its final verdict, minus the verifier's compute: network, serialization and queueing.</summary>
+    public required double NetworkAndQueueMs { get; init; }
+
+    /// <summary>The verifier's compute for the round (every stage).</summary>
+    public required double VerifyMs { get; init; }
+
+    /// <summary>Of <see cref="NetworkAndQueueMs"/>, the time the round waited for a model slot on the verifier.</summary>
+    public double QueueMs { get; init; }
+
+    /// <summary>Wall time from the previous round's final verdict (or the start) to this round's.</summary>
+    public required double WallMs { get; init; }
+
+    /// <summary>The round was ready (pre-drafted, or already sent as a conditional round) when the previous verdict came.</summary>
+    public bool StartedWithoutWaiting { get; init; }
+}
+
+/// <summary>Early-verdict outcomes of one exit.</summary>
+public sealed record ExitRecord
+{
+    public required int Layer { get; init; }
+
+    public int Verdicts { get; set; }
+
+    public int Hits { get; set; }
+
+    public int Misses { get; set; }
+
+    public double HitRate => Verdicts == 0 ? 0 : (double)Hits / Verdicts;
+}
+
+/// <summary>The result of a generation: text, tokens, and where the time went. <c>--json</c> prints it.</summary>
+public sealed record GenerationReport
+{
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public required string Mode { get; init; }
+
+    public required string Text { get; init; }
+
+    /// <summary>The new tokens only.</summary>
+    public required IReadOnlyList<int> TokenIds { get; init; }
+
+    public int NewTokens => TokenIds.Count;
+
+    public required string FinishReason { get; init; }
+
+    public required int Rounds { get; init; }
+
+    public required int DraftTokens { get; init; }
+
+    public required int AcceptedTokens { get; init; }
+
+    /// <summary>Accepted drafts over drafts sent.</summary>
+    public double AcceptanceRate => DraftTokens == 0 ? 0 : (double)AcceptedTokens / DraftTokens;
+
+    /// <summary>Tokens committed per round (accepted drafts + 1).</summary>
+    public double MeanAcceptedLength => Rounds == 0 ? 0 : (double)NewTokens / Rounds;
+
+    public required LatencySummary LatencyMs { get; init; }
+
+    /// <summary>Summed over rounds.</summary>
+    public required TimeBreakdown TimeBreakdownMs { get; init; }
+
+    public required EarlyExitSummary EarlyExits { get; init; }
+
+    /// <summary>γ per round when drafts were sent (constant unless adaptive).</summary>
+    public required IReadOnlyList<RoundRecord> PerRound { get; init; }
+
+    /// <summary>The compute this run measured on: real, or which emulated profile.</summary>
+    public required string Compute { get; init; }
+
+    /// <summary>The emulated link between edge and verifier, or "none".</summary>
+    public required string Link { get; init; }
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+}
+
+public sealed record LatencySummary(double Total, double FirstToken, double PerToken);
+
+public sealed record TimeBreakdown(double Draft, double NetworkAndQueue, double Verify, double Queue);
+
+/// <summary>Early verdicts and pre-drafting outcomes.</summary>
+public sealed record EarlyExitSummary
+{
+    public int EarlyVerdicts { get; init; }
+
+    public int Hits { get; init; }
+
+    public int Misses { get; init; }
+
+    public double HitRate => Hits + Misses == 0 ? 0 : (double)Hits / (Hits + Misses);
+
+    public IReadOnlyList<ExitRecord> PerExit { get; init; } = [];
+
+    /// <summary>Pre-drafted tokens thrown away after a miss.</summary>
+    public int PreDraftedTokensWasted { get; init; }
+
+    /// <summary>Rounds whose drafts were ready when the previous final verdict arrived.</summary>
+    public int RoundsStartedWithoutWaiting { get; init; }
+
+    /// <summary>Conditional rounds the verifier dropped because their condition failed.</summary>
+    public int ConditionalRoundsDropped { get; init; }
+}

@@ -1,0 +1,46 @@
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.EdgeClient.Client;
+
+/// <summary>One generation to run.</summary>
+public sealed record GenerationRequest
+{
+    /// <summary>Default for <see cref="MaxNewTokens"/>.</summary>
+    public const int DefaultMaxNewTokens = 64;
+
+    /// <summary>Default for <see cref="DraftTokens"/> (γ).</summary>
+    public const int DefaultDraftTokens = 4;
+
+    /// <summary>The prompt as token ids; <see cref="PromptText"/> is encoded when this is null.</summary>
+    public IReadOnlyList<TokenId>? PromptIds { get; init; }
+
+    /// <summary>The prompt as text, encoded with the draft model's tokenizer (with its beginning-of-sequence token).</summary>
+    public string? PromptText { get; init; }
+
+    public GenerationMode Mode { get; init; } = GenerationMode.Speculative;
+
+    public int MaxNewTokens { get; init; } = DefaultMaxNewTokens;
+
+    /// <summary>Drafts per round (γ); with <see cref="AdaptiveDraftTokens"/>, the largest γ the adaptive rule may pick.</summary>
+    public int DraftTokens { get; init; } = DefaultDraftTokens;
+
+    /// <summary>Choose γ each round from measured acceptance and timings.</summary>
+    public bool AdaptiveDraftTokens { get; init; }
+
+    public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;
+
+    public bool StopAtEos { get; init; } = true;
+
+    /// <summary>Per-exit thresholds to ask the verifier for (null: the verifier's own).</summary>
+    public IReadOnlyList<float>? ExitThresholds { get; init; }
+
+    /// <summary>A label the verifier logs.</summary>
+    public string? ClientLabel { get; init; }
+}
+
+/// <summary>A token the generation has committed (it will never change).</summary>
+/// <param name="Id">The token.</param>
+/// <param name="Index">0 for the first new token.</param>
+/// <param name="Text">The text this token completes (possibly empty while a multi-byte character is split across tokens).</param>
+public readonly record struct CommittedToken(TokenId Id, int Index, string Text);

@@ -1,0 +1,151 @@
+using System.Globalization;
+using System.Text;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.EdgeClient.Client;
+
+/// <summary>The committed sequence of one generation, its text, and the figures its report is made of.</summary>
+internal sealed class GenerationTracker
+{
+    private readonly Utf8StreamDecoder _decoder;
+    private readonly StringBuilder _text = new();
+    private readonly TimeProvider _time;
+    private readonly long _start;
+    private readonly List<RoundRecord> _rounds = [];
+    private readonly Dictionary<int, ExitRecord> _exits = [];
+    private long _lastVerdict;
+    private double? _firstTokenMs;
+
+    public GenerationTracker(ITextTokenizer tokenizer, IReadOnlyList<TokenId> prompt, TimeProvider time)
+    {
+        _decoder = new Utf8StreamDecoder(tokenizer);
+        Tokens = [.. prompt];
+        PromptLength = prompt.Count;
+        _time = time;
+        _start = time.GetTimestamp();
+        _lastVerdict = _start;
+    }
+
+    /// <summary>Prompt and committed tokens.</summary>
+    public List<TokenId> Tokens { get; }
+
+    public int PromptLength { get; }
+
+    public int Generated => Tokens.Count - PromptLength;
+
+    public FinishReason FinishReason { get; set; }
+
+    public int DraftTokens { get; private set; }
+
+    public int AcceptedTokens { get; private set; }
+
+    public int EarlyVerdicts { get; set; }
+
+    public int Hits { get; set; }
+
+    public int Misses { get; set; }
+
+    public int Wasted { get; set; }
+
+    public int StartedWithoutWaiting { get; set; }
+
+    public int Dropped { get; set; }
+
+    public IReadOnlyList<RoundRecord> Rounds => _rounds;
+
+    /// <summary>Milliseconds since the generation started.</summary>
+    public double ElapsedMs => _time.GetElapsedTime(_start).TotalMilliseconds;
+
+    /// <summary>Commits tokens and returns them with the text they complete.</summary>
+    public List<CommittedToken> Commit(ReadOnlySpan<TokenId> tokens)
+    {
+        var committed = new List<CommittedToken>(tokens.Length);
+        foreach (var token in tokens)
+        {
+            Tokens.Add(token);
+            var text = _decoder.Push(token);
+            _text.Append(text);
+            committed.Add(new CommittedToken(token, Generated - 1, text));
+        }
+
+        if (tokens.Length > 0)
+        {
+            _firstTokenMs ??= ElapsedMs;
+        }
+
+        return committed;
+    }
+
+    /// <summary>Wall time since the previous round's verdict, and starts the next round's clock.</summary>
+    public double LapMs()
+    {
+        var now = _time.GetTimestamp();
+        var lap = _time.GetElapsedTime(_lastVerdict, now).TotalMilliseconds;
+        _lastVerdict = now;
+        return lap;
+    }
+
+    public void AddRound(RoundRecord record)
+    {
+        _rounds.Add(record);
+        DraftTokens += record.Drafted;
+        AcceptedTokens += record.Accepted;
+    }
+
+    public ExitRecord Exit(int layer)
+    {
+        if (!_exits.TryGetValue(layer, out var record))
+        {
+            record = new ExitRecord { Layer = layer };
+            _exits[layer] = record;
+        }
+
+        return record;
+    }
+
+    public GenerationReport Build(GenerationMode mode, string compute, string link)
+    {
+        _text.Append(_decoder.Flush());
+        var total = ElapsedMs;
+        return new GenerationReport
+        {
+            Mode = mode.Name(),
+            Text = _text.ToString(),
+            TokenIds = Tokens.Skip(PromptLength).Select(t => t.Value).ToList(),
+            FinishReason = FinishReason switch
+            {
+                FinishReason.EndOfSequence => "eos",
+                FinishReason.Length => "length",
+                FinishReason.Context => "context",
+                _ => "stopped",
+            },
+            Rounds = _rounds.Count,
+            DraftTokens = DraftTokens,
+            AcceptedTokens = AcceptedTokens,
+            LatencyMs = new LatencySummary(Round3(total), Round3(_firstTokenMs ?? total), Round3(Generated == 0 ? 0 : total / Generated)),
+            TimeBreakdownMs = new TimeBreakdown(
+                Round3(_rounds.Sum(r => r.DraftMs)),
+                Round3(_rounds.Sum(r => r.NetworkAndQueueMs)),
+                Round3(_rounds.Sum(r => r.VerifyMs)),
+                Round3(_rounds.Sum(r => r.QueueMs))),
+            EarlyExits = new EarlyExitSummary
+            {
+                EarlyVerdicts = EarlyVerdicts,
+                Hits = Hits,
+                Misses = Misses,
+                PerExit = [.. _exits.Values.OrderBy(e => e.Layer)],
+                PreDraftedTokensWasted = Wasted,
+                RoundsStartedWithoutWaiting = StartedWithoutWaiting,
+                ConditionalRoundsDropped = Dropped,
+            },
+            PerRound = _rounds,
+            Compute = compute,
+            Link = link,
+        };
+    }
+
+    public static double Round3(double value) => Math.Round(value, 3);
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Generated} tokens in {_rounds.Count} rounds");
+}

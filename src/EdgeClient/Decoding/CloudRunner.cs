@@ -1,0 +1,66 @@
+using System.Runtime.CompilerServices;
+using Grpc.Core;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Protocol;
+using SpecEdge.Shared.Tokenization;
+using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
+
+namespace SpecEdge.EdgeClient.Decoding;
+
+/// <summary>Cloud-only autoregressive decoding: the verifier generates alone and streams each token (the baseline).</summary>
+internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationRequest request, GenerationTracker tracker)
+{
+    public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var generate = new GenerateRequest
+        {
+            Sampling = request.Sampling.ToWire(),
+            MaxNewTokens = request.MaxNewTokens,
+            StopAtEos = request.StopAtEos,
+            ClientLabel = request.ClientLabel ?? "specedge-edge cloud",
+        };
+        generate.PromptIds.AddRange(tracker.Tokens.Select(t => t.Value));
+        using var call = grpc.Generate(generate, cancellationToken: cancellationToken);
+        tracker.LapMs();
+        var round = 0;
+        while (await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
+        {
+            var reply = call.ResponseStream.Current;
+            var wall = tracker.LapMs();
+            var verifyMs = reply.ComputeMicros / 1000.0;
+            tracker.AddRound(new RoundRecord
+            {
+                Round = ++round,
+                Drafted = 0,
+                Accepted = 0,
+                Committed = 1,
+                DraftMs = 0,
+                NetworkAndQueueMs = GenerationTracker.Round3(Math.Max(0, wall - verifyMs)),
+                VerifyMs = GenerationTracker.Round3(verifyMs),
+                QueueMs = GenerationTracker.Round3(reply.QueueMicros / 1000.0),
+                WallMs = GenerationTracker.Round3(wall),
+            });
+            foreach (var token in tracker.Commit([new TokenId(reply.TokenId)]))
+            {
+                yield return token;
+            }
+
+            if (reply.Finished)
+            {
+                tracker.FinishReason = reply.FinishReason switch
+                {
+                    Protocol.V1.FinishReason.Eos => DomainFinish.EndOfSequence,
+                    Protocol.V1.FinishReason.Context => DomainFinish.Context,
+                    _ => DomainFinish.Length,
+                };
+                break;
+            }
+        }
+
+        if (tracker.FinishReason == DomainFinish.None)
+        {
+            throw new RpcException(new Status(StatusCode.Internal, "the verifier ended the Generate stream before a finished token"));
+        }
+    }
+}

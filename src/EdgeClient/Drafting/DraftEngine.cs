@@ -1,0 +1,159 @@
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.EdgeClient.Drafting;
+
+/// <summary>A drafted round: the tokens, and when sampling the distribution each was drawn from.</summary>
+public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distributions, TimeSpan Elapsed);
+
+/// <summary>
+/// Owns the draft model's sequence. Drafting continues any prefix: the cache keeps the longest prefix it shares with
+/// the new one and re-feeds the rest in one step. So drafting on a provisional prefix (a branch) and falling back to
+/// the final prefix after a miss need no copies of the cache, only the re-feed of the tokens that differ.
+/// Not thread-safe: one loop owns it.
+/// </summary>
+public sealed class DraftEngine : IDisposable
+{
+    /// <summary>Default for the most entries a sampled draft distribution sends (the draft samples from this truncation).</summary>
+    public const int DefaultWireTopK = 64;
+
+    private readonly DecodeContext _context;
+    private readonly List<TokenId> _cached = [];
+    private readonly TokenSampler _sampler;
+    private readonly float[] _probabilities;
+    private readonly ComputeProfile _profile;
+    private readonly TimeProvider _time;
+    private readonly int _wireTopK;
+
+    public DraftEngine(LanguageModel model, ComputeProfile? profile = null, TimeProvider? time = null, int wireTopK = DefaultWireTopK, int? maxSequenceLength = null)
+    {
+        Model = model;
+        _context = model.CreateContext(maxSequenceLength);
+        _sampler = new TokenSampler(model.VocabSize);
+        _probabilities = new float[model.VocabSize];
+        _profile = profile ?? ComputeProfile.Real;
+        _time = time ?? TimeProvider.System;
+        _wireTopK = wireTopK;
+    }
+
+    public LanguageModel Model { get; }
+
+    public int MaxSequenceLength => _context.MaxLength;
+
+    /// <summary>Tokens fed to the draft model over this engine's life (prefill and catch-up included).</summary>
+    public long TokensFed { get; private set; }
+
+    /// <summary>
+    /// Drafts up to <paramref name="count"/> tokens after <paramref name="prefix"/>. Greedy drafts are the draft's
+    /// arg-max; sampled drafts are drawn from the draft's distribution (cut to the wire top-k) with the random numbers
+    /// of their sequence positions, and come with that distribution.
+    /// </summary>
+    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken)
+    {
+        var start = _time.GetTimestamp();
+        count = Math.Min(count, _context.MaxLength - prefix.Count);
+        if (count <= 0)
+        {
+            return new DraftedRound([], sampling.IsGreedy ? null : [], TimeSpan.Zero);
+        }
+
+        var tokens = new TokenId[count];
+        var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
+        var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
+        var row = SyncTo(prefix);
+        for (var i = 0; i < count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var position = prefix.Count + i;
+            if (sampling.IsGreedy)
+            {
+                tokens[i] = TokenSampler.ArgMax(row.Last);
+            }
+            else
+            {
+                _sampler.Distribution(row.Last, draftConfig, _probabilities);
+                var q = SparseDistribution.FromDense(_probabilities, _wireTopK);
+                distributions![i] = q;
+                tokens[i] = SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Draft));
+            }
+
+            if (i < count - 1)
+            {
+                row = Feed([tokens[i]]);
+            }
+
+            await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), cancellationToken).ConfigureAwait(false);
+        }
+
+        return new DraftedRound(tokens, distributions, _time.GetElapsedTime(start));
+    }
+
+    /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>
+    public async ValueTask<TokenId> NextAsync(IReadOnlyList<TokenId> prefix, SamplingConfig sampling, AcceptanceRule rule, CancellationToken cancellationToken)
+    {
+        var start = _time.GetTimestamp();
+        var row = SyncTo(prefix);
+        var next = rule.SampleTarget(row.Last, sampling, prefix.Count);
+        await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(1), cancellationToken).ConfigureAwait(false);
+        return next;
+    }
+
+    public void Dispose() => _context.Dispose();
+
+    // Makes the cache hold prefix[..^1] and returns the logits row of prefix[^1] (what comes after the prefix).
+    private LogitsView SyncTo(IReadOnlyList<TokenId> prefix)
+    {
+        if (prefix.Count == 0)
+        {
+            throw new ArgumentException("drafting needs a non-empty prefix", nameof(prefix));
+        }
+
+        var keep = 0;
+        var limit = Math.Min(_cached.Count, prefix.Count - 1);
+        while (keep < limit && _cached[keep] == prefix[keep])
+        {
+            keep++;
+        }
+
+        _context.Rollback(keep);
+        _cached.RemoveRange(keep, _cached.Count - keep);
+        var pending = new TokenId[prefix.Count - keep];
+        for (var i = 0; i < pending.Length; i++)
+        {
+            pending[i] = prefix[keep + i];
+        }
+
+        LogitsView row = default;
+        for (var start = 0; start < pending.Length; start += _context.MaxStepTokens)
+        {
+            row = Feed(pending.AsSpan(start, Math.Min(_context.MaxStepTokens, pending.Length - start)));
+        }
+
+        return row;
+    }
+
+    private LogitsView Feed(ReadOnlySpan<TokenId> tokens)
+    {
+        var logits = _context.Forward(tokens);
+        _cached.AddRange(tokens);
+        TokensFed += tokens.Length;
+        return logits;
+    }
+
+    private static TokenId SampleSparse(SparseDistribution q, double u)
+    {
+        double acc = 0;
+        for (var i = 0; i < q.Count; i++)
+        {
+            acc += q.Probabilities[i];
+            if (acc > u)
+            {
+                return new TokenId(q.Ids[i]);
+            }
+        }
+
+        return new TokenId(q.Ids[^1]);
+    }
+}

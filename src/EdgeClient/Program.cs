@@ -1,0 +1,3 @@
+using SpecEdge.EdgeClient.Cli;
+
+return await EdgeCli.Build().Parse(args).InvokeAsync();

@@ -1,0 +1,37 @@
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+
+namespace SpecEdge.Shared.Protocol;
+
+/// <summary>Conversions between the wire messages and the domain types both sides use.</summary>
+public static class WireMapping
+{
+    public static SamplingConfig ToConfig(this Sampling? sampling) => sampling is null
+        ? SamplingConfig.Greedy
+        : new SamplingConfig
+        {
+            Temperature = sampling.Temperature,
+            TopK = sampling.TopK,
+            TopP = sampling.TopP == 0f ? 1f : sampling.TopP,
+            Seed = sampling.Seed,
+        };
+
+    public static Sampling ToWire(this SamplingConfig config) => new()
+    {
+        Temperature = config.Temperature,
+        TopK = config.TopK,
+        TopP = config.TopP,
+        Seed = config.Seed,
+    };
+
+    public static SparseDistribution ToDomain(this DraftDistribution distribution) =>
+        new([.. distribution.Ids], [.. distribution.Probabilities]);
+
+    public static DraftDistribution ToWire(this SparseDistribution distribution)
+    {
+        var wire = new DraftDistribution();
+        wire.Ids.AddRange(distribution.Ids);
+        wire.Probabilities.AddRange(distribution.Probabilities);
+        return wire;
+    }
+}

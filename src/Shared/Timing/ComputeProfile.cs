@@ -1,0 +1,126 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace SpecEdge.Shared.Timing;
+
+/// <summary>
+/// A compute profile: floors on how long drafting and verification take, so that this machine can stand in for other
+/// hardware (a Jetson drafting, an A100 verifying) in latency studies. A floor only ever adds waiting: when the real
+/// computation is slower than the floor, the real time stands. Output made under an emulated profile always says so.
+/// </summary>
+public sealed record ComputeProfile
+{
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>This machine's own compute: no floors.</summary>
+    public static ComputeProfile Real { get; } = new() { Name = "real", Description = "this machine's own compute (no emulated floors)" };
+
+    /// <summary>A short name (used on command lines and in reports).</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Where the figures come from; shown beside every result that used the profile.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>Floor on the edge's time to draft one token, in milliseconds.</summary>
+    public double DraftMsPerToken { get; init; }
+
+    /// <summary>Fixed part of the floor on one verification step, in milliseconds.</summary>
+    public double VerifyMsPerStep { get; init; }
+
+    /// <summary>Per-scored-token part of the floor on one verification step, in milliseconds.</summary>
+    public double VerifyMsPerToken { get; init; }
+
+    /// <summary>
+    /// The share of a verification step each stage takes, in stage order (for a staged target; they are scaled to sum
+    /// to 1). Empty: the step's time is spread evenly over the stages.
+    /// </summary>
+    public IReadOnlyList<double> StageFractions { get; init; } = [];
+
+    /// <summary>True when the profile sets any floor.</summary>
+    [JsonIgnore]
+    public bool IsEmulated => DraftMsPerToken > 0 || VerifyMsPerStep > 0 || VerifyMsPerToken > 0;
+
+    /// <summary>The floor on drafting <paramref name="tokens"/> tokens.</summary>
+    public TimeSpan DraftFloor(int tokens) => TimeSpan.FromMilliseconds(DraftMsPerToken * tokens);
+
+    /// <summary>The floor on running stage <paramref name="stage"/> of <paramref name="stageCount"/> over <paramref name="tokens"/> scored tokens.</summary>
+    public TimeSpan StageFloor(int stage, int stageCount, int tokens)
+    {
+        var step = VerifyMsPerStep + (VerifyMsPerToken * tokens);
+        if (step <= 0)
+        {
+            return TimeSpan.Zero;
+        }
+
+        double fraction;
+        if (StageFractions.Count == stageCount)
+        {
+            fraction = StageFractions[stage] / StageFractions.Sum();
+        }
+        else
+        {
+            fraction = 1.0 / stageCount;
+        }
+
+        return TimeSpan.FromMilliseconds(step * fraction);
+    }
+
+    /// <summary>Why the profile is not valid, or null.</summary>
+    public string? Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Name))
+        {
+            return "a compute profile needs a name";
+        }
+
+        if (!(DraftMsPerToken >= 0) || !(VerifyMsPerStep >= 0) || !(VerifyMsPerToken >= 0))
+        {
+            return $"compute profile '{Name}': draft_ms_per_token, verify_ms_per_step and verify_ms_per_token must be non-negative numbers";
+        }
+
+        if (StageFractions.Any(f => !(f > 0)))
+        {
+            return $"compute profile '{Name}': every stage fraction must be positive";
+        }
+
+        return null;
+    }
+
+    /// <summary>Reads a profile file (JSON with snake_case fields).</summary>
+    /// <exception cref="FormatException">The file is not valid JSON, misses <c>name</c>, or holds invalid values.</exception>
+    public static ComputeProfile Load(string path)
+    {
+        ComputeProfile? profile;
+        try
+        {
+            profile = JsonSerializer.Deserialize<ComputeProfile>(File.ReadAllText(path), JsonOptions);
+        }
+        catch (JsonException ex)
+        {
+            throw new FormatException($"{path}: not a valid compute profile ({ex.Message})", ex);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new FormatException($"{path}: compute profile file not found", ex);
+        }
+
+        if (profile is null)
+        {
+            throw new FormatException($"{path}: empty compute profile");
+        }
+
+        return profile.Validate() is { } problem ? throw new FormatException($"{path}: {problem}") : profile;
+    }
+
+    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, JsonOptions));
+
+    public string Label => IsEmulated
+        ? string.Create(CultureInfo.InvariantCulture, $"emulated '{Name}'{(Description is null ? string.Empty : $" ({Description})")}")
+        : "real compute";
+}

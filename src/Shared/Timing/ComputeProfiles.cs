@@ -1,0 +1,52 @@
+namespace SpecEdge.Shared.Timing;
+
+/// <summary>The built-in compute profiles, and loading one by name or from a file.</summary>
+public static class ComputeProfiles
+{
+    /// <summary>
+    /// The robot regime of Venkatesha, Kundu and Panda (TMLR 2025, arXiv 2505.21594): a Jetson Orin drafts γ = 4 tokens in
+    /// 288 ms and an A100 verifies in 620 ms (their 120 ms communication time is a link, not compute: use --link).
+    /// </summary>
+    public static ComputeProfile PaperRobot { get; } = new()
+    {
+        Name = "paper-robot",
+        Description = "emulated from published figures: Jetson Orin drafts γ=4 in 288 ms, A100 verifies in 620 ms (Venkatesha et al., TMLR 2025, robot regime)",
+        DraftMsPerToken = 72,
+        VerifyMsPerStep = 620,
+    };
+
+    /// <summary>
+    /// A synthetic ratio profile: a verification step costs 10 draft tokens (5 ms per draft token, 50 ms per step) and
+    /// the first exit stage a quarter of the step. Used by the early-exit benchmark.
+    /// </summary>
+    public static ComputeProfile TenToOne { get; } = new()
+    {
+        Name = "ratio-10x",
+        Description = "synthetic: draft 5 ms/token, verification 50 ms/step (10x), first exit stage 1/4 of the step",
+        DraftMsPerToken = 5,
+        VerifyMsPerStep = 50,
+        StageFractions = [0.25, 0.75],
+    };
+
+    public static IReadOnlyList<ComputeProfile> BuiltIn { get; } = [ComputeProfile.Real, PaperRobot, TenToOne];
+
+    /// <summary>A built-in profile by name, or a profile file by path.</summary>
+    /// <exception cref="FormatException">Neither a built-in name nor a readable, valid profile file.</exception>
+    public static ComputeProfile Resolve(string nameOrPath)
+    {
+        foreach (var profile in BuiltIn)
+        {
+            if (string.Equals(profile.Name, nameOrPath, StringComparison.OrdinalIgnoreCase))
+            {
+                return profile;
+            }
+        }
+
+        if (File.Exists(nameOrPath))
+        {
+            return ComputeProfile.Load(nameOrPath);
+        }
+
+        throw new FormatException($"unknown compute profile '{nameOrPath}': use one of {string.Join(", ", BuiltIn.Select(p => p.Name))} or the path of a profile file");
+    }
+}

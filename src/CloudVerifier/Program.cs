@@ -34,7 +34,7 @@ if (VerifierHost.UnknownSwitch(args) is { } unknown)
 
 try
 {
-    var app = VerifierHost.Create(args);
+    var app = VerifierHost.Create(args, defaultUrl: VerifierHost.DefaultUrl);
     VerifierHost.LoadModel(app);
     await app.RunAsync();
     return 0;

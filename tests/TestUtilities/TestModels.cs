@@ -59,7 +59,48 @@ public static class TestModels
         return (model, converted);
     }
 
+    /// <summary>
+    /// A target (3 layers, exit after layer 1) and a draft drawn with the same seed and one layer, so that the draft
+    /// agrees with the target about half the time: both accept and reject paths run.
+    /// </summary>
+    public static SyntheticModelSpec PairTarget(ulong seed = 7, int vocab = 258) => new()
+    {
+        Layers = 3,
+        Hidden = 64,
+        Heads = 4,
+        KvHeads = 2,
+        Intermediate = 128,
+        Vocab = vocab,
+        Seed = seed,
+        MaxPositions = 256,
+        LayerOutputScale = 0.2,
+    };
+
+    /// <summary>Writes and converts a target/draft pair under <paramref name="root"/>: the target staged at exit layer 1.</summary>
+    public static TestPair WritePair(string root, SyntheticModelSpec? target = null, IReadOnlyList<int>? exits = null)
+    {
+        var targetSpec = target ?? PairTarget();
+        var (targetModel, targetDir) = WriteAndConvert(Path.Combine(root, "target"), targetSpec, new ConversionOptions { Exits = exits ?? [1] });
+        var (draftModel, draftDir) = WriteAndConvert(Path.Combine(root, "draft"), targetSpec with { Layers = 1 });
+        return new TestPair(targetModel, targetDir, draftModel, draftDir);
+    }
+
     /// <summary>Loads a converted model on the CPU with two intra-op threads (this machine's core count).</summary>
     public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens) =>
         LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens });
+}
+
+/// <summary>A converted target/draft pair for protocol and end-to-end tests.</summary>
+public sealed record TestPair(SyntheticModel Target, string TargetDir, SyntheticModel Draft, string DraftDir);
+
+/// <summary>Bounded waits for tests: every await gets a deadline.</summary>
+public static class TestTimeouts
+{
+    public static readonly TimeSpan Default = TimeSpan.FromSeconds(30);
+
+    public static Task DefaultTimeout(this Task task) => task.WaitAsync(Default);
+
+    public static Task<T> DefaultTimeout<T>(this Task<T> task) => task.WaitAsync(Default);
+
+    public static Task<T> DefaultTimeout<T>(this ValueTask<T> task) => task.AsTask().WaitAsync(Default);
 }

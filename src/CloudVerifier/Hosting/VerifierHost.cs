@@ -50,10 +50,14 @@ public static class VerifierHost
         return null;
     }
 
+    /// <summary>Where the verifier listens when neither <c>--urls</c> nor configuration says.</summary>
+    public const string DefaultUrl = "http://127.0.0.1:50051";
+
     /// <summary>Creates the verifier application from command-line arguments (short switches, <c>--urls</c>, <c>--Verifier:*</c>).</summary>
     /// <param name="args">The command line.</param>
     /// <param name="configure">Extra configuration for hosts that embed the verifier (tests, the demo, benchmarks).</param>
-    public static WebApplication Create(string[] args, Action<WebApplicationBuilder>? configure = null)
+    /// <param name="defaultUrl">The listen address when none is configured; null leaves Kestrel's configuration alone.</param>
+    public static WebApplication Create(string[] args, Action<WebApplicationBuilder>? configure = null, string? defaultUrl = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
@@ -61,6 +65,11 @@ public static class VerifierHost
             ContentRootPath = AppContext.BaseDirectory,
         });
         builder.Configuration.AddCommandLine(args, ShortSwitches.ToDictionary(kv => kv.Key, kv => kv.Value));
+        if (defaultUrl is not null && string.IsNullOrEmpty(builder.Configuration["urls"]) && !builder.Configuration.GetSection("Kestrel:Endpoints").Exists())
+        {
+            builder.WebHost.UseUrls(defaultUrl);
+        }
+
         builder.Services.AddOptions<VerifierOptions>()
             .Bind(builder.Configuration.GetSection(VerifierOptions.SectionName))
             .ValidateDataAnnotations()
@@ -105,7 +114,7 @@ public static class VerifierHost
         var app = Create([], builder =>
         {
             builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
-            builder.Logging.SetMinimumLevel(LogLevel.Warning);
+            builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?> { ["Logging:LogLevel:Default"] = "Warning" });
             builder.Services.Configure<VerifierOptions>(o =>
             {
                 o.Model = modelDirectory;

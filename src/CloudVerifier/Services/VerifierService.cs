@@ -68,6 +68,7 @@ public sealed class VerifierService : Verifier.VerifierBase
             idle.CancelAfter(idleTimeout);
             reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, stop.Token);
             await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, stop.Token).ConfigureAwait(false);
+            await AwaitEdgeCloseAsync(inbox.Reader, outbox, writer, idle, idleTimeout, stop.Token).ConfigureAwait(false);
             VerifierLog.SessionEnded(_logger, sessionId, session.LastRound, session.Generated, session.Finished ? session.FinishReason.ToString() : "closed by the edge");
         }
         catch (RpcException ex)
@@ -241,12 +242,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             {
                 var draft = await inbox.ReadAsync(stop).ConfigureAwait(false);
                 idle.CancelAfter(Timeout.InfiniteTimeSpan);
-                if (draft.Condition is { } condition && !session.ConditionHolds(condition))
+                if (draft.Condition is not null && session.CheckCondition(draft) is { } dropped)
                 {
-                    if (!session.Finished)
-                    {
-                        await outbox.WriteAsync(new VerifierMessage { Dropped = new RoundDropped { Round = draft.Round, Reason = $"round {condition.Round} ended with {session.LastVerdict!.Accepted} accepted and next {session.LastVerdict.NextId}, not {condition.Accepted} and {condition.NextId}" } }, stop).ConfigureAwait(false);
-                    }
+                    await outbox.WriteAsync(new VerifierMessage { Dropped = dropped }, stop).ConfigureAwait(false);
                 }
                 else
                 {
@@ -266,6 +264,29 @@ public sealed class VerifierService : Verifier.VerifierBase
             // The reader failed (a bad message or an idle timeout): its error is the stream's error.
             await reader.ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// After the last verdict, sends everything written so far and waits for the edge to end its side of the stream, so
+    /// the call closes in order on both sides rather than with a reset. Rounds still arriving (a pre-drafted round sent
+    /// before the edge learned the generation was over) are discarded; an edge that never ends its side is let go after
+    /// the idle timeout.
+    /// </summary>
+    private static async Task AwaitEdgeCloseAsync(ChannelReader<Draft> inbox, Channel<VerifierMessage> outbox, Task writer, CancellationTokenSource idle, TimeSpan idleTimeout, CancellationToken stop)
+    {
+        outbox.Writer.TryComplete();
+        await ObserveAsync(writer).ConfigureAwait(false);
+        idle.CancelAfter(idleTimeout);
+        try
+        {
+            await foreach (var _ in inbox.ReadAllAsync(stop).ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException)
+        {
+            // The edge went away or stayed silent: the generation is complete either way.
         }
     }
 

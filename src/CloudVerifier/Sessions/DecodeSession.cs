@@ -168,28 +168,43 @@ internal sealed class DecodeSession : IDisposable
     }
 
     /// <summary>
-    /// Checks a conditional round's condition against the last final verdict: true when it holds (verify the round),
-    /// false when it does not (drop the round).
+    /// Decides what to do with a conditional round: null when its condition holds (verify it), otherwise the
+    /// RoundDropped to send: the condition did not hold, or the round cannot apply at all (marked invalid). The session
+    /// is unchanged either way and still expects round <see cref="LastRound"/> + 1.
     /// </summary>
-    /// <exception cref="Grpc.Core.RpcException">The condition names another round or an impossible prefix.</exception>
-    public bool ConditionHolds(Condition condition)
+    public RoundDropped? CheckCondition(Draft draft)
     {
-        if (condition.Round != LastRound || LastVerdict is null)
+        var condition = draft.Condition;
+        string? invalid = null;
+        if (Finished)
         {
-            throw Refusal.FailedPrecondition($"the condition names round {condition.Round}, but the last verified round is {LastRound}: a conditional round must follow the round it assumes");
+            invalid = $"the generation has finished ({FinishReason})";
+        }
+        else if (draft.Round != LastRound + 1)
+        {
+            invalid = $"round {draft.Round} arrived after the session moved on: it expects round {LastRound + 1}";
+        }
+        else if (condition.Round != LastRound || LastVerdict is null)
+        {
+            invalid = $"the condition names round {condition.Round}, but the last verified round is {LastRound}: a conditional round must follow the round it assumes";
+        }
+        else if (condition.Accepted > _lastRoundDrafts)
+        {
+            invalid = $"the condition assumes {condition.Accepted} accepted drafts, but round {condition.Round} carried only {_lastRoundDrafts}: an impossible prefix";
+        }
+        else if ((uint)condition.NextId >= (uint)_target.Model.VocabSize)
+        {
+            invalid = $"the condition's next_id {condition.NextId} is outside the vocabulary of {_target.Model.VocabSize}: an impossible prefix";
         }
 
-        if (condition.Accepted > _lastRoundDrafts)
+        if (invalid is not null)
         {
-            throw Refusal.InvalidArgument($"the condition assumes {condition.Accepted} accepted drafts, but round {condition.Round} carried only {_lastRoundDrafts}");
+            return new RoundDropped { Round = draft.Round, Reason = invalid, Invalid = true };
         }
 
-        if ((uint)condition.NextId >= (uint)_target.Model.VocabSize)
-        {
-            throw Refusal.InvalidArgument($"the condition's next_id {condition.NextId} is outside the vocabulary of {_target.Model.VocabSize}");
-        }
-
-        return LastVerdict.Accepted == condition.Accepted && LastVerdict.NextId == condition.NextId && !Finished;
+        return LastVerdict!.Accepted == condition.Accepted && LastVerdict.NextId == condition.NextId
+            ? null
+            : new RoundDropped { Round = draft.Round, Reason = $"round {condition.Round} ended with {LastVerdict.Accepted} accepted and next {LastVerdict.NextId}, not {condition.Accepted} and {condition.NextId}" };
     }
 
     /// <summary>Verifies one round and writes its early verdicts and final verdict to <paramref name="output"/>.</summary>

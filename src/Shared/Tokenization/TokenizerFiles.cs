@@ -24,16 +24,16 @@ public static class TokenizerFiles
 
     /// <summary>
     /// Loads the tokenizer of a model folder: <c>tokenizer.json</c> (BPE), else <c>tokenizer.model</c> (SentencePiece), else
-    /// the plain byte tokenizer when the vocabulary holds every byte.
+    /// the plain byte tokenizer when the vocabulary holds every byte, else ids only (<see cref="IdTokenizer"/>).
     /// </summary>
-    /// <exception cref="ModelFormatException">No tokenizer file and a vocabulary too small for bytes, or an unreadable file.</exception>
+    /// <exception cref="ModelFormatException">An unreadable tokenizer file.</exception>
     public static ITextTokenizer Load(string directory, int modelVocabSize, int? bosId, IReadOnlyList<int> eosIds)
     {
         var file = Find(directory);
         ITextTokenizer tokenizer = file switch
         {
             null when modelVocabSize >= 256 => new ByteTokenizer(modelVocabSize),
-            null => throw new ModelFormatException(directory, $"no tokenizer.json or tokenizer.model, and the vocabulary of {modelVocabSize} is too small for the byte tokenizer"),
+            null => new IdTokenizer(modelVocabSize, eosIds.Select(id => new TokenId(id)).ToList()),
             _ when file.EndsWith(".json", StringComparison.Ordinal) => HfBpeTokenizer.Load(file, bosId, eosIds),
             _ => SentencePieceModelTokenizer.Load(file, eosIds),
         };

@@ -1,0 +1,172 @@
+using System.Globalization;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.Shared.Models;
+
+namespace SpecEdge.Demo;
+
+/// <summary>Runs the demo plan and prints the streamed text and the comparison table.</summary>
+internal sealed class DemoRunner(TextWriter output, TextWriter error)
+{
+    public async Task RunAsync(ModelPair pair, DemoPlan plan, float exitThreshold, CancellationToken cancellationToken)
+    {
+        output.WriteLine($"SpecEdge demo: {pair.Description}");
+        output.WriteLine($"  target {pair.Target} (exits [{string.Join(",", pair.Exits)}]), draft {pair.Draft}");
+        output.WriteLine($"  link {plan.Link?.ToString() ?? "none (loopback)"}; compute {plan.Profile.Label}; γ = {plan.DraftTokens}; {plan.Sampling}; exit threshold {exitThreshold.ToString(CultureInfo.InvariantCulture)}");
+        output.WriteLine("  starting the verifier in this process (a checkpoint is converted to ONNX on first use)…");
+        var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
+        {
+            o.Exits = string.Join(",", pair.Exits);
+            o.IntraOpThreads = 1;
+            o.DefaultExitThreshold = exitThreshold;
+            o.ComputeProfile = plan.Profile.IsEmulated ? plan.Profile.Name : null;
+        }, cancellationToken: cancellationToken);
+        await using var _ = app;
+        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        {
+            Server = address,
+            DraftModel = pair.Draft,
+            IntraOpThreads = 1,
+            Link = plan.Link,
+            Profile = plan.Profile,
+        }, cancellationToken: cancellationToken);
+        output.WriteLine($"  verifier at {address}{(client.Relay is { } relay ? $", reached through the link emulator at {relay.LocalEndPoint}" : string.Empty)}");
+        output.WriteLine();
+
+        var results = new List<ModeResult>();
+        var cloudTokens = new Dictionary<int, IReadOnlyList<int>>();
+        foreach (var mode in plan.Modes)
+        {
+            var result = new ModeResult(mode.Label, mode.Mode);
+            for (var p = 0; p < plan.Prompts.Count; p++)
+            {
+                var generation = client.Generate(new GenerationRequest
+                {
+                    PromptText = plan.Prompts[p],
+                    Mode = mode.Mode,
+                    MaxNewTokens = plan.MaxNewTokens,
+                    DraftTokens = plan.DraftTokens,
+                    AdaptiveDraftTokens = mode.Adaptive,
+                    Sampling = plan.Sampling,
+                    StopAtEos = false,
+                    ClientLabel = $"demo {mode.Label}",
+                });
+                if (!plan.Quiet)
+                {
+                    output.Write($"[{mode.Label}] {plan.Prompts[p]}");
+                }
+
+                await foreach (var token in generation.WithCancellation(cancellationToken))
+                {
+                    if (!plan.Quiet)
+                    {
+                        output.Write(Printable(token.Text));
+                    }
+                }
+
+                if (!plan.Quiet)
+                {
+                    output.WriteLine();
+                }
+
+                var report = generation.Report!;
+                result.Add(report);
+                if (mode.Mode == GenerationMode.Cloud)
+                {
+                    cloudTokens[p] = report.TokenIds;
+                }
+                else if (cloudTokens.TryGetValue(p, out var reference) && mode.Mode != GenerationMode.Edge)
+                {
+                    result.SameAsCloud &= reference.SequenceEqual(report.TokenIds);
+                    result.Compared = true;
+                }
+            }
+
+            results.Add(result);
+        }
+
+        output.WriteLine();
+        PrintTable(results, plan);
+    }
+
+    private void PrintTable(List<ModeResult> results, DemoPlan plan)
+    {
+        var cloud = results.FirstOrDefault(r => r.Mode == GenerationMode.Cloud);
+        var headers = new[] { "mode", "new tokens", "acceptance", "mean accepted len", "ms/token", "speed-up vs cloud", "early verdicts", "hit rate", "ready rounds", "output" };
+        var rows = results.Select(r => new[]
+        {
+            r.Label,
+            r.Tokens.ToString(CultureInfo.InvariantCulture),
+            r.Drafted == 0 ? "-" : (r.Accepted / (double)r.Drafted).ToString("P0", CultureInfo.InvariantCulture),
+            r.Drafted == 0 ? "-" : (r.Tokens / (double)r.Rounds).ToString("F2", CultureInfo.InvariantCulture),
+            (r.TotalMs / r.Tokens).ToString("F2", CultureInfo.InvariantCulture),
+            cloud is null ? "-" : ((cloud.TotalMs / cloud.Tokens) / (r.TotalMs / r.Tokens)).ToString("F2", CultureInfo.InvariantCulture) + "x",
+            r.EarlyVerdicts == 0 ? "-" : r.EarlyVerdicts.ToString(CultureInfo.InvariantCulture),
+            r.Hits + r.Misses == 0 ? "-" : (r.Hits / (double)(r.Hits + r.Misses)).ToString("P0", CultureInfo.InvariantCulture),
+            r.Rounds == 0 || r.Drafted == 0 ? "-" : r.Ready.ToString(CultureInfo.InvariantCulture) + "/" + r.Rounds.ToString(CultureInfo.InvariantCulture),
+            r.Mode == GenerationMode.Cloud ? "reference" : r.Mode == GenerationMode.Edge ? "draft's own" : !r.Compared ? "-" : r.SameAsCloud ? "= cloud" : "DIFFERS",
+        }).ToList();
+        var widths = headers.Select((h, i) => Math.Max(h.Length, rows.Max(r => r[i].Length))).ToArray();
+        output.WriteLine("| " + string.Join(" | ", headers.Select((h, i) => h.PadRight(widths[i]))) + " |");
+        output.WriteLine("|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|");
+        foreach (var row in rows)
+        {
+            output.WriteLine("| " + string.Join(" | ", row.Select((c, i) => c.PadRight(widths[i]))) + " |");
+        }
+
+        output.WriteLine();
+        output.WriteLine($"{plan.Prompts.Count} prompts x {plan.MaxNewTokens} new tokens per mode; ms/token is wall time over all prompts; 'ready rounds' had their drafts ready when the previous verdict came.");
+        if (plan.Sampling.IsGreedy && results.Any(r => r.Compared && !r.SameAsCloud))
+        {
+            error.WriteLine("specedge-demo: a speculative mode's greedy output differs from cloud autoregressive decoding (see 'output').");
+        }
+    }
+
+    private static string Printable(string text)
+    {
+        var chars = text.Select(c => char.IsControl(c) && c != '\n' ? '·' : c).ToArray();
+        return new string(chars).Replace("\n", " ", StringComparison.Ordinal);
+    }
+
+    private sealed class ModeResult(string label, GenerationMode mode)
+    {
+        public string Label { get; } = label;
+
+        public GenerationMode Mode { get; } = mode;
+
+        public int Tokens { get; private set; }
+
+        public int Rounds { get; private set; }
+
+        public int Drafted { get; private set; }
+
+        public int Accepted { get; private set; }
+
+        public double TotalMs { get; private set; }
+
+        public int EarlyVerdicts { get; private set; }
+
+        public int Hits { get; private set; }
+
+        public int Misses { get; private set; }
+
+        public int Ready { get; private set; }
+
+        public bool SameAsCloud { get; set; } = true;
+
+        public bool Compared { get; set; }
+
+        public void Add(GenerationReport report)
+        {
+            Tokens += report.NewTokens;
+            Rounds += report.Rounds;
+            Drafted += report.DraftTokens;
+            Accepted += report.AcceptedTokens;
+            TotalMs += report.LatencyMs.Total;
+            EarlyVerdicts += report.EarlyExits.EarlyVerdicts;
+            Hits += report.EarlyExits.Hits;
+            Misses += report.EarlyExits.Misses;
+            Ready += report.EarlyExits.RoundsStartedWithoutWaiting;
+        }
+    }
+}

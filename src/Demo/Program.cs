@@ -1,0 +1,3 @@
+using SpecEdge.Demo;
+
+return await DemoCommand.Create().Parse(args).InvokeAsync();

@@ -1,0 +1,102 @@
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Models.Synthetic;
+
+namespace SpecEdge.Shared.Models;
+
+/// <summary>A target (with its exit layers) and a draft that share one tokenizer.</summary>
+/// <param name="Target">The target's checkpoint or converted folder.</param>
+/// <param name="Draft">The draft's checkpoint or converted folder.</param>
+/// <param name="Exits">The exit layers to cut the target at.</param>
+/// <param name="Description">Where the pair comes from, for output.</param>
+/// <param name="Trained">False for the seeded synthetic stand-in (its text is noise).</param>
+public sealed record ModelPair(string Target, string Draft, IReadOnlyList<int> Exits, string Description, bool Trained);
+
+/// <summary>
+/// The built-in default model pair: the trained pair committed under <c>models/</c> when the repository has it, else a
+/// seeded synthetic stand-in written on first use into the cache (a draft drawn with the target's seed and fewer layers,
+/// so that it often agrees with the target).
+/// </summary>
+public static class DefaultModels
+{
+    /// <summary>The synthetic target: 4 layers, hidden 128, GQA 4/2, byte vocabulary; exit after layer 2.</summary>
+    public static SyntheticModelSpec SyntheticTarget { get; } = new()
+    {
+        Layers = 4,
+        Hidden = 128,
+        Heads = 4,
+        KvHeads = 2,
+        Intermediate = 256,
+        Vocab = 258,
+        Seed = 2025,
+        MaxPositions = 1024,
+        LayerOutputScale = 0.15,
+    };
+
+    /// <summary>The synthetic draft: the target's first layer (same seed and sizes, one layer).</summary>
+    public static SyntheticModelSpec SyntheticDraft { get; } = SyntheticTarget with { Layers = 1 };
+
+    public static IReadOnlyList<int> SyntheticExits { get; } = [2];
+
+    /// <summary>The trained pair under <c>models/</c> (found from the working folder or the program's folder upwards), else the synthetic pair.</summary>
+    public static ModelPair Resolve(string? cacheRoot = null)
+    {
+        if (FindRepositoryModels() is { } trained)
+        {
+            return trained;
+        }
+
+        var root = Path.Combine(cacheRoot ?? Path.GetDirectoryName(ModelResolver.DefaultCacheRoot)!, "synthetic-pair-v1");
+        var target = Path.Combine(root, "target");
+        var draft = Path.Combine(root, "draft");
+        if (!File.Exists(Path.Combine(target, "config.json")) || !File.Exists(Path.Combine(draft, "config.json")))
+        {
+            var staging = root + $".tmp-{Guid.NewGuid():N}";
+            SyntheticCheckpoint.Write(Path.Combine(staging, "target"), SyntheticTarget);
+            SyntheticCheckpoint.Write(Path.Combine(staging, "draft"), SyntheticDraft);
+            try
+            {
+                if (Directory.Exists(root))
+                {
+                    Directory.Delete(root, recursive: true);
+                }
+
+                Directory.Move(staging, root);
+            }
+            catch (IOException) when (File.Exists(Path.Combine(target, "config.json")))
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+        }
+
+        return new ModelPair(target, draft, SyntheticExits, "synthetic stand-in (seeded random weights: the text is noise; the trained pair replaces it)", Trained: false);
+    }
+
+    /// <summary>The exit layers a checkpoint suggests in its config.json (<c>"specedge_exits": [2, 4]</c>); none when absent.</summary>
+    public static IReadOnlyList<int> ExitsOf(string checkpoint)
+    {
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, "config.json")));
+        return config?["specedge_exits"] is System.Text.Json.Nodes.JsonArray exits
+            ? [.. exits.Select(e => e!.GetValue<int>())]
+            : [];
+    }
+
+    /// <summary>The committed trained pair, or null when this checkout has none.</summary>
+    public static ModelPair? FindRepositoryModels()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var models = Path.Combine(dir.FullName, "models");
+                var target = Path.Combine(models, "target");
+                var draft = Path.Combine(models, "draft");
+                if (File.Exists(Path.Combine(target, "config.json")) && File.Exists(Path.Combine(draft, "config.json")))
+                {
+                    return new ModelPair(target, draft, ExitsOf(target), $"trained pair in {models}", Trained: true);
+                }
+            }
+        }
+
+        return null;
+    }
+}

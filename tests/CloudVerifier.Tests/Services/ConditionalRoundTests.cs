@@ -1,0 +1,163 @@
+using Grpc.Core;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.Protocol.V1;
+
+namespace SpecEdge.CloudVerifier.Tests.Services;
+
+/// <summary>Early verdicts and conditional rounds: a holding condition is verified at once; anything else is dropped and the session goes on.</summary>
+public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixture<VerifierFixture>
+{
+    private static readonly int[] Prompt = [256, 83, 112, 101, 99];
+
+    [Fact]
+    public async Task EarlyVerdict_ThresholdZero_SentBeforeEveryFinal()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 8);
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true);
+
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        var first = await stream.ReadAsync();
+        var final = await stream.ReadFinalAsync(1);
+
+        Assert.Equal(VerifierMessage.KindOneofCase.Early, first.KindCase);
+        Assert.Equal(1u, first.Early.Round);
+        Assert.Equal(1u, first.Early.ExitLayer);
+        Assert.InRange(first.Early.Confidence, 0f, 1f);
+        Assert.True(first.Early.Accepted <= 3);
+        Assert.Equal(3u, final.Accepted);
+        Assert.Equal(expected[3], final.NextId);
+    }
+
+    [Fact]
+    public async Task ConditionalRound_ConditionHolds_VerifiedWithoutAnotherRequest()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 10);
+        await using var stream = await OpenAsync(maxNewTokens: 10);
+
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        // Drafted on the (correct) assumption that round 1 accepts all 3 and continues with expected[3].
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3), new Condition { Round = 1, Accepted = 3, NextId = expected[3] }));
+        var first = await stream.ReadFinalAsync(1);
+        var second = await stream.ReadFinalAsync(2);
+
+        Assert.Equal(3u, first.Accepted);
+        Assert.Equal(3u, second.Accepted);
+        Assert.Equal(expected[7], second.NextId);
+        Assert.Equal((uint)(Prompt.Length + 8), second.CommittedLength);
+    }
+
+    [Fact]
+    public async Task ConditionalRound_ConditionFails_DroppedAndResentRoundWorks()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 10);
+        await using var stream = await OpenAsync(maxNewTokens: 10);
+        var wrong = (expected[3] + 1) % 258;
+
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3), new Condition { Round = 1, Accepted = 3, NextId = wrong }));
+        var first = await stream.ReadFinalAsync(1);
+        var dropped = await stream.ReadAsync();
+
+        Assert.Equal(VerifierMessage.KindOneofCase.Dropped, dropped.KindCase);
+        Assert.False(dropped.Dropped.Invalid);
+        Assert.Contains($"not 3 and {wrong}", dropped.Dropped.Reason);
+        await AssertNextRoundWorksAsync(stream, 2, first.CommittedLength, expected);
+    }
+
+    [Theory]
+    [InlineData(7u, 3u, false, "the condition names round 7, but the last verified round is 1")]
+    [InlineData(1u, 9u, false, "assumes 9 accepted drafts, but round 1 carried only 3: an impossible prefix")]
+    [InlineData(1u, 3u, true, "next_id 4000 is outside the vocabulary of 258: an impossible prefix")]
+    public async Task ConditionalRound_InvalidCondition_DroppedAsInvalidAndSessionGoesOn(uint conditionRound, uint accepted, bool badNext, string message)
+    {
+        var expected = fixture.LocalGreedy(Prompt, 10);
+        await using var stream = await OpenAsync(maxNewTokens: 10);
+
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        var first = await stream.ReadFinalAsync(1);
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(2), new Condition { Round = conditionRound, Accepted = accepted, NextId = badNext ? 4000 : expected[3] }));
+        var dropped = await stream.ReadAsync();
+
+        Assert.Equal(VerifierMessage.KindOneofCase.Dropped, dropped.KindCase);
+        Assert.True(dropped.Dropped.Invalid);
+        Assert.Contains(message, dropped.Dropped.Reason);
+        await AssertNextRoundWorksAsync(stream, 2, first.CommittedLength, expected);
+    }
+
+    [Fact]
+    public async Task ConditionalRound_SentAfterSessionMovedOn_DroppedAsInvalidAndSessionGoesOn()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 12);
+        await using var stream = await OpenAsync(maxNewTokens: 12);
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        await stream.ReadFinalAsync(1);
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3)));
+        var second = await stream.ReadFinalAsync(2);
+
+        // A stale pre-drafted round 2, conditioned on round 1, arriving after round 2 was verified.
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3), new Condition { Round = 1, Accepted = 3, NextId = expected[3] }));
+        var dropped = await stream.ReadAsync();
+
+        Assert.True(dropped.Dropped.Invalid);
+        Assert.Contains("round 2 arrived after the session moved on: it expects round 3", dropped.Dropped.Reason);
+        await AssertNextRoundWorksAsync(stream, 3, second.CommittedLength, expected);
+    }
+
+    [Fact]
+    public async Task Open_ExitThresholdOutOfRange_InvalidArgument()
+    {
+        await using var stream = new RawStream(fixture.Client);
+        var open = fixture.GreedyOpen(Prompt);
+        open.ExitThresholds.Add(1.5f);
+        await stream.SendAsync(open);
+
+        var error = await stream.ExpectErrorAsync();
+
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains("exit_thresholds value 1.5 is outside [0, 1]", error.Status.Detail);
+    }
+
+    [Theory]
+    [InlineData("Verifier:DefaultExitThreshold", "1.5", "DefaultExitThreshold must lie in [0, 1]")]
+    [InlineData("Verifier:ExitThresholds:0", "-0.2", "exit threshold -0.2 is outside [0, 1]")]
+    public void Startup_ThresholdOutOfRange_FailsWithClearError(string key, string value, string message)
+    {
+        var app = VerifierHost.Create([], builder => builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Verifier:Model"] = fixture.Pair.TargetDir,
+            [key] = value,
+        }));
+
+        var ex = Assert.Throws<OptionsValidationException>(() => VerifierHost.LoadModel(app));
+
+        Assert.Contains(message, ex.Message);
+    }
+
+    private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false)
+    {
+        var stream = new RawStream(fixture.Client);
+        var open = fixture.GreedyOpen(Prompt, maxNewTokens);
+        open.EarlyVerdicts = early;
+        await stream.SendAsync(open);
+        Assert.Equal(VerifierMessage.KindOneofCase.Opened, (await stream.ReadAsync()).KindCase);
+        return stream;
+    }
+
+    private static Draft Round(uint round, int generated, IEnumerable<int> ids, Condition? condition = null)
+    {
+        var draft = new Draft { Round = round, BaseLength = (uint)(Prompt.Length + generated), Condition = condition };
+        draft.Ids.AddRange(ids);
+        return draft;
+    }
+
+    private static async Task AssertNextRoundWorksAsync(RawStream stream, uint round, uint committedLength, IReadOnlyList<int> expected)
+    {
+        var generated = (int)committedLength - Prompt.Length;
+        await stream.SendAsync(Round(round, generated, expected.Skip(generated).Take(2)));
+        var verdict = await stream.ReadFinalAsync(round);
+        Assert.Equal(2u, verdict.Accepted);
+        Assert.Equal(expected[generated + 2], verdict.NextId);
+    }
+}

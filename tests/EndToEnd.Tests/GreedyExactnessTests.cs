@@ -1,0 +1,150 @@
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.LinkEmulator;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.EndToEnd.Tests;
+
+/// <summary>
+/// Greedy output of every speculative mode is the target's, token by token: identical to cloud autoregressive decoding
+/// and to local target-only decoding, over 20 prompts × γ ∈ {1, 2, 4, 8}, with and without an emulated link. Exits
+/// send every provisional verdict (threshold 0), so many are wrong and the two exits often disagree.
+/// </summary>
+public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : IClassFixture<ByteVocabularyVerifier>
+{
+    private const int NewTokens = 20;
+    private const string Link = "rtt=2ms,jitter=1ms,bw=50mbit";
+    private static readonly IReadOnlyList<int[]> Prompts = MakePrompts(20);
+    private static readonly Dictionary<int, IReadOnlyList<int>> LocalCache = [];
+
+    public static TheoryData<int, bool> GammaAndLink() => new()
+    {
+        { 1, false }, { 2, false }, { 4, false }, { 8, false },
+        { 1, true }, { 2, true }, { 4, true }, { 8, true },
+    };
+
+    public static TheoryData<GenerationMode, bool> Modes() => new()
+    {
+        { GenerationMode.Preemptive, false },
+        { GenerationMode.Conditional, false },
+        { GenerationMode.Proactive, false },
+        { GenerationMode.Speculative, true },
+        { GenerationMode.Conditional, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(GammaAndLink))]
+    public async Task Speculative_GreedyOutput_IdenticalToCloudAndLocalTarget(int gamma, bool withLink)
+    {
+        await using var client = await verifier.ConnectAsync(withLink ? LinkProfile.Parse(Link) : null);
+        var accepted = 0;
+        var drafted = 0;
+        for (var p = 0; p < Prompts.Count; p++)
+        {
+            var local = LocalGreedy(p);
+            var cloud = await RunAsync(client, p, GenerationMode.Cloud, gamma);
+            var speculative = await RunAsync(client, p, GenerationMode.Speculative, gamma);
+
+            Assert.Equal(local, cloud.TokenIds);
+            Assert.Equal(local, speculative.TokenIds);
+            accepted += speculative.AcceptedTokens;
+            drafted += speculative.DraftTokens;
+        }
+
+        // The pair must exercise both acceptance and rejection, or the test would prove little.
+        Assert.InRange(accepted / (double)drafted, 0.05, 0.95);
+    }
+
+    [Theory]
+    [MemberData(nameof(Modes))]
+    public async Task EveryMode_GreedyOutput_IdenticalToCloud(GenerationMode mode, bool adaptive)
+    {
+        await using var client = await verifier.ConnectAsync();
+        var misses = 0;
+        var hits = 0;
+        foreach (var gamma in new[] { 1, 2, 4, 8 })
+        {
+            for (var p = 0; p < Prompts.Count; p++)
+            {
+                var report = await RunAsync(client, p, mode, gamma, adaptive);
+
+                Assert.Equal(LocalGreedy(p), report.TokenIds);
+                misses += report.EarlyExits.Misses;
+                hits += report.EarlyExits.Hits;
+            }
+        }
+
+        if (mode != GenerationMode.Speculative)
+        {
+            // Forced misses: with every provisional verdict sent, pre-drafting is often wrong, and right at other times.
+            Assert.True(misses > 0, $"{mode}: no pre-drafted round was ever wrong");
+            Assert.True(hits > 0, $"{mode}: no pre-drafted round was ever right");
+        }
+    }
+
+    [Fact]
+    public async Task Preemptive_TwoExits_EarlyVerdictsFromBothExits()
+    {
+        await using var client = await verifier.ConnectAsync();
+
+        var report = await RunAsync(client, 0, GenerationMode.Preemptive, 4);
+
+        Assert.Equal([1, 2], report.EarlyExits.PerExit.Select(e => e.Layer));
+        Assert.All(report.EarlyExits.PerExit, e => Assert.Equal(report.Rounds, e.Verdicts));
+    }
+
+    private static async Task<GenerationReport> RunAsync(SpecEdgeClient client, int prompt, GenerationMode mode, int gamma, bool adaptive = false) =>
+        await client.Generate(new GenerationRequest
+        {
+            PromptIds = Prompts[prompt].Select(t => new TokenId(t)).ToList(),
+            Mode = mode,
+            DraftTokens = gamma,
+            AdaptiveDraftTokens = adaptive,
+            MaxNewTokens = NewTokens,
+            Sampling = SamplingConfig.Greedy,
+        }).RunToEndAsync().DefaultTimeout();
+
+    private IReadOnlyList<int> LocalGreedy(int prompt)
+    {
+        lock (LocalCache)
+        {
+            if (LocalCache.TryGetValue(prompt, out var cached))
+            {
+                return cached;
+            }
+        }
+
+        using var model = TestModels.Load(verifier.Pair.TargetDir);
+        using var context = model.CreateContext();
+        var row = context.Prefill(Prompts[prompt].Select(t => new TokenId(t)).ToArray()).ToArray();
+        var result = new List<int>();
+        var eos = model.Tokenizer.Eos;
+        for (var i = 0; i < NewTokens; i++)
+        {
+            var next = TokenSampler.ArgMax(row);
+            result.Add(next.Value);
+            if (eos.Contains(next))
+            {
+                break;
+            }
+
+            row = context.Forward([next]).Last.ToArray();
+        }
+
+        lock (LocalCache)
+        {
+            LocalCache[prompt] = result;
+        }
+
+        return result;
+    }
+
+    private static List<int[]> MakePrompts(int count)
+    {
+        var random = new Random(1234);
+        return Enumerable.Range(0, count)
+            .Select(i => new[] { 256 }.Concat(Enumerable.Range(0, 2 + random.Next(14)).Select(_ => random.Next(32, 127))).ToArray())
+            .ToList();
+    }
+}

@@ -1,0 +1,124 @@
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.EndToEnd.Tests;
+
+/// <summary>A pair with a six-token vocabulary (no tokenizer), so joint distributions of two tokens are small enough to test.</summary>
+public sealed class SmallVocabularyVerifier : KestrelVerifier
+{
+    public const int Vocab = 6;
+
+    protected override TestPair CreatePair(string root) =>
+        TestModels.WritePair(root, TestModels.PairTarget(seed: 11, vocab: Vocab) with { HeadScale = 0.8 }, exits: [1]);
+}
+
+/// <summary>
+/// Sampling stays exact end to end: the first two tokens that speculative decoding (plain, pre-emptive, conditional)
+/// generates over gRPC follow the target's own joint distribution, computed exactly from the independent reference
+/// forward pass. A chi-square goodness-of-fit test with its threshold fixed here.
+/// </summary>
+public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) : IClassFixture<SmallVocabularyVerifier>
+{
+    private const int Samples = 2500;
+    private static readonly int[] Prompt = [1, 4, 2];
+
+    public static TheoryData<GenerationMode> Modes() => [GenerationMode.Speculative, GenerationMode.Preemptive, GenerationMode.Conditional];
+
+    [Theory]
+    [MemberData(nameof(Modes))]
+    public async Task FirstTwoTokens_FollowTargetJointDistribution(GenerationMode mode)
+    {
+        var expected = ExactJoint();
+        var counts = new long[SmallVocabularyVerifier.Vocab * SmallVocabularyVerifier.Vocab];
+        await using var client = await verifier.ConnectAsync();
+        var drafted = 0;
+        var accepted = 0;
+        for (var seed = 0UL; seed < Samples; seed++)
+        {
+            var report = await client.Generate(new GenerationRequest
+            {
+                PromptIds = Prompt.Select(t => new TokenId(t)).ToList(),
+                Mode = mode,
+                DraftTokens = 2,
+                MaxNewTokens = 2,
+                Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) },
+            }).RunToEndAsync().DefaultTimeout();
+            counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]++;
+            drafted += report.DraftTokens;
+            accepted += report.AcceptedTokens;
+        }
+
+        var (chi2, dof) = ChiSquare(counts, expected);
+        var critical = ChiSquareCritical(dof);
+        Assert.True(chi2 < critical, $"{mode}: chi-square {chi2:F1} ≥ {critical:F1} with {dof} degrees of freedom");
+        Assert.InRange(accepted / (double)drafted, 0.05, 0.95);
+    }
+
+    /// <summary>p(t1, t2) = p(t1 | prompt) · p(t2 | prompt, t1), from the reference forward pass and a plain softmax.</summary>
+    private double[] ExactJoint()
+    {
+        var reference = verifier.Pair.Target.Reference();
+        var v = SmallVocabularyVerifier.Vocab;
+        var first = Softmax(reference.Forward(Prompt).Logits[^1]);
+        var joint = new double[v * v];
+        for (var t1 = 0; t1 < v; t1++)
+        {
+            var second = Softmax(reference.Forward([.. Prompt, t1]).Logits[^1]);
+            for (var t2 = 0; t2 < v; t2++)
+            {
+                joint[(t1 * v) + t2] = first[t1] * second[t2];
+            }
+        }
+
+        return joint;
+    }
+
+    private static double[] Softmax(float[] logits)
+    {
+        var max = logits.Max();
+        var e = logits.Select(l => Math.Exp(l - max)).ToArray();
+        var sum = e.Sum();
+        return e.Select(x => x / sum).ToArray();
+    }
+
+    /// <summary>Pearson's statistic, pooling cells expected to hold fewer than 5 draws into one.</summary>
+    private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)
+    {
+        var total = counts.Sum();
+        double chi2 = 0;
+        var cells = 0;
+        double pooledExpected = 0;
+        long pooledObserved = 0;
+        for (var i = 0; i < counts.Length; i++)
+        {
+            var expected = total * p[i];
+            if (expected < 5)
+            {
+                pooledExpected += expected;
+                pooledObserved += counts[i];
+                continue;
+            }
+
+            chi2 += (counts[i] - expected) * (counts[i] - expected) / expected;
+            cells++;
+        }
+
+        if (pooledExpected > 0)
+        {
+            chi2 += (pooledObserved - pooledExpected) * (pooledObserved - pooledExpected) / pooledExpected;
+            cells++;
+        }
+
+        return (chi2, cells - 1);
+    }
+
+    /// <summary>The chi-square critical value at significance 1e-4 (Wilson–Hilferty; z = 3.719).</summary>
+    private static double ChiSquareCritical(int dof)
+    {
+        const double Z = 3.719;
+        var a = 2.0 / (9.0 * dof);
+        return dof * Math.Pow(1 - a + (Z * Math.Sqrt(a)), 3);
+    }
+}

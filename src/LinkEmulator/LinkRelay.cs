@@ -6,8 +6,8 @@ using System.Threading.Channels;
 
 namespace SpecEdge.LinkEmulator;
 
-/// <summary>Byte and connection counts of a relay.</summary>
-public sealed record LinkStats(long BytesUp, long BytesDown, int ConnectionsAccepted, int ConnectionsOpen);
+/// <summary>Byte and connection counts of a relay: bytes read from each side, and bytes delivered to the other.</summary>
+public sealed record LinkStats(long BytesUp, long BytesDown, long DeliveredUp, long DeliveredDown, int ConnectionsAccepted, int ConnectionsOpen);
 
 /// <summary>
 /// A TCP relay that emulates a network link: every chunk read from one side is delivered to the other after the
@@ -35,6 +35,8 @@ public sealed class LinkRelay : IAsyncDisposable
     private long _stallUntilTicks;
     private long _bytesUp;
     private long _bytesDown;
+    private long _deliveredUp;
+    private long _deliveredDown;
     private int _accepted;
 
     private LinkRelay(Socket listener, EndPoint target, LinkProfile profile, TimeProvider time, int seed)
@@ -57,7 +59,7 @@ public sealed class LinkRelay : IAsyncDisposable
     /// <summary>The link's behaviour; applies to chunks read after it changes.</summary>
     public LinkProfile Profile { get; set; }
 
-    public LinkStats Stats => new(Interlocked.Read(ref _bytesUp), Interlocked.Read(ref _bytesDown), Volatile.Read(ref _accepted), _connections.Count);
+    public LinkStats Stats => new(Interlocked.Read(ref _bytesUp), Interlocked.Read(ref _bytesDown), Interlocked.Read(ref _deliveredUp), Interlocked.Read(ref _deliveredDown), Volatile.Read(ref _accepted), _connections.Count);
 
     /// <summary>Starts a relay listening on <paramref name="listen"/> (loopback, ephemeral port by default) and forwarding to <paramref name="target"/>.</summary>
     public static LinkRelay Start(EndPoint target, LinkProfile profile, IPEndPoint? listen = null, TimeProvider? time = null, int seed = 1)
@@ -168,7 +170,7 @@ public sealed class LinkRelay : IAsyncDisposable
     private async Task PumpAsync(Socket source, Socket destination, bool uplink, Connection connection, CancellationToken cancellationToken)
     {
         var queue = Channel.CreateBounded<(byte[] Buffer, int Count, TimeSpan Release)>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, SingleWriter = true });
-        var writer = DeliverAsync(queue.Reader, destination, connection, cancellationToken);
+        var writer = DeliverAsync(queue.Reader, destination, uplink, connection, cancellationToken);
         var lastWireEnd = TimeSpan.Zero;
         var lastRelease = TimeSpan.Zero;
         try
@@ -222,7 +224,7 @@ public sealed class LinkRelay : IAsyncDisposable
         }
     }
 
-    private async Task DeliverAsync(ChannelReader<(byte[] Buffer, int Count, TimeSpan Release)> queue, Socket destination, Connection connection, CancellationToken cancellationToken)
+    private async Task DeliverAsync(ChannelReader<(byte[] Buffer, int Count, TimeSpan Release)> queue, Socket destination, bool uplink, Connection connection, CancellationToken cancellationToken)
     {
         try
         {
@@ -239,6 +241,7 @@ public sealed class LinkRelay : IAsyncDisposable
                     }
 
                     await destination.SendAsync(buffer.AsMemory(0, count), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                    Interlocked.Add(ref uplink ? ref _deliveredUp : ref _deliveredDown, count);
                 }
                 finally
                 {

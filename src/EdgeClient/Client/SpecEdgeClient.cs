@@ -130,14 +130,28 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     /// <summary>A one-line reason for an RPC failure, naming the usual causes.</summary>
     public static string Explain(RpcException ex) => ex.StatusCode switch
     {
-        StatusCode.Unavailable when ex.Status.DebugException is HttpRequestException { InnerException: System.Net.Sockets.SocketException socket } => $"unreachable ({socket.Message.ToLowerInvariant()})",
-        StatusCode.Unavailable when ex.Status.DebugException is HttpRequestException http => $"unreachable ({http.Message})",
+        StatusCode.Unavailable when Find<System.Net.Sockets.SocketException>(ex.Status.DebugException) is { } socket => $"unreachable ({socket.Message.ToLowerInvariant()})",
+        StatusCode.Unavailable when Find<HttpRequestException>(ex.Status.DebugException) is { } http => $"unreachable ({http.Message})",
         StatusCode.Unavailable => $"unavailable ({ex.Status.Detail})",
         StatusCode.DeadlineExceeded => "no answer before the connect timeout",
         StatusCode.Unimplemented => "it does not serve the SpecEdge Verifier service (wrong address?)",
         StatusCode.Internal when ex.Status.Detail.Contains("HTTP", StringComparison.OrdinalIgnoreCase) => $"not a gRPC endpoint ({ex.Status.Detail})",
         _ => $"{ex.StatusCode}: {ex.Status.Detail}",
     };
+
+    private static T? Find<T>(Exception? exception)
+        where T : Exception
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is T match)
+            {
+                return match;
+            }
+        }
+
+        return null;
+    }
 
     /// <summary>Starts a generation; enumerate the result to run it.</summary>
     /// <exception cref="ArgumentException">The request is invalid for this client (no prompt, no draft model for a drafting mode, no verifier for a verifying mode, bad values).</exception>

@@ -4,5 +4,7 @@ using SpecEdge.Bench;
 var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are ratios measured side by side in one run.")
 {
     DecodeBenchmark.Create(),
+    OverheadBenchmark.Create(),
+    ModesBenchmark.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -29,6 +29,9 @@ public sealed record RoundRecord
     /// <summary>Of <see cref="NetworkAndQueueMs"/>, the time the round waited for a model slot on the verifier.</summary>
     public double QueueMs { get; init; }
 
+    /// <summary>The verifier's time in each stage of the target (one entry for an unstaged target).</summary>
+    public IReadOnlyList<double> StageMs { get; init; } = [];
+
     /// <summary>Wall time from the previous round's final verdict (or the start) to this round's.</summary>
     public required double WallMs { get; init; }
 

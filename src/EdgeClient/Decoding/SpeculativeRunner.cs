@@ -239,6 +239,7 @@ internal sealed class SpeculativeRunner
             NetworkAndQueueMs = GenerationTracker.Round3(Math.Max(0, waitMs - verifyMs)),
             VerifyMs = GenerationTracker.Round3(verifyMs),
             QueueMs = GenerationTracker.Round3(timings.QueueMicros / 1000.0),
+            StageMs = [.. timings.StageMicros.Select(m => GenerationTracker.Round3(m / 1000.0))],
             WallMs = GenerationTracker.Round3(_tracker.LapMs()),
             StartedWithoutWaiting = ready,
         };

@@ -18,9 +18,17 @@ public sealed class Utf8StreamDecoder
         _tokenizer = tokenizer;
     }
 
-    /// <summary>Adds one token and returns the complete characters it finishes (possibly none).</summary>
+    /// <summary>
+    /// Adds one token and returns the complete characters it finishes (possibly none). An id the model can produce but
+    /// the tokenizer has no text for (a padded vocabulary) comes out as U+FFFD.
+    /// </summary>
     public string Push(TokenId token)
     {
+        if ((uint)token.Value >= (uint)_tokenizer.VocabSize)
+        {
+            return Decode([], flush: true) + "\uFFFD";
+        }
+
         _bytes.Clear();
         _tokenizer.AppendBytes(token, _bytes);
         return Decode(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_bytes), flush: false);

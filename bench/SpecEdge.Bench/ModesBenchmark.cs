@@ -1,0 +1,121 @@
+using System.CommandLine;
+using System.Globalization;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.LinkEmulator;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Timing;
+
+namespace SpecEdge.Bench;
+
+/// <summary>
+/// <c>modes</c>: ms per committed token of every mode, side by side in one run, through the link emulator at each round
+/// trip, under a compute profile; with hit rates and the analytical expectation from the measured acceptance, hit rate
+/// and times. Modes are interleaved prompt by prompt so they share the machine's noise.
+/// </summary>
+internal static class ModesBenchmark
+{
+    private static readonly string[] Prompts =
+    [
+        "The edge drafts and the cloud verifies",
+        "Once upon a time",
+        "Speculative decoding works because",
+        "A robot arm must react quickly when",
+    ];
+
+    public static Command Create()
+    {
+        var rtts = new Option<string>("--rtt") { Description = "Link round trips in ms.", DefaultValueFactory = _ => "20,100" };
+        var profile = new Option<string>("--profile") { Description = "Compute profile.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare.", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
+        var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
+        var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: 0 for the synthetic pair, 0.5 for a trained one)." };
+        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var pair = DefaultModels.Resolve();
+            var computeProfile = ComputeProfiles.Resolve(parse.GetValue(profile)!);
+            var exitThreshold = parse.GetValue(threshold) ?? (pair.Trained ? 0.5f : 0f);
+            var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries);
+            Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; exit threshold {exitThreshold.ToString(CultureInfo.InvariantCulture)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy");
+            var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
+            {
+                o.Exits = string.Join(",", pair.Exits);
+                o.IntraOpThreads = 1;
+                o.DefaultExitThreshold = exitThreshold;
+                o.ComputeProfile = computeProfile.IsEmulated ? computeProfile.Name : null;
+            }, cancellationToken: cancellationToken);
+            await using var _ = app;
+            foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
+            {
+                var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));
+                await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Link = link, Profile = computeProfile }, cancellationToken: cancellationToken);
+                var results = modeList.ToDictionary(m => m, m => new List<GenerationReport>());
+                for (var p = 0; p < parse.GetValue(prompts); p++)
+                {
+                    foreach (var mode in modeList)
+                    {
+                        var report = await client.Generate(new GenerationRequest
+                        {
+                            PromptText = Prompts[p % Prompts.Length],
+                            Mode = mode == "adaptive" ? GenerationMode.Speculative : GenerationModes.Parse(mode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
+                            AdaptiveDraftTokens = mode == "adaptive",
+                            DraftTokens = parse.GetValue(gamma),
+                            MaxNewTokens = parse.GetValue(tokens),
+                            Sampling = SamplingConfig.Greedy,
+                            StopAtEos = false,
+                        }).RunToEndAsync(cancellationToken);
+                        results[mode].Add(report);
+                        Console.Error.Write(".");
+                    }
+                }
+
+                Console.Error.WriteLine();
+                Print(rtt, results, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static void Print(double rtt, Dictionary<string, List<GenerationReport>> results, int gamma, int tokensPerPrompt, ComputeProfile profile)
+    {
+        // Shared measurements across modes: verification and first-stage time, transport overhead per round.
+        var spec = results.TryGetValue("speculative", out var s) ? s : results.Values.First(r => r.Any(x => x.DraftTokens > 0));
+        var rounds = spec.SelectMany(r => r.PerRound).ToList();
+        var verify = rounds.Average(r => r.VerifyMs);
+        var firstStage = rounds.Average(r => r.StageMs.Count > 1 ? r.StageMs[0] : r.VerifyMs);
+        var transport = rounds.Average(r => r.NetworkAndQueueMs);
+        var draftPerToken = rounds.Where(r => r.Drafted > 0).Average(r => r.DraftMs / r.Drafted);
+        var cloudRounds = results.TryGetValue("cloud", out var c) ? c.SelectMany(r => r.PerRound).ToList() : [];
+        var cloudVerify = cloudRounds.Count > 0 ? cloudRounds.Average(r => r.VerifyMs) : verify;
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"### Round trip {rtt} ms (emulated link), {profile.Label}"));
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Measured: verification V = {verify:F1} ms per round ({cloudVerify:F1} ms per cloud token), first exit stage V₁ = {firstStage:F1} ms, draft t_d = {draftPerToken:F2} ms/token, round time beyond verification (link + transport) = {transport:F1} ms."));
+        Console.WriteLine();
+        Console.WriteLine("| mode | ms/token | speed-up vs cloud | tokens/round | acceptance | early verdicts | hit rate | ready rounds | expected ms/token | measured vs expected |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+        var cloudMsPerToken = results.TryGetValue("cloud", out var cloud) ? cloud.Sum(r => r.LatencyMs.Total) / cloud.Sum(r => r.NewTokens) : double.NaN;
+        foreach (var (mode, reports) in results)
+        {
+            var tokens = reports.Sum(r => r.NewTokens);
+            var msPerToken = reports.Sum(r => r.LatencyMs.Total) / tokens;
+            var roundCount = reports.Sum(r => r.Rounds);
+            var drafted = reports.Sum(r => r.DraftTokens);
+            var hits = reports.Sum(r => r.EarlyExits.Hits);
+            var misses = reports.Sum(r => r.EarlyExits.Misses);
+            var hitRate = hits + misses == 0 ? 0 : hits / (double)(hits + misses);
+            var modeGamma = drafted == 0 ? gamma : drafted / (double)roundCount;
+            var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, firstStage, hitRate);
+            var expected = AnalyticalModel.MsPerToken(mode, inputs, tokensPerPrompt);
+            var gap = (msPerToken - expected) / expected;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {gap:+0%;-0%}{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));
+        }
+    }
+}

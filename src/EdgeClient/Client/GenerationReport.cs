@@ -32,12 +32,18 @@ public sealed record RoundRecord
     /// <summary>The verifier's time in each stage of the target (one entry for an unstaged target).</summary>
     public IReadOnlyList<double> StageMs { get; init; } = [];
 
+    /// <summary>The early verdicts of this round, each with whether the final verdict matched it.</summary>
+    public IReadOnlyList<EarlyVerdictRecord> EarlyVerdicts { get; init; } = [];
+
     /// <summary>Wall time from the previous round's final verdict (or the start) to this round's.</summary>
     public required double WallMs { get; init; }
 
     /// <summary>The round was ready (pre-drafted, or already sent as a conditional round) when the previous verdict came.</summary>
     public bool StartedWithoutWaiting { get; init; }
 }
+
+/// <summary>One early verdict and whether the final verdict matched it.</summary>
+public sealed record EarlyVerdictRecord(int ExitLayer, double Confidence, int Accepted, int NextId, bool Matched);
 
 /// <summary>Early-verdict outcomes of one exit.</summary>
 public sealed record ExitRecord

@@ -225,7 +225,7 @@ internal sealed class SpeculativeRunner
             };
         }
 
-        ScoreEarlyVerdicts(state, final);
+        var earlyRecords = ScoreEarlyVerdicts(state, final);
         var timings = final.Timings ?? new ServerTimings();
         var verifyMs = timings.StageMicros.Sum() / 1000.0;
         var waitMs = _time.GetElapsedTime(sentAt, arrived).TotalMilliseconds;
@@ -240,6 +240,7 @@ internal sealed class SpeculativeRunner
             VerifyMs = GenerationTracker.Round3(verifyMs),
             QueueMs = GenerationTracker.Round3(timings.QueueMicros / 1000.0),
             StageMs = [.. timings.StageMicros.Select(m => GenerationTracker.Round3(m / 1000.0))],
+            EarlyVerdicts = earlyRecords,
             WallMs = GenerationTracker.Round3(_tracker.LapMs()),
             StartedWithoutWaiting = ready,
         };
@@ -345,12 +346,14 @@ internal sealed class SpeculativeRunner
         state.Branch = new Branch(prefix, condition, task, cancel);
     }
 
-    private void ScoreEarlyVerdicts(RoundState state, FinalVerdict final)
+    private List<EarlyVerdictRecord> ScoreEarlyVerdicts(RoundState state, FinalVerdict final)
     {
+        var records = new List<EarlyVerdictRecord>(state.EarlyThisRound.Count);
         foreach (var early in state.EarlyThisRound)
         {
             var exit = _tracker.Exit((int)early.ExitLayer);
-            if (early.Accepted == final.Accepted && early.NextId == final.NextId)
+            var matched = early.Accepted == final.Accepted && early.NextId == final.NextId;
+            if (matched)
             {
                 exit.Hits++;
             }
@@ -358,7 +361,11 @@ internal sealed class SpeculativeRunner
             {
                 exit.Misses++;
             }
+
+            records.Add(new EarlyVerdictRecord((int)early.ExitLayer, Math.Round(early.Confidence, 6), (int)early.Accepted, early.NextId, matched));
         }
+
+        return records;
     }
 
     /// <summary>After a final verdict: keep the in-flight conditional round if its condition held, else count the pre-drafted work lost.</summary>

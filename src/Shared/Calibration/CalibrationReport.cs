@@ -66,7 +66,7 @@ public sealed record CalibrationReport
         {
             throw new FormatException($"{path}: not a calibration report ({ex.Message})", ex);
         }
-        catch (FileNotFoundException ex)
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new FormatException($"{path}: calibration file not found", ex);
         }

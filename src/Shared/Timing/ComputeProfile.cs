@@ -105,7 +105,7 @@ public sealed record ComputeProfile
         {
             throw new FormatException($"{path}: not a valid compute profile ({ex.Message})", ex);
         }
-        catch (FileNotFoundException ex)
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new FormatException($"{path}: compute profile file not found", ex);
         }

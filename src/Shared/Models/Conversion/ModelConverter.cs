@@ -29,7 +29,11 @@ public sealed record ConversionOptions
     /// <summary>Weight storage in the ONNX files: float32 or float16 (compute stays float32).</summary>
     public TensorDType WeightsDtype { get; init; } = TensorDType.Float32;
 
-    /// <summary>A safetensors file of trained exit heads (<c>exits.{L}.norm.weight</c>, <c>exits.{L}.proj.weight</c>, <c>exits.{L}.lm_head.weight</c>).</summary>
+    /// <summary>
+    /// A safetensors file of trained exit heads (<c>exits.{L}.norm.weight</c>, <c>exits.{L}.proj.weight</c>,
+    /// <c>exits.{L}.lm_head.weight</c>); every tensor must belong to a requested exit. When null, an
+    /// <c>exit_adapters.safetensors</c> in the checkpoint folder is used for the exits it has weights for.
+    /// </summary>
     public string? ExitAdaptersPath { get; init; }
 
     public ExternalDataPolicy ExternalData { get; init; } = ExternalDataPolicy.Auto;
@@ -43,6 +47,9 @@ public static class ModelConverter
 {
     public const string DraftGraphFile = "model.onnx";
     public const string ExternalDataFile = "weights.bin";
+
+    /// <summary>The exit-adapter file a checkpoint folder may hold (and a converted folder keeps).</summary>
+    public const string ExitAdaptersFile = "exit_adapters.safetensors";
 
     /// <summary>Weights above this many bytes go to external data under <see cref="ExternalDataPolicy.Auto"/> (protobuf caps a message at 2 GB).</summary>
     public const long InlineLimitBytes = 1_800_000_000L;
@@ -82,8 +89,10 @@ public static class ModelConverter
         }
 
         var exits = ValidateExits(options.Exits, config);
-        using var adapters = options.ExitAdaptersPath is null ? null : SafetensorsFile.Open(options.ExitAdaptersPath);
-        var heads = BuildExitHeads(exits, adapters, config);
+        var bundled = Path.Combine(checkpointDir, ExitAdaptersFile);
+        var adaptersPath = options.ExitAdaptersPath ?? (exits.Count > 0 && File.Exists(bundled) ? bundled : null);
+        using var adapters = adaptersPath is null ? null : SafetensorsFile.Open(adaptersPath);
+        var heads = BuildExitHeads(exits, adapters, config, strict: options.ExitAdaptersPath is not null);
 
         var parent = Path.GetDirectoryName(Path.GetFullPath(outputDir))!;
         Directory.CreateDirectory(parent);
@@ -172,7 +181,7 @@ public static class ModelConverter
 
         if (adapters is not null)
         {
-            File.Copy(adapters.Path, Path.Combine(dir, "exit_adapters.safetensors"));
+            File.Copy(adapters.Path, Path.Combine(dir, ExitAdaptersFile));
         }
 
         var tokenizer = TokenizerFiles.Load(dir, config.VocabSize, config.BosTokenId, config.EosTokenIds);
@@ -200,7 +209,7 @@ public static class ModelConverter
             WeightsDtype = options.WeightsDtype.CliName(),
             Stages = stages,
             Exits = exits,
-            ExitAdapters = adapters is null ? null : "exit_adapters.safetensors",
+            ExitAdapters = adapters is null ? null : ExitAdaptersFile,
             Tokenizer = new TokenizerManifest(tokenizer.Kind, tokenizerFile is null ? null : Path.GetFileName(tokenizerFile), tokenizerFile is null ? null : files[Path.GetFileName(tokenizerFile)].Sha256),
             Files = files,
             WeightsSha256 = weightsHash,
@@ -229,7 +238,7 @@ public static class ModelConverter
         return exits;
     }
 
-    private static List<ExitHeadWeights> BuildExitHeads(IReadOnlyList<int> exits, SafetensorsFile? adapters, LlamaConfig config)
+    private static List<ExitHeadWeights> BuildExitHeads(IReadOnlyList<int> exits, SafetensorsFile? adapters, LlamaConfig config, bool strict)
     {
         var heads = new List<ExitHeadWeights>();
         if (adapters is not null && exits.Count == 0)
@@ -264,7 +273,7 @@ public static class ModelConverter
                 Find("lm_head.weight", config.VocabSize, config.HiddenSize)));
         }
 
-        if (adapters is not null)
+        if (adapters is not null && strict)
         {
             var unused = adapters.Tensors.Keys.Where(k => !used.Contains(k)).ToList();
             if (unused.Count > 0)

@@ -6,5 +6,8 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     DecodeBenchmark.Create(),
     OverheadBenchmark.Create(),
     ModesBenchmark.Create(),
+    MatrixBenchmark.Create(),
+    ProfileCommand.Create(),
+    PairPathsCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

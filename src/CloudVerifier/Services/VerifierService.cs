@@ -64,9 +64,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
-            var inbox = Channel.CreateBounded<Draft>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+            var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
             idle.CancelAfter(idleTimeout);
-            reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, stop.Token);
+            reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, _time, stop.Token);
             await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, stop.Token).ConfigureAwait(false);
             await AwaitEdgeCloseAsync(inbox.Reader, outbox, writer, idle, idleTimeout, stop.Token).ConfigureAwait(false);
             VerifierLog.SessionEnded(_logger, sessionId, session.LastRound, session.Generated, session.Finished ? session.FinishReason.ToString() : "closed by the edge");
@@ -198,7 +198,7 @@ public sealed class VerifierService : Verifier.VerifierBase
             : throw Refusal.FailedPrecondition($"the first message was {requests.Current.KindCase}: a Decode stream starts with Open");
     }
 
-    private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<Draft> inbox, CancellationTokenSource idle, CancellationToken stop)
+    private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, CancellationTokenSource idle, TimeProvider time, CancellationToken stop)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, stop);
         try
@@ -209,7 +209,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 switch (message.KindCase)
                 {
                     case EdgeMessage.KindOneofCase.Draft:
-                        if (!inbox.TryWrite(message.Draft))
+                        if (!inbox.TryWrite((message.Draft, time.GetUtcNow())))
                         {
                             throw Refusal.FailedPrecondition($"round {message.Draft.Round} arrived while {InboxCapacity} rounds were already waiting: send a round after the previous final verdict, or at most one conditional round ahead");
                         }
@@ -234,13 +234,13 @@ public sealed class VerifierService : Verifier.VerifierBase
         }
     }
 
-    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<Draft> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, CancellationToken stop)
+    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, CancellationToken stop)
     {
         try
         {
             while (await inbox.WaitToReadAsync(stop).ConfigureAwait(false))
             {
-                var draft = await inbox.ReadAsync(stop).ConfigureAwait(false);
+                var (draft, receivedAt) = await inbox.ReadAsync(stop).ConfigureAwait(false);
                 idle.CancelAfter(Timeout.InfiniteTimeSpan);
                 if (draft.Condition is not null && session.CheckCondition(draft) is { } dropped)
                 {
@@ -248,7 +248,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 }
                 else
                 {
-                    await session.VerifyAsync(draft, outbox, stop).ConfigureAwait(false);
+                    await session.VerifyAsync(draft, outbox, stop, receivedAt).ConfigureAwait(false);
                 }
 
                 if (session.Finished)
@@ -273,7 +273,7 @@ public sealed class VerifierService : Verifier.VerifierBase
     /// before the edge learned the generation was over) are discarded; an edge that never ends its side is let go after
     /// the idle timeout.
     /// </summary>
-    private static async Task AwaitEdgeCloseAsync(ChannelReader<Draft> inbox, Channel<VerifierMessage> outbox, Task writer, CancellationTokenSource idle, TimeSpan idleTimeout, CancellationToken stop)
+    private static async Task AwaitEdgeCloseAsync(ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, Channel<VerifierMessage> outbox, Task writer, CancellationTokenSource idle, TimeSpan idleTimeout, CancellationToken stop)
     {
         outbox.Writer.TryComplete();
         await ObserveAsync(writer).ConfigureAwait(false);

@@ -209,9 +209,10 @@ internal sealed class DecodeSession : IDisposable
 
     /// <summary>Verifies one round and writes its early verdicts and final verdict to <paramref name="output"/>.</summary>
     /// <exception cref="Grpc.Core.RpcException">The round is out of order, does not match the session, or carries bad ids or distributions.</exception>
-    public async Task VerifyAsync(Draft draft, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken)
+    public async Task VerifyAsync(Draft draft, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken, DateTimeOffset? receivedAt = null)
     {
         var started = _time.GetTimestamp();
+        var received = receivedAt ?? _time.GetUtcNow();
         var drafts = Validate(draft);
         var committed = _tokens.Count;
         var gamma = drafts.Length;
@@ -219,7 +220,7 @@ internal sealed class DecodeSession : IDisposable
         drafts.CopyTo(_step.AsSpan(1));
         var stepTokens = _step.AsMemory(0, gamma + 1);
 
-        var timings = new ServerTimings();
+        var timings = new ServerTimings { ReceivedUnixMicros = ToUnixMicros(received) };
         Verdict final;
         using (var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -245,6 +246,7 @@ internal sealed class DecodeSession : IDisposable
 
         var (kept, reason) = Commit(drafts, final, committed);
         timings.TotalMicros = (long)_time.GetElapsedTime(started).TotalMicroseconds;
+        timings.VerdictUnixMicros = ToUnixMicros(_time.GetUtcNow());
         var verdict = new FinalVerdict
         {
             Round = draft.Round,
@@ -446,6 +448,8 @@ internal sealed class DecodeSession : IDisposable
     };
 
     public void Dispose() => _context.Dispose();
+
+    private static long ToUnixMicros(DateTimeOffset time) => (time - DateTimeOffset.UnixEpoch).Ticks / 10;
 
     private static void CheckIds(IReadOnlyList<int> ids, string field, int vocab)
     {

@@ -32,6 +32,18 @@ public sealed record RoundRecord
     /// <summary>The verifier's time in each stage of the target (one entry for an unstaged target).</summary>
     public IReadOnlyList<double> StageMs { get; init; } = [];
 
+    /// <summary>
+    /// Time from sending the round to its arrival at the verifier, from both sides' wall clocks: meaningful when they
+    /// agree (one machine, or synchronised clocks); null when the clocks visibly disagree.
+    /// </summary>
+    public double? UplinkMs { get; init; }
+
+    /// <summary>Time from the verifier writing the final verdict to its arrival at the edge (same caveat as <see cref="UplinkMs"/>).</summary>
+    public double? DownlinkMs { get; init; }
+
+    /// <summary>Wall time of the round spent neither drafting, on the network, queued nor verifying (edge bookkeeping, waiting on a branch).</summary>
+    public double IdleMs { get; init; }
+
     /// <summary>The early verdicts of this round, each with whether the final verdict matched it.</summary>
     public IReadOnlyList<EarlyVerdictRecord> EarlyVerdicts { get; init; } = [];
 

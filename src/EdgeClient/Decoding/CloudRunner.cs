@@ -39,6 +39,7 @@ internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationReques
                 NetworkAndQueueMs = GenerationTracker.Round3(Math.Max(0, wall - verifyMs)),
                 VerifyMs = GenerationTracker.Round3(verifyMs),
                 QueueMs = GenerationTracker.Round3(reply.QueueMicros / 1000.0),
+                StageMs = [GenerationTracker.Round3(verifyMs)],
                 WallMs = GenerationTracker.Round3(wall),
             });
             foreach (var token in tracker.Commit([new TokenId(reply.TokenId)]))

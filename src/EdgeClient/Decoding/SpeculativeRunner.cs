@@ -130,6 +130,7 @@ internal sealed class SpeculativeRunner
         TokenId[] drafts;
         double draftMs;
         long sentAt;
+        DateTimeOffset sentWall;
         bool ready;
 
         if (state.Conditional is { } conditional && conditional.Round == round)
@@ -138,6 +139,7 @@ internal sealed class SpeculativeRunner
             drafts = conditional.Drafts.Tokens;
             draftMs = 0;
             sentAt = state.PreviousVerdictAt;
+            sentWall = conditional.SentWall;
             ready = true;
             state.Conditional = null;
         }
@@ -148,6 +150,7 @@ internal sealed class SpeculativeRunner
             draftMs = waitedMs;
             ready = wasReady;
             sentAt = _time.GetTimestamp();
+            sentWall = _time.GetUtcNow();
             await SendAsync(requests, round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
             if (_mode == GenerationMode.Proactive && guess is { } next)
             {
@@ -171,7 +174,7 @@ internal sealed class SpeculativeRunner
             {
                 // The pre-drafted round is ready before the final verdict: send it now, conditioned on the early verdict.
                 toSend.Sent = true;
-                state.Conditional = new InFlight(round + 1, toSend.Condition, branchTask.Result);
+                state.Conditional = new InFlight(round + 1, toSend.Condition, branchTask.Result, _time.GetUtcNow());
                 await SendAsync(requests, round + 1, toSend.Prefix.Count, branchTask.Result, toSend.Condition, cancellationToken).ConfigureAwait(false);
                 continue;
             }
@@ -205,6 +208,7 @@ internal sealed class SpeculativeRunner
         }
 
         var arrived = _time.GetTimestamp();
+        var arrivedWall = _time.GetUtcNow();
         var accepted = (int)final.Accepted;
         if (accepted > drafts.Length || (uint)final.NextId >= (uint)_engine.Model.VocabSize)
         {
@@ -229,6 +233,8 @@ internal sealed class SpeculativeRunner
         var timings = final.Timings ?? new ServerTimings();
         var verifyMs = timings.StageMicros.Sum() / 1000.0;
         var waitMs = _time.GetElapsedTime(sentAt, arrived).TotalMilliseconds;
+        var (uplinkMs, downlinkMs) = SplitLink(timings, sentWall, arrivedWall);
+        var wallMs = _tracker.LapMs();
         var record = new RoundRecord
         {
             Round = (int)round,
@@ -241,7 +247,10 @@ internal sealed class SpeculativeRunner
             QueueMs = GenerationTracker.Round3(timings.QueueMicros / 1000.0),
             StageMs = [.. timings.StageMicros.Select(m => GenerationTracker.Round3(m / 1000.0))],
             EarlyVerdicts = earlyRecords,
-            WallMs = GenerationTracker.Round3(_tracker.LapMs()),
+            WallMs = GenerationTracker.Round3(wallMs),
+            UplinkMs = uplinkMs,
+            DownlinkMs = downlinkMs,
+            IdleMs = GenerationTracker.Round3(Math.Max(0, wallMs - draftMs - Math.Max(0, waitMs - verifyMs) - verifyMs)),
             StartedWithoutWaiting = ready,
         };
         _tracker.AddRound(record);
@@ -436,6 +445,19 @@ internal sealed class SpeculativeRunner
         }
     }
 
+    /// <summary>Uplink and downlink times from both sides' wall clocks; null when the clocks visibly disagree.</summary>
+    private static (double? Uplink, double? Downlink) SplitLink(ServerTimings timings, DateTimeOffset sent, DateTimeOffset arrived)
+    {
+        if (timings.ReceivedUnixMicros == 0 || timings.VerdictUnixMicros == 0)
+        {
+            return (null, null);
+        }
+
+        var up = (timings.ReceivedUnixMicros - ((sent - DateTimeOffset.UnixEpoch).Ticks / 10)) / 1000.0;
+        var down = (((arrived - DateTimeOffset.UnixEpoch).Ticks / 10) - timings.VerdictUnixMicros) / 1000.0;
+        return up < 0 || down < 0 ? (null, null) : (GenerationTracker.Round3(up), GenerationTracker.Round3(down));
+    }
+
     private static uint RoundOf(VerifierMessage message) => message.KindCase switch
     {
         VerifierMessage.KindOneofCase.Early => message.Early.Round,
@@ -461,7 +483,7 @@ internal sealed class SpeculativeRunner
         public void Dispose() => Cancel.Dispose();
     }
 
-    private sealed record InFlight(uint Round, Condition Condition, DraftedRound Drafts);
+    private sealed record InFlight(uint Round, Condition Condition, DraftedRound Drafts, DateTimeOffset SentWall);
 
     private sealed class RoundState
     {

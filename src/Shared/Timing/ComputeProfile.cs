@@ -120,6 +120,8 @@ public sealed record ComputeProfile
 
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, JsonOptions));
 
+    /// <summary>How output made under this profile describes its compute.</summary>
+    [JsonIgnore]
     public string Label => IsEmulated
         ? string.Create(CultureInfo.InvariantCulture, $"emulated '{Name}'{(Description is null ? string.Empty : $" ({Description})")}")
         : "real compute";

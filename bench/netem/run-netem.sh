@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Real kernel links: two network namespaces joined by a veth pair, shaped by the kernel's traffic control, the
+# verifier in one namespace and the edge in the other, running the latency matrix over the real (shaped) link.
+#
+#   sudo bench/netem/run-netem.sh [OUT_DIR] [PROFILE]
+#
+# Each link setting is a tc spec applied to both ends of the veth pair (so a round trip crosses it twice):
+#   netem settings ("delay 10ms", "delay 25ms rate 10mbit", "delay 10ms loss 1%") need the kernel's sch_netem module;
+#   tbf settings ("tbf rate 10mbit burst 32kbit latency 50ms") need only sch_tbf.
+# A setting the kernel cannot apply is recorded as skipped, with the reason, in OUT_DIR/summary.md.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-bench-results/netem-$(date -u +%Y%m%d-%H%M%S)}
+profile=${2:-real}
+settings=(
+  "netem delay 10ms"
+  "netem delay 25ms rate 10mbit"
+  "netem delay 10ms loss 1%"
+  "tbf rate 10mbit burst 32kbit latency 50ms"
+  "tbf rate 1mbit burst 16kbit latency 200ms"
+)
+modes=${MODES:-cloud,speculative,preemptive,conditional}
+[ "$(id -u)" = 0 ] || { echo "run-netem: must run as root (network namespaces and tc)" >&2; exit 2; }
+command -v ip >/dev/null && command -v tc >/dev/null || { echo "run-netem: needs iproute2 (ip, tc)" >&2; exit 2; }
+
+dotnet build src/CloudVerifier -c Release -nologo -v q >/dev/null && dotnet build bench/SpecEdge.Bench -c Release -nologo -v q >/dev/null || exit 1
+mkdir -p "$out"
+# Resolve (and if needed convert) the default pair once, outside the namespaces.
+pair=$(dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll pair-paths) || exit 1
+target=$(sed -n 1p <<<"$pair"); draft=$(sed -n 2p <<<"$pair")
+
+cleanup() {
+  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
+  ip netns del se-edge 2>/dev/null; ip netns del se-cloud 2>/dev/null
+}
+trap cleanup EXIT
+cleanup
+ip netns add se-edge && ip netns add se-cloud
+ip link add se-veth-e type veth peer name se-veth-c
+ip link set se-veth-e netns se-edge && ip link set se-veth-c netns se-cloud
+ip -n se-edge addr add 10.77.0.1/24 dev se-veth-e && ip -n se-cloud addr add 10.77.0.2/24 dev se-veth-c
+for ns in se-edge se-cloud; do ip -n $ns link set lo up; done
+ip -n se-edge link set se-veth-e up && ip -n se-cloud link set se-veth-c up
+
+ip netns exec se-cloud dotnet src/CloudVerifier/bin/Release/net10.0/specedge-cloud.dll --model "$target" \
+  --urls http://10.77.0.2:50051 --threads 1 --profile "$profile" --Verifier:DefaultExitThreshold=0 --Logging:LogLevel:Default=Warning &
+server_pid=$!
+for _ in $(seq 1 60); do ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/10.77.0.2/50051' 2>/dev/null && break; sleep 1; done
+
+{
+  echo "# Real kernel links (network namespaces + veth + tc)"
+  echo
+  echo "Command: \`sudo bench/netem/run-netem.sh $out $profile\` on $(uname -sr); verifier in namespace se-cloud (10.77.0.2), edge in se-edge (10.77.0.1); compute profile $profile."
+  echo
+} > "$out/summary.md"
+for setting in "${settings[@]}"; do
+  name=$(tr ' %/' '__-' <<<"$setting")
+  ok=1
+  for end in "se-edge se-veth-e" "se-cloud se-veth-c"; do
+    set -- $end
+    if ! err=$(ip netns exec "$1" tc qdisc replace dev "$2" root $setting 2>&1); then ok=0; break; fi
+  done
+  if [ $ok = 0 ]; then
+    echo "- \`tc qdisc ... $setting\`: skipped, the kernel refused it: $err" | tee -a "$out/summary.md"
+    continue
+  fi
+  rtt=$(ip netns exec se-edge ping -c 5 -i 0.2 -q 10.77.0.2 2>/dev/null | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')
+  echo "- \`tc qdisc ... $setting\` on both ends (measured ping round trip ${rtt:-?} ms): [report]($name/report.md)" | tee -a "$out/summary.md"
+  ip netns exec se-edge dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll matrix --server http://10.77.0.2:50051 \
+    --draft "$draft" --profile "$profile" --modes "$modes" --gamma 4 --prompts 1 --tokens 32 --out "$out/$name" || echo "  (matrix failed)" >> "$out/summary.md"
+  for end in "se-edge se-veth-e" "se-cloud se-veth-c"; do set -- $end; ip netns exec "$1" tc qdisc del dev "$2" root 2>/dev/null; done
+done
+echo "run-netem: wrote $out/summary.md"

@@ -20,9 +20,29 @@ if (args.Contains("--help") || args.Contains("-h"))
           --max-sessions N       sessions at once (default 64)
           --max-draft-tokens N   drafts per round (default 16)
           --cache DIR            conversion cache folder
+          --tls-cert F --tls-key F   serve TLS (PEM files) on https:// addresses
+          --require-client-cert --client-ca F   mutual TLS: clients need a certificate from this CA (PEM)
+          --allow-plaintext      allow plaintext HTTP/2 off loopback (logged as a warning)
+          --config FILE          an extra JSON configuration file (e.g. API keys: Verifier:ApiKeys)
+          --grace SECONDS        on SIGTERM, how long rounds in flight may finish (default 20)
+          --hash-key             read an API key on stdin and print the SHA-256 to configure
 
         Every setting is also configuration: appsettings.json, Verifier__* environment variables, --Verifier:Key=value.
         """);
+    return 0;
+}
+
+if (args.Length >= 1 && args[0] == "--hash-key")
+{
+    // The key comes on stdin, never the command line (which other users of the machine can read).
+    var key = Console.In.ReadLine();
+    if (string.IsNullOrWhiteSpace(key))
+    {
+        Console.Error.WriteLine("specedge-cloud: error: --hash-key reads the API key from standard input; got nothing");
+        return 2;
+    }
+
+    Console.WriteLine(SpecEdge.CloudVerifier.Security.ApiKeyAuthenticator.Hash(key));
     return 0;
 }
 
@@ -39,7 +59,7 @@ try
     await app.RunAsync();
     return 0;
 }
-catch (Exception ex) when (ex is OptionsValidationException or ModelFormatException or FormatException or ArgumentException or IOException)
+catch (Exception ex) when (ex is OptionsValidationException or ModelFormatException or FormatException or ArgumentException or IOException or InvalidOperationException or System.Security.Cryptography.CryptographicException)
 {
     Console.Error.WriteLine($"specedge-cloud: error: {ex.Message}");
     return 1;

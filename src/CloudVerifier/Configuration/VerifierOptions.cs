@@ -52,6 +52,60 @@ public sealed class VerifierOptions
 
     [Required]
     public VerifierLimits Limits { get; set; } = new();
+
+    /// <summary>Serve plaintext HTTP/2 on addresses other than loopback (a warning is logged). Off by default: use TLS.</summary>
+    public bool AllowPlaintext { get; set; }
+
+    public TlsOptions Tls { get; set; } = new();
+
+    /// <summary>API keys; when any is configured every Verifier call needs <c>authorization: Bearer KEY</c>.</summary>
+    public List<ApiKeyOptions> ApiKeys { get; set; } = [];
+
+    /// <summary>On SIGTERM, how long rounds in flight may finish before the verifier exits (default 20 s).</summary>
+    [Range(0, 3600)]
+    public int ShutdownGraceSeconds { get; set; } = 20;
+}
+
+/// <summary>TLS from configured certificates (PEM files), and optional mutual TLS.</summary>
+public sealed class TlsOptions
+{
+    /// <summary>The server certificate (PEM); with <see cref="KeyPath"/>, serve HTTPS on the https:// addresses.</summary>
+    public string? CertificatePath { get; set; }
+
+    /// <summary>The certificate's private key (PEM).</summary>
+    public string? KeyPath { get; set; }
+
+    /// <summary>Require a client certificate issued by <see cref="ClientCaPath"/> (mutual TLS).</summary>
+    public bool RequireClientCertificate { get; set; }
+
+    /// <summary>The CA certificate (PEM) client certificates must chain to.</summary>
+    public string? ClientCaPath { get; set; }
+
+    public bool Enabled => !string.IsNullOrEmpty(CertificatePath);
+}
+
+/// <summary>One API key, stored as the SHA-256 of the key (hex), never the key itself.</summary>
+public sealed class ApiKeyOptions
+{
+    /// <summary>A name for logs and metrics (never the key).</summary>
+    [Required]
+    public string Name { get; set; } = string.Empty;
+
+    /// <summary>SHA-256 of the key, 64 hex digits (<c>specedge-cloud --hash-key</c> prints it).</summary>
+    [Required]
+    [RegularExpression("^[0-9a-fA-F]{64}$", ErrorMessage = "an API key's Sha256 must be 64 hex digits (specedge-cloud --hash-key prints it)")]
+    public string Sha256 { get; set; } = string.Empty;
+
+    /// <summary>Sessions this key may hold at once (default 16).</summary>
+    [Range(1, 100_000)]
+    public int MaxSessions { get; set; } = 16;
+
+    /// <summary>Calls this key may start per minute (default 600).</summary>
+    [Range(1, 10_000_000)]
+    public int RequestsPerMinute { get; set; } = 600;
+
+    /// <summary>A revoked key is refused like an unknown one.</summary>
+    public bool Revoked { get; set; }
 }
 
 /// <summary>What one verifier accepts.</summary>
@@ -80,4 +134,11 @@ public sealed class VerifierLimits
     /// <summary>A session with no message for this long is closed (default 300 s).</summary>
     [Range(1, 86_400)]
     public int IdleTimeoutSeconds { get; set; } = 300;
+
+    /// <summary>
+    /// KV-cache memory all sessions together may hold, in MiB; 0 sets it to half of the memory available to the
+    /// process. A session that would pass it is refused with ResourceExhausted and a retry hint.
+    /// </summary>
+    [Range(0.0, 16_000_000.0)]
+    public double KvBudgetMegabytes { get; set; }
 }

@@ -3,9 +3,11 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.CloudVerifier.Scheduling;
+using SpecEdge.CloudVerifier.Security;
 using SpecEdge.CloudVerifier.Services;
 using SpecEdge.CloudVerifier.Sessions;
 
@@ -26,9 +28,16 @@ public static class VerifierHost
         ["--max-sessions"] = "Verifier:Limits:MaxSessions",
         ["--max-draft-tokens"] = "Verifier:Limits:MaxDraftTokens",
         ["--cache"] = "Verifier:CacheDirectory",
+        ["--tls-cert"] = "Verifier:Tls:CertificatePath",
+        ["--tls-key"] = "Verifier:Tls:KeyPath",
+        ["--client-ca"] = "Verifier:Tls:ClientCaPath",
+        ["--grace"] = "Verifier:ShutdownGraceSeconds",
     };
 
-    private static readonly HashSet<string> AspNetSwitches = new(StringComparer.OrdinalIgnoreCase) { "--urls", "--environment", "--contentRoot", "--applicationName" };
+    /// <summary>Switches without a value.</summary>
+    public static readonly IReadOnlySet<string> Flags = new HashSet<string>(StringComparer.Ordinal) { "--allow-plaintext", "--require-client-cert" };
+
+    private static readonly HashSet<string> AspNetSwitches = new(StringComparer.OrdinalIgnoreCase) { "--urls", "--environment", "--contentRoot", "--applicationName", "--config" };
 
     /// <summary>The first command-line switch nobody understands, or null; unknown switches would otherwise be ignored silently.</summary>
     public static string? UnknownSwitch(IEnumerable<string> args)
@@ -41,7 +50,7 @@ public static class VerifierHost
             }
 
             var name = arg.Split('=', 2)[0];
-            if (!ShortSwitches.ContainsKey(name) && !AspNetSwitches.Contains(name) && !name.Contains(':', StringComparison.Ordinal))
+            if (!ShortSwitches.ContainsKey(name) && !Flags.Contains(name) && !AspNetSwitches.Contains(name) && !name.Contains(':', StringComparison.Ordinal))
             {
                 return name;
             }
@@ -59,12 +68,23 @@ public static class VerifierHost
     /// <param name="defaultUrl">The listen address when none is configured; null leaves Kestrel's configuration alone.</param>
     public static WebApplication Create(string[] args, Action<WebApplicationBuilder>? configure = null, string? defaultUrl = null)
     {
+        var (valued, flags, configFiles) = SplitArguments(args);
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
-            Args = args,
+            Args = valued,
             ContentRootPath = AppContext.BaseDirectory,
         });
-        builder.Configuration.AddCommandLine(args, ShortSwitches.ToDictionary(kv => kv.Key, kv => kv.Value));
+        foreach (var file in configFiles)
+        {
+            builder.Configuration.AddJsonFile(Path.GetFullPath(file), optional: false);
+        }
+
+        builder.Configuration.AddCommandLine(valued, ShortSwitches.ToDictionary(kv => kv.Key, kv => kv.Value));
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Verifier:AllowPlaintext"] = flags.Contains("--allow-plaintext") ? "true" : null,
+            ["Verifier:Tls:RequireClientCertificate"] = flags.Contains("--require-client-cert") ? "true" : null,
+        }.Where(kv => kv.Value is not null));
         if (defaultUrl is not null && string.IsNullOrEmpty(builder.Configuration["urls"]) && !builder.Configuration.GetSection("Kestrel:Endpoints").Exists())
         {
             builder.WebHost.UseUrls(defaultUrl);
@@ -79,13 +99,30 @@ public static class VerifierHost
         builder.Services.AddSingleton<TargetModel>();
         builder.Services.AddSingleton<ModelScheduler>();
         builder.Services.AddSingleton<SessionRegistry>();
-        builder.Services.AddGrpc(o => o.MaxReceiveMessageSize = 16 * 1024 * 1024);
+        builder.Services.AddSingleton<ApiKeyAuthenticator>();
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = 16 * 1024 * 1024;
+            o.Interceptors.Add<AuthInterceptor>();
+        });
+        // Read without validating the verifier options: the host builds these before the model loads, and a bad setting
+        // must fail in LoadModel with its own message.
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(
+            int.TryParse(builder.Configuration[$"{VerifierOptions.SectionName}:{nameof(VerifierOptions.ShutdownGraceSeconds)}"], out var grace) && grace >= 0 ? grace : 20));
+        builder.WebHost.ConfigureKestrel((context, kestrel) =>
+        {
+            var tls = context.Configuration.GetSection(VerifierOptions.SectionName).Get<VerifierOptions>()?.Tls ?? new TlsOptions();
+            if (tls.Enabled)
+            {
+                kestrel.ConfigureHttpsDefaults(https => TlsSetup.Configure(https, tls));
+            }
+        });
         builder.Services.AddGrpcHealthChecks().AddCheck("model", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
         builder.Services.AddGrpcReflection();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
         configure?.Invoke(builder);
 
         var app = builder.Build();
+        app.Lifetime.ApplicationStopping.Register(() => app.Services.GetRequiredService<SessionRegistry>().BeginShutdown());
         app.MapGrpcService<VerifierService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();
@@ -103,7 +140,74 @@ public static class VerifierHost
     /// Loads the target model (validating the options) before the server listens, so a bad model or setting fails
     /// start-up with its own message rather than the first call.
     /// </summary>
-    public static void LoadModel(WebApplication app) => app.Services.GetRequiredService<TargetModel>();
+    public static void LoadModel(WebApplication app)
+    {
+        var options = app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value;
+        CheckTransport(app, options);
+        app.Services.GetRequiredService<TargetModel>();
+    }
+
+    /// <summary>
+    /// Plaintext HTTP/2 only on loopback, unless <see cref="VerifierOptions.AllowPlaintext"/> is set (then with a warning);
+    /// https:// addresses need a configured certificate.
+    /// </summary>
+    private static void CheckTransport(WebApplication app, VerifierOptions options)
+    {
+        var configuration = app.Services.GetRequiredService<IConfiguration>();
+        var urls = (configuration["urls"] ?? string.Empty).Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Concat(configuration.GetSection("Kestrel:Endpoints").GetChildren().Select(e => e["Url"]).OfType<string>())
+            .Concat(app.Urls);
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier");
+        foreach (var url in urls.Distinct(StringComparer.OrdinalIgnoreCase))
+        {
+            if (!Uri.TryCreate(url.Replace("*", "0.0.0.0", StringComparison.Ordinal).Replace("+", "0.0.0.0", StringComparison.Ordinal), UriKind.Absolute, out var uri))
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"'{url}' is not a listen address such as http://127.0.0.1:50051"]);
+            }
+
+            if (uri.Scheme == "https" && !options.Tls.Enabled)
+            {
+                throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"{url} is https but no certificate is configured: give --tls-cert and --tls-key"]);
+            }
+
+            if (uri.Scheme == "http" && !IsLoopback(uri.Host))
+            {
+                if (!options.AllowPlaintext)
+                {
+                    throw new OptionsValidationException(VerifierOptions.SectionName, typeof(VerifierOptions), [$"{url} would serve plaintext HTTP/2 off loopback: listen on https:// with --tls-cert/--tls-key, or pass --allow-plaintext to accept unencrypted traffic"]);
+                }
+
+                VerifierLog.PlaintextOffLoopback(logger, url);
+            }
+        }
+    }
+
+    private static bool IsLoopback(string host) =>
+        host is "localhost" || (IPAddress.TryParse(host.Trim('[', ']'), out var address) && IPAddress.IsLoopback(address));
+
+    private static (string[] Valued, HashSet<string> Flags, List<string> ConfigFiles) SplitArguments(string[] args)
+    {
+        var valued = new List<string>();
+        var flags = new HashSet<string>(StringComparer.Ordinal);
+        var configFiles = new List<string>();
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (Flags.Contains(args[i]))
+            {
+                flags.Add(args[i]);
+            }
+            else if (args[i] == "--config" && i + 1 < args.Length)
+            {
+                configFiles.Add(args[++i]);
+            }
+            else
+            {
+                valued.Add(args[i]);
+            }
+        }
+
+        return ([.. valued], flags, configFiles);
+    }
 
     /// <summary>
     /// Starts a verifier on an ephemeral loopback port (plaintext HTTP/2) for embedding hosts, and returns it with its

@@ -19,4 +19,19 @@ internal static partial class VerifierLog
 
     [LoggerMessage(EventId = 2006, Level = LogLevel.Warning, Message = "Session {SessionId} closed after {Seconds} s without a message")]
     public static partial void SessionIdle(ILogger logger, string sessionId, int seconds);
+
+    [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Refused a call from {Peer}: {Reason}")]
+    public static partial void AuthFailed(ILogger logger, string reason, string peer);
+
+    [LoggerMessage(EventId = 2008, Level = LogLevel.Warning, Message = "API key '{Key}' is over its rate limit of {Limit} calls per minute")]
+    public static partial void RateLimited(ILogger logger, string key, int limit);
+
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Warning, Message = "Serving plaintext HTTP/2 on {Address}, which is not loopback (AllowPlaintext is set): traffic and API keys travel unencrypted")]
+    public static partial void PlaintextOffLoopback(ILogger logger, string address);
+
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "Shutting down: refusing new sessions, letting {Sessions} session(s) finish their rounds (grace {Seconds} s)")]
+    public static partial void ShuttingDown(ILogger logger, int sessions, int seconds);
+
+    [LoggerMessage(EventId = 2011, Level = LogLevel.Warning, Message = "Refused a session: {Reason}")]
+    public static partial void Admission(ILogger logger, string reason);
 }

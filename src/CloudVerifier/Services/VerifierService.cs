@@ -3,6 +3,7 @@ using Grpc.Core;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.CloudVerifier.Scheduling;
+using SpecEdge.CloudVerifier.Security;
 using SpecEdge.CloudVerifier.Sessions;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
@@ -54,20 +55,20 @@ public sealed class VerifierService : Verifier.VerifierBase
         Task reader = Task.CompletedTask;
         try
         {
-            using var slot = _sessions.Reserve();
             idle.CancelAfter(idleTimeout);
             var open = await ReadOpenAsync(requestStream, idle.Token, stop.Token).ConfigureAwait(false);
             idle.CancelAfter(Timeout.InfiniteTimeSpan);
-            (session, var opened) = await DecodeSession.OpenAsync(open, _target, _scheduler, _time, stop.Token).ConfigureAwait(false);
+            var plan = DecodeSession.Plan(open, _target);
+            using var slot = _sessions.Reserve(Identity(context), plan.KvBytes);
+            (session, var opened) = await DecodeSession.OpenAsync(plan, _target, _scheduler, _time, stop.Token).ConfigureAwait(false);
             sessionId = session.Id;
-            _sessions.Track(sessionId);
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
             var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
             idle.CancelAfter(idleTimeout);
             reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, _time, stop.Token);
-            await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, stop.Token).ConfigureAwait(false);
+            await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, stop.Token).ConfigureAwait(false);
             await AwaitEdgeCloseAsync(inbox.Reader, outbox, writer, idle, idleTimeout, stop.Token).ConfigureAwait(false);
             VerifierLog.SessionEnded(_logger, sessionId, session.LastRound, session.Generated, session.Finished ? session.FinishReason.ToString() : "closed by the edge");
         }
@@ -89,7 +90,6 @@ public sealed class VerifierService : Verifier.VerifierBase
             await ObserveAsync(reader).ConfigureAwait(false);
             if (session is not null)
             {
-                _sessions.Forget(sessionId);
                 session.Dispose();
             }
         }
@@ -129,8 +129,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             throw Refusal.InvalidArgument($"GenerateRequest.sampling: {problem}");
         }
 
-        using var slot = _sessions.Reserve();
-        using var decode = model.CreateContext(_target.MaxSequenceLength);
+        var contextLength = Math.Min(_target.MaxSequenceLength, request.PromptIds.Count + request.MaxNewTokens + 1);
+        using var slot = _sessions.Reserve(Identity(context), model.KvBytesPerContext(contextLength));
+        using var decode = model.CreateContext(contextLength);
         var rule = new AcceptanceRule(model.VocabSize);
         var tokens = request.PromptIds.Select(id => new TokenId(id)).ToList();
         var stopRule = new StopRule(tokens.Count, request.MaxNewTokens, _target.MaxSequenceLength, request.StopAtEos, model.Tokenizer.Eos);
@@ -181,6 +182,11 @@ public sealed class VerifierService : Verifier.VerifierBase
                 return;
             }
 
+            if (_sessions.ShuttingDown)
+            {
+                throw ShuttingDown(tokens.Count);
+            }
+
             feed = [next];
         }
     }
@@ -197,6 +203,12 @@ public sealed class VerifierService : Verifier.VerifierBase
             ? requests.Current.Open
             : throw Refusal.FailedPrecondition($"the first message was {requests.Current.KindCase}: a Decode stream starts with Open");
     }
+
+    private static RpcException ShuttingDown(int committedLength) =>
+        new(new Status(StatusCode.Unavailable, $"the verifier is shutting down: resume the generation on another verifier (committed length {committedLength})"));
+
+    private static ApiKeyIdentity? Identity(ServerCallContext context) =>
+        context.UserState.TryGetValue(ApiKeyAuthenticator.UserStateKey, out var identity) ? (ApiKeyIdentity)identity : null;
 
     private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, CancellationTokenSource idle, TimeProvider time, CancellationToken stop)
     {
@@ -234,12 +246,34 @@ public sealed class VerifierService : Verifier.VerifierBase
         }
     }
 
-    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, CancellationToken stop)
+    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, SessionRegistry sessions, CancellationToken stop)
     {
+        using var waitForRound = CancellationTokenSource.CreateLinkedTokenSource(stop, sessions.Stopping);
         try
         {
-            while (await inbox.WaitToReadAsync(stop).ConfigureAwait(false))
+            while (true)
             {
+                // Rounds in flight finish; between rounds, a shutting-down verifier sends the edge elsewhere.
+                bool more;
+                try
+                {
+                    more = await inbox.WaitToReadAsync(waitForRound.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (sessions.ShuttingDown && !stop.IsCancellationRequested)
+                {
+                    more = false;
+                }
+
+                if (sessions.ShuttingDown)
+                {
+                    throw ShuttingDown(session.CommittedLength);
+                }
+
+                if (!more)
+                {
+                    return;
+                }
+
                 var (draft, receivedAt) = await inbox.ReadAsync(stop).ConfigureAwait(false);
                 idle.CancelAfter(Timeout.InfiniteTimeSpan);
                 if (draft.Condition is not null && session.CheckCondition(draft) is { } dropped)

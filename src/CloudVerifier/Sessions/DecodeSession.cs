@@ -37,18 +37,18 @@ internal sealed class DecodeSession : IDisposable
     private readonly int _promptLength;
     private int _lastRoundDrafts;
 
-    private DecodeSession(TargetModel target, ModelScheduler scheduler, TimeProvider time, List<TokenId> tokens, int promptLength, StopRule stop, SamplingConfig sampling, bool earlyVerdicts, IReadOnlyList<float> thresholds)
+    private DecodeSession(TargetModel target, ModelScheduler scheduler, TimeProvider time, SessionPlan plan)
     {
         _target = target;
         _scheduler = scheduler;
         _time = time;
-        _tokens = tokens;
-        _promptLength = promptLength;
-        _stop = stop;
-        _sampling = sampling;
-        _earlyVerdicts = earlyVerdicts;
-        _thresholds = thresholds;
-        _context = target.Model.CreateContext(target.MaxSequenceLength);
+        _tokens = plan.Tokens;
+        _promptLength = plan.PromptLength;
+        _stop = plan.Stop;
+        _sampling = plan.Sampling;
+        _earlyVerdicts = plan.EarlyVerdicts;
+        _thresholds = plan.Thresholds;
+        _context = target.Model.CreateContext(plan.ContextLength);
         _rule = new AcceptanceRule(target.Model.VocabSize);
         _sampler = new TokenSampler(target.Model.VocabSize);
         _probabilities = new float[target.Model.VocabSize];
@@ -72,9 +72,9 @@ internal sealed class DecodeSession : IDisposable
 
     public SamplingConfig Sampling => _sampling;
 
-    /// <summary>Validates an Open, prefills the prefix, and returns the session and its Opened reply.</summary>
+    /// <summary>Validates an Open and works out what the session needs (its prefix, rules and KV-cache length).</summary>
     /// <exception cref="Grpc.Core.RpcException">InvalidArgument or FailedPrecondition saying what is wrong.</exception>
-    public static async Task<(DecodeSession Session, Opened Reply)> OpenAsync(Open open, TargetModel target, ModelScheduler scheduler, TimeProvider time, CancellationToken cancellationToken)
+    public static SessionPlan Plan(Open open, TargetModel target)
     {
         var model = target.Model;
         var limits = target.Limits;
@@ -142,22 +142,31 @@ internal sealed class DecodeSession : IDisposable
             thresholds = [.. open.ExitThresholds];
         }
 
-        var tokens = new List<TokenId>(target.MaxSequenceLength);
+        var tokens = new List<TokenId>(prefix + open.MaxNewTokens);
         tokens.AddRange(open.PromptIds.Select(id => new TokenId(id)));
         tokens.AddRange(open.CommittedIds.Select(id => new TokenId(id)));
         var stop = new StopRule(open.PromptIds.Count, open.MaxNewTokens, target.MaxSequenceLength, open.StopAtEos, model.Tokenizer.Eos);
-        var session = new DecodeSession(target, scheduler, time, tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds);
+
+        // The cache only needs room for this generation: the prefix, the new tokens, and a last round's drafts.
+        var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + limits.MaxDraftTokens + 1);
+        return new SessionPlan(tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds, contextLength, model.KvBytesPerContext(contextLength));
+    }
+
+    /// <summary>Allocates the session's cache, prefills the prefix, and returns the session and its Opened reply.</summary>
+    public static async Task<(DecodeSession Session, Opened Reply)> OpenAsync(SessionPlan plan, TargetModel target, ModelScheduler scheduler, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var session = new DecodeSession(target, scheduler, time, plan);
         try
         {
             var prefill = await session.PrefillAsync(cancellationToken).ConfigureAwait(false);
             var reply = new Opened
             {
                 SessionId = session.Id,
-                CommittedLength = (uint)tokens.Count,
-                MaxDraftTokens = (uint)limits.MaxDraftTokens,
+                CommittedLength = (uint)plan.Tokens.Count,
+                MaxDraftTokens = (uint)target.Limits.MaxDraftTokens,
                 PrefillMicros = (long)prefill.TotalMicroseconds,
             };
-            reply.Exits.AddRange(target.ExitInfos(thresholds));
+            reply.Exits.AddRange(target.ExitInfos(plan.Thresholds));
             return (session, reply);
         }
         catch
@@ -309,9 +318,9 @@ internal sealed class DecodeSession : IDisposable
             throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts are over the verifier's limit of {limits.MaxDraftTokens} per round");
         }
 
-        if (_tokens.Count + draft.Ids.Count >= _target.MaxSequenceLength)
+        if (_tokens.Count + draft.Ids.Count >= _context.MaxLength)
         {
-            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the maximum sequence length of {_target.MaxSequenceLength}");
+            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the session's maximum sequence length of {_context.MaxLength}");
         }
 
         CheckIds(draft.Ids, $"round {draft.Round}: Draft.ids", _target.Model.VocabSize);
@@ -464,3 +473,6 @@ internal sealed class DecodeSession : IDisposable
 
     private static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
 }
+
+/// <summary>What an Open asks for, validated: the session's prefix, rules, and the KV cache it needs.</summary>
+internal sealed record SessionPlan(List<TokenId> Tokens, int PromptLength, StopRule Stop, SamplingConfig Sampling, bool EarlyVerdicts, IReadOnlyList<float> Thresholds, int ContextLength, long KvBytes);

@@ -1,49 +1,125 @@
 using System.Collections.Concurrent;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.CloudVerifier.Logging;
+using SpecEdge.CloudVerifier.Security;
 
 namespace SpecEdge.CloudVerifier.Sessions;
 
-/// <summary>The open sessions, and the session limit: a slot is taken before a session's cache is allocated.</summary>
-public sealed class SessionRegistry
+/// <summary>
+/// Admission control: sessions in total and per API key, and the KV-cache memory budget. A slot is taken before a
+/// session's cache is allocated and given back when the session ends. On shutdown it refuses new sessions and tells the
+/// open ones (through <see cref="Stopping"/>) to send their clients elsewhere.
+/// </summary>
+public sealed class SessionRegistry : IDisposable
 {
-    private readonly ConcurrentDictionary<string, byte> _open = new();
-    private readonly int _maxSessions;
-    private int _count;
+    /// <summary>The retry hint sent with a refusal for lack of memory or slots, in milliseconds.</summary>
+    public const int RetryPushbackMs = 1000;
 
-    public SessionRegistry(TargetModel target)
+    private readonly ConcurrentDictionary<string, int> _perKey = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _lock = new();
+    private readonly int _maxSessions;
+    private readonly ILogger<SessionRegistry> _logger;
+    private int _count;
+    private long _kvBytes;
+
+    public SessionRegistry(TargetModel target, IOptions<VerifierOptions> options, ILogger<SessionRegistry> logger)
     {
         _maxSessions = target.Limits.MaxSessions;
+        _logger = logger;
+        KvBudgetBytes = target.Limits.KvBudgetMegabytes > 0
+            ? (long)(target.Limits.KvBudgetMegabytes * 1024 * 1024)
+            : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
+        ShutdownGrace = TimeSpan.FromSeconds(options.Value.ShutdownGraceSeconds);
     }
 
-    /// <summary>Sessions open now.</summary>
+    /// <summary>Sessions open now (Decode and Generate).</summary>
     public int Count => Volatile.Read(ref _count);
 
-    /// <summary>Takes a session slot, or refuses with ResourceExhausted when the verifier is full.</summary>
-    public IDisposable Reserve()
-    {
-        if (Interlocked.Increment(ref _count) > _maxSessions)
-        {
-            Interlocked.Decrement(ref _count);
-            throw Refusal.ResourceExhausted($"the verifier already holds its maximum of {_maxSessions} sessions (Limits:MaxSessions); retry later or use another verifier");
-        }
+    /// <summary>KV-cache bytes the open sessions hold.</summary>
+    public long KvBytes => Interlocked.Read(ref _kvBytes);
 
-        return new Slot(this);
+    public long KvBudgetBytes { get; }
+
+    public TimeSpan ShutdownGrace { get; }
+
+    /// <summary>Cancelled when the verifier begins shutting down.</summary>
+    public CancellationToken Stopping => _stopping.Token;
+
+    public bool ShuttingDown => _stopping.IsCancellationRequested;
+
+    /// <summary>Takes a session slot for <paramref name="key"/> holding <paramref name="kvBytes"/> of KV cache.</summary>
+    /// <exception cref="RpcException">Unavailable while shutting down; ResourceExhausted when a limit or the budget is full.</exception>
+    public IDisposable Reserve(ApiKeyIdentity? key, long kvBytes)
+    {
+        lock (_lock)
+        {
+            if (ShuttingDown)
+            {
+                throw new RpcException(new Status(StatusCode.Unavailable, "the verifier is shutting down; open the session on another verifier"));
+            }
+
+            if (_count >= _maxSessions)
+            {
+                throw Exhausted($"the verifier already holds its maximum of {_maxSessions} sessions (Limits:MaxSessions); retry later or use another verifier");
+            }
+
+            if (key is not null && _perKey.GetValueOrDefault(key.Name) >= key.MaxSessions)
+            {
+                throw Exhausted($"API key '{key.Name}' already holds its maximum of {key.MaxSessions} sessions");
+            }
+
+            if (_kvBytes + kvBytes > KvBudgetBytes)
+            {
+                throw Exhausted($"the session needs {kvBytes / (1024.0 * 1024.0):F1} MiB of KV cache and the verifier's budget of {KvBudgetBytes / (1024.0 * 1024.0):0.###} MiB holds {_kvBytes / (1024.0 * 1024.0):F1} MiB already (Limits:KvBudgetMegabytes); retry in a moment or use another verifier");
+            }
+
+            _count++;
+            _kvBytes += kvBytes;
+            if (key is not null)
+            {
+                _perKey[key.Name] = _perKey.GetValueOrDefault(key.Name) + 1;
+            }
+
+            return new Slot(this, key?.Name, kvBytes);
+        }
     }
 
-    internal void Track(string sessionId) => _open.TryAdd(sessionId, 0);
+    /// <summary>Stops admitting sessions and signals <see cref="Stopping"/>.</summary>
+    public void BeginShutdown()
+    {
+        VerifierLog.ShuttingDown(_logger, Count, (int)ShutdownGrace.TotalSeconds);
+        _stopping.Cancel();
+    }
 
-    internal void Forget(string sessionId) => _open.TryRemove(sessionId, out _);
+    public void Dispose() => _stopping.Dispose();
 
-    private sealed class Slot(SessionRegistry owner) : IDisposable
+    private RpcException Exhausted(string detail)
+    {
+        VerifierLog.Admission(_logger, detail);
+        return new RpcException(new Status(StatusCode.ResourceExhausted, detail), new Metadata { { "grpc-retry-pushback-ms", RetryPushbackMs.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
+    }
+
+    private void Release(string? key, long kvBytes)
+    {
+        lock (_lock)
+        {
+            _count--;
+            _kvBytes -= kvBytes;
+            if (key is not null)
+            {
+                _perKey[key] = _perKey[key] - 1;
+            }
+        }
+    }
+
+    private sealed class Slot(SessionRegistry owner, string? key, long kvBytes) : IDisposable
     {
         private SessionRegistry? _owner = owner;
 
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _owner, null) is { } registry)
-            {
-                Interlocked.Decrement(ref registry._count);
-            }
-        }
+        public void Dispose() => Interlocked.Exchange(ref _owner, null)?.Release(key, kvBytes);
     }
 }

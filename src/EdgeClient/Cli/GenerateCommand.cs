@@ -17,7 +17,7 @@ internal static class GenerateCommand
 
     public static Command Create()
     {
-        var server = new Option<string?>("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051 (not needed for --mode edge)." };
+        var server = new Option<string?>("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051; a comma-separated list fails over in order (not needed for --mode edge)." };
         var draft = new Option<string>("--draft") { Description = "The draft model: a converted SpecEdge folder or a Hugging Face checkpoint folder.", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "The prompt text." };
         var promptFile = new Option<string?>("--prompt-file") { Description = "A file holding the prompt text." };
@@ -36,10 +36,18 @@ internal static class GenerateCommand
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads for the draft model (0: one per core).", DefaultValueFactory = _ => 0 };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the end-of-sequence token." };
         var thresholds = new Option<string?>("--exit-thresholds") { Description = "Per-exit confidence thresholds to ask the verifier for, e.g. 0.6,0.8." };
+        var apiKeyFile = new Option<string?>("--api-key-file") { Description = $"A file holding the API key (default: the {ApiKeyEnvironmentVariable} environment variable; never the command line)." };
+        var ca = new Option<string?>("--ca") { Description = "A CA certificate (PEM) to trust for the verifier's TLS certificate." };
+        var clientCert = new Option<string?>("--client-cert") { Description = "A client certificate (PEM) for mutual TLS." };
+        var clientKey = new Option<string?>("--client-key") { Description = "The client certificate's key (PEM)." };
+        var roundTimeout = new Option<double>("--round-timeout") { Description = "Seconds a round may wait for its verdict before the session is re-opened.", DefaultValueFactory = _ => 30 };
+        var retries = new Option<int>("--retries") { Description = "Retries (re-opening on the same or the next verifier) before giving up.", DefaultValueFactory = _ => 8 };
+        var degradedAfter = new Option<double?>("--degraded-after") { Description = "Opt-in: after this many seconds without a verifier, continue with the draft alone, tokens marked unverified." };
 
         var command = new Command("generate", "Generate text: speculative decoding against a verifier, or the cloud or edge baselines.")
         {
             server, draft, prompt, promptFile, promptIds, maxNew, gamma, adaptive, temperature, topK, topP, seed, mode, json, link, profile, threads, ignoreEos, thresholds,
+            apiKeyFile, ca, clientCert, clientKey, roundTimeout, retries, degradedAfter,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -48,10 +56,18 @@ internal static class GenerateCommand
             try
             {
                 var generationMode = GenerationModes.Parse(parse.GetValue(mode)!) ?? throw new UsageException($"--mode: unknown mode '{parse.GetValue(mode)}' (use {GenerationModes.AllNames})");
-                var serverUri = ParseServer(parse.GetValue(server), generationMode);
+                var servers = ParseServers(parse.GetValue(server), generationMode);
                 var options = new EdgeClientOptions
                 {
-                    Server = serverUri,
+                    Server = servers.FirstOrDefault(),
+                    FallbackServers = [.. servers.Skip(1)],
+                    ApiKey = ReadApiKey(parse.GetValue(apiKeyFile)),
+                    TrustedCaPath = ExistingFile(parse.GetValue(ca), "--ca"),
+                    ClientCertificatePath = ExistingFile(parse.GetValue(clientCert), "--client-cert"),
+                    ClientKeyPath = ExistingFile(parse.GetValue(clientKey), "--client-key"),
+                    RoundTimeout = TimeSpan.FromSeconds(parse.GetValue(roundTimeout) > 0 ? parse.GetValue(roundTimeout) : throw new UsageException("--round-timeout must be positive")),
+                    MaxRetries = parse.GetValue(retries) >= 0 ? parse.GetValue(retries) : throw new UsageException("--retries must be 0 or more"),
+                    DegradedAfter = parse.GetValue(degradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
                     DraftModel = parse.GetValue(draft),
                     IntraOpThreads = parse.GetValue(threads),
                     Link = parse.GetValue(link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
@@ -84,6 +100,11 @@ internal static class GenerateCommand
 
                 textOut.WriteLine();
                 var report = generation.Report!;
+                if (report.UnverifiedTokens > 0)
+                {
+                    stderr.WriteLine($"{Program}: warning: {report.UnverifiedTokens} token(s) were generated by the draft alone while no verifier answered (degraded policy): they are not the target's");
+                }
+
                 if (parse.GetValue(json))
                 {
                     stdout.WriteLine(report.ToJson());
@@ -114,20 +135,44 @@ internal static class GenerateCommand
         return command;
     }
 
-    private static Uri? ParseServer(string? text, GenerationMode mode)
+    /// <summary>The environment variable the API key is read from when no key file is given.</summary>
+    public const string ApiKeyEnvironmentVariable = "SPECEDGE_API_KEY";
+
+    private static List<Uri> ParseServers(string? text, GenerationMode mode)
     {
         if (text is null)
         {
-            return mode.UsesVerifier() ? throw new UsageException($"--server is required for --mode {mode.Name()}") : null;
+            return mode.UsesVerifier() ? throw new UsageException($"--server is required for --mode {mode.Name()}") : [];
         }
 
-        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        var servers = new List<Uri>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            throw new UsageException($"--server: '{text}' is not a verifier URL such as http://127.0.0.1:50051");
+            if (!Uri.TryCreate(part, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            {
+                throw new UsageException($"--server: '{part}' is not a verifier URL such as http://127.0.0.1:50051");
+            }
+
+            servers.Add(uri);
         }
 
-        return uri;
+        return servers;
     }
+
+    private static string? ReadApiKey(string? file)
+    {
+        if (file is not null)
+        {
+            return File.Exists(file)
+                ? File.ReadAllText(file).Trim() is { Length: > 0 } key ? key : throw new UsageException($"--api-key-file: '{file}' is empty")
+                : throw new UsageException($"--api-key-file: '{file}' not found");
+        }
+
+        return Environment.GetEnvironmentVariable(ApiKeyEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment.Trim() : null;
+    }
+
+    private static string? ExistingFile(string? path, string option) =>
+        path is null || File.Exists(path) ? path : throw new UsageException($"{option}: '{path}' not found");
 
     private static GenerationRequest WithPrompt(GenerationRequest request, string? text, string? file, string? ids)
     {

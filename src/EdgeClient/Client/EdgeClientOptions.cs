@@ -9,6 +9,44 @@ public sealed record EdgeClientOptions
     /// <summary>The verifier's address (<c>http://host:port</c>, or <c>https://</c>); null for edge-only decoding.</summary>
     public Uri? Server { get; init; }
 
+    /// <summary>More verifiers to fail over to, tried in order after <see cref="Server"/>.</summary>
+    public IReadOnlyList<Uri> FallbackServers { get; init; } = [];
+
+    /// <summary>The API key sent as <c>authorization: Bearer KEY</c>; null when the verifier needs none.</summary>
+    public string? ApiKey { get; init; }
+
+    /// <summary>A CA certificate (PEM) to trust for the verifier's TLS certificate, besides the system's.</summary>
+    public string? TrustedCaPath { get; init; }
+
+    /// <summary>A client certificate (PEM) for mutual TLS, with <see cref="ClientKeyPath"/>.</summary>
+    public string? ClientCertificatePath { get; init; }
+
+    public string? ClientKeyPath { get; init; }
+
+    /// <summary>A round with no final verdict for this long counts as a broken stream (default 30 s).</summary>
+    public TimeSpan RoundTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Retries of a broken generation (re-opening the session on the same or the next verifier) before giving up (default 8).</summary>
+    public int MaxRetries { get; init; } = 8;
+
+    /// <summary>First retry delay; later ones back off exponentially with jitter (default 200 ms).</summary>
+    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>How long a verifier's circuit stays open after repeated failures (default 5 s).</summary>
+    public TimeSpan BreakDuration { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// The degraded policy, off (null) by default: with no verified progress for this long, keep generating with the
+    /// draft alone, every such token marked unverified, and return to verified decoding when a verifier answers again.
+    /// </summary>
+    public TimeSpan? DegradedAfter { get; init; }
+
+    /// <summary>While degraded, how often to look for a verifier again (default 1 s).</summary>
+    public TimeSpan ProbeInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Every verifier address, primary first.</summary>
+    public IReadOnlyList<Uri> Servers => Server is null ? [] : [Server, .. FallbackServers];
+
     /// <summary>The draft model: a converted SpecEdge folder or a Hugging Face checkpoint folder (converted on first use).</summary>
     public string? DraftModel { get; init; }
 

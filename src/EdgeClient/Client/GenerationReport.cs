@@ -121,10 +121,21 @@ public sealed record GenerationReport
     /// <summary>The emulated link between edge and verifier, or "none".</summary>
     public required string Link { get; init; }
 
+    /// <summary>Indices of new tokens committed without verification (degraded policy); empty when every token is the target's.</summary>
+    public IReadOnlyList<int> UnverifiedTokenIndices { get; init; } = [];
+
+    public int UnverifiedTokens => UnverifiedTokenIndices.Count;
+
+    /// <summary>Sessions, retries and verifiers the generation used.</summary>
+    public ResilienceSummary Resilience { get; init; } = new(0, 0, []);
+
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }
 
 public sealed record LatencySummary(double Total, double FirstToken, double PerToken);
+
+/// <summary>How many sessions a generation opened (more than one after failovers), retries, and the verifiers used.</summary>
+public sealed record ResilienceSummary(int Sessions, int Retries, IReadOnlyList<string> Verifiers);
 
 public sealed record TimeBreakdown(double Draft, double NetworkAndQueue, double Verify, double Queue);
 

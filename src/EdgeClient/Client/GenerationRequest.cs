@@ -43,4 +43,5 @@ public sealed record GenerationRequest
 /// <param name="Id">The token.</param>
 /// <param name="Index">0 for the first new token.</param>
 /// <param name="Text">The text this token completes (possibly empty while a multi-byte character is split across tokens).</param>
-public readonly record struct CommittedToken(TokenId Id, int Index, string Text);
+/// <param name="Verified">False for a token the draft produced alone under the degraded policy, with no verifier reachable.</param>
+public readonly record struct CommittedToken(TokenId Id, int Index, string Text, bool Verified = true);

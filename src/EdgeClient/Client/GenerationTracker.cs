@@ -57,8 +57,20 @@ internal sealed class GenerationTracker
     /// <summary>Milliseconds since the generation started.</summary>
     public double ElapsedMs => _time.GetElapsedTime(_start).TotalMilliseconds;
 
+    /// <summary>Indices (0 = first new token) of tokens committed without verification (degraded policy).</summary>
+    public List<int> Unverified { get; } = [];
+
+    /// <summary>Sessions opened for this generation (more than one after a failover or resume).</summary>
+    public int Sessions { get; set; }
+
+    /// <summary>Retries after broken streams, refusals or timeouts.</summary>
+    public int Retries { get; set; }
+
+    /// <summary>The verifiers the generation used, in order of first use.</summary>
+    public List<string> Verifiers { get; } = [];
+
     /// <summary>Commits tokens and returns them with the text they complete.</summary>
-    public List<CommittedToken> Commit(ReadOnlySpan<TokenId> tokens)
+    public List<CommittedToken> Commit(ReadOnlySpan<TokenId> tokens, bool verified = true)
     {
         var committed = new List<CommittedToken>(tokens.Length);
         foreach (var token in tokens)
@@ -66,7 +78,12 @@ internal sealed class GenerationTracker
             Tokens.Add(token);
             var text = _decoder.Push(token);
             _text.Append(text);
-            committed.Add(new CommittedToken(token, Generated - 1, text));
+            if (!verified)
+            {
+                Unverified.Add(Generated - 1);
+            }
+
+            committed.Add(new CommittedToken(token, Generated - 1, text, verified));
         }
 
         if (tokens.Length > 0)
@@ -142,6 +159,8 @@ internal sealed class GenerationTracker
             PerRound = _rounds,
             Compute = compute,
             Link = link,
+            UnverifiedTokenIndices = Unverified,
+            Resilience = new ResilienceSummary(Sessions, Retries, Verifiers),
         };
     }
 

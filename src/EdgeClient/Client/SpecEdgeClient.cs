@@ -1,12 +1,15 @@
 using System.Runtime.CompilerServices;
+using System.Threading.Channels;
 using Grpc.Core;
-using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using SpecEdge.EdgeClient.Decoding;
 using SpecEdge.EdgeClient.Drafting;
+using SpecEdge.EdgeClient.Transport;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+using FinishReason = SpecEdge.Shared.Decoding.FinishReason;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
@@ -15,9 +18,11 @@ using SpecEdge.Shared.Tokenization;
 namespace SpecEdge.EdgeClient.Client;
 
 /// <summary>
-/// The edge side of SpecEdge for other .NET code: a draft model on this device and a connection to a verifier.
-/// <see cref="Generate"/> returns a <see cref="Generation"/>, an <see cref="IAsyncEnumerable{T}"/> of committed tokens.
-/// One generation at a time per client (the draft model's cache is the client's).
+/// The edge side of SpecEdge for other .NET code: a draft model on this device and connections to one or more
+/// verifiers. <see cref="Generate"/> returns a <see cref="Generation"/>, an <see cref="IAsyncEnumerable{T}"/> of
+/// committed tokens. The edge owns the committed text: when a stream breaks, a verifier shuts down or a round times
+/// out, the generation re-opens a session (on the same or the next verifier, with backoff, past open circuit breakers)
+/// with the tokens committed so far and goes on, so nothing is lost or repeated. One generation at a time per client.
 /// </summary>
 /// <example>
 /// <code>
@@ -30,22 +35,22 @@ namespace SpecEdge.EdgeClient.Client;
 public sealed class SpecEdgeClient : IAsyncDisposable
 {
     private readonly EdgeClientOptions _options;
-    private readonly GrpcChannel? _channel;
-    private readonly LinkRelay? _relay;
+    private readonly IReadOnlyList<VerifierEndpoint> _endpoints;
     private readonly DraftEngine? _engine;
-    private readonly Verifier.VerifierClient? _grpc;
+    private readonly ILogger _logger;
     private int _running;
+    private int _next;
 
-    private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, GrpcChannel? channel, LinkRelay? relay, ModelDescription? verifier)
+    private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
         _options = options;
         Draft = draft;
-        _channel = channel;
-        _relay = relay;
+        _endpoints = endpoints;
+        _next = first;
         VerifierDescription = verifier;
-        _grpc = channel is null ? null : new Verifier.VerifierClient(channel);
         _engine = draft is null ? null : new DraftEngine(draft, options.Profile, options.Time);
         Tokenizer = draft?.Tokenizer;
+        _logger = logger;
     }
 
     /// <summary>The draft model, when one was given.</summary>
@@ -57,22 +62,25 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     /// <summary>The tokenizer shared by draft and target (the draft's).</summary>
     public ITextTokenizer? Tokenizer { get; }
 
-    /// <summary>The in-process link emulator in front of the verifier, when a link profile was given.</summary>
-    public LinkRelay? Relay => _relay;
+    /// <summary>The in-process link emulator in front of the primary verifier, when a link profile was given.</summary>
+    public LinkRelay? Relay => _endpoints.Count > 0 ? _endpoints[0].Relay : null;
+
+    /// <summary>The link emulators in front of each verifier (null entries without a link profile), in server order.</summary>
+    public IReadOnlyList<LinkRelay?> Relays => [.. _endpoints.Select(e => e.Relay)];
 
     /// <summary>
-    /// Loads the draft model (converting a checkpoint on first use), connects to the verifier (through an emulated link
-    /// when asked), reads its description and checks that draft and target share a vocabulary and tokenizer.
+    /// Loads the draft model (converting a checkpoint on first use), connects to the first verifier that answers
+    /// (through an emulated link when asked), reads its description and checks that draft and target share a
+    /// vocabulary and tokenizer.
     /// </summary>
     /// <exception cref="ModelFormatException">The draft model folder is missing or invalid.</exception>
-    /// <exception cref="VerifierUnavailableException">The verifier cannot be reached or is not a SpecEdge verifier.</exception>
+    /// <exception cref="VerifierUnavailableException">No verifier can be reached, or one is not a SpecEdge verifier.</exception>
     /// <exception cref="ModelMismatchException">Draft and target vocabularies or tokenizers differ.</exception>
     public static async Task<SpecEdgeClient> ConnectAsync(EdgeClientOptions options, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
         logger ??= NullLogger.Instance;
         LanguageModel? draft = null;
-        LinkRelay? relay = null;
-        GrpcChannel? channel = null;
+        var endpoints = new List<VerifierEndpoint>();
         try
         {
             if (options.DraftModel is { } draftDir)
@@ -81,46 +89,54 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                 draft = LanguageModel.Load(resolved, new RuntimeOptions { IntraOpThreads = options.IntraOpThreads }, logger);
             }
 
-            ModelDescription? description = null;
-            if (options.Server is { } server)
+            foreach (var server in options.Servers)
             {
                 if (server.Scheme is not ("http" or "https") || string.IsNullOrEmpty(server.Host))
                 {
                     throw new VerifierUnavailableException($"'{server}' is not a verifier address: use http://host:port or https://host:port");
                 }
 
-                var address = server;
-                if (options.Link is { IsIdeal: false } link)
-                {
-                    relay = LinkRelay.Start(server, link, time: options.Time);
-                    address = new UriBuilder(server) { Host = relay.LocalEndPoint.Address.ToString(), Port = relay.LocalEndPoint.Port }.Uri;
-                }
+                endpoints.Add(VerifierEndpoint.Create(server, options));
+            }
 
-                channel = CreateChannel(address, server, options);
+            ModelDescription? description = null;
+            var first = 0;
+            var problems = new List<string>();
+            for (var i = 0; i < endpoints.Count && description is null; i++)
+            {
                 try
                 {
-                    description = await new Verifier.VerifierClient(channel).DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + options.ConnectTimeout, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    description = await endpoints[i].Client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + options.ConnectTimeout, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    first = i;
+                }
+                catch (RpcException ex) when (ex.StatusCode is not StatusCode.Unauthenticated)
+                {
+                    problems.Add($"cannot use the verifier at {endpoints[i].Address}: {Explain(ex)}");
                 }
                 catch (RpcException ex)
                 {
-                    throw new VerifierUnavailableException($"cannot use the verifier at {server}: {Explain(ex)}", ex);
-                }
-
-                if (draft is not null)
-                {
-                    CheckCompatible(draft.Manifest, description);
+                    throw new VerifierUnavailableException($"the verifier at {endpoints[i].Address} refused the API key: {ex.Status.Detail}", ex);
                 }
             }
 
-            return new SpecEdgeClient(options, draft, channel, relay, description);
+            if (endpoints.Count > 0 && description is null)
+            {
+                throw new VerifierUnavailableException(string.Join("; ", problems));
+            }
+
+            if (draft is not null && description is not null)
+            {
+                CheckCompatible(draft.Manifest, description);
+            }
+
+            return new SpecEdgeClient(options, draft, endpoints, first, description, logger);
         }
         catch
         {
             draft?.Dispose();
-            channel?.Dispose();
-            if (relay is not null)
+            foreach (var endpoint in endpoints)
             {
-                await relay.DisposeAsync().ConfigureAwait(false);
+                await endpoint.DisposeAsync().ConfigureAwait(false);
             }
 
             throw;
@@ -133,25 +149,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         StatusCode.Unavailable when Find<System.Net.Sockets.SocketException>(ex.Status.DebugException) is { } socket => $"unreachable ({socket.Message.ToLowerInvariant()})",
         StatusCode.Unavailable when Find<HttpRequestException>(ex.Status.DebugException) is { } http => $"unreachable ({http.Message})",
         StatusCode.Unavailable => $"unavailable ({ex.Status.Detail})",
-        StatusCode.DeadlineExceeded => "no answer before the connect timeout",
+        StatusCode.DeadlineExceeded => "no answer before the deadline",
         StatusCode.Unimplemented => "it does not serve the SpecEdge Verifier service (wrong address?)",
         StatusCode.Internal when ex.Status.Detail.Contains("HTTP", StringComparison.OrdinalIgnoreCase) => $"not a gRPC endpoint ({ex.Status.Detail})",
         _ => $"{ex.StatusCode}: {ex.Status.Detail}",
     };
-
-    private static T? Find<T>(Exception? exception)
-        where T : Exception
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is T match)
-            {
-                return match;
-            }
-        }
-
-        return null;
-    }
 
     /// <summary>Starts a generation; enumerate the result to run it.</summary>
     /// <exception cref="ArgumentException">The request is invalid for this client (no prompt, no draft model for a drafting mode, no verifier for a verifying mode, bad values).</exception>
@@ -177,7 +179,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             throw new ArgumentException($"mode {request.Mode.Name()} drafts: give a draft model", nameof(request));
         }
 
-        if (request.Mode.UsesVerifier() && _grpc is null)
+        if (request.Mode.UsesVerifier() && _endpoints.Count == 0)
         {
             throw new ArgumentException($"mode {request.Mode.Name()} needs a verifier: give a server address", nameof(request));
         }
@@ -206,10 +208,9 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     {
         _engine?.Dispose();
         Draft?.Dispose();
-        _channel?.Dispose();
-        if (_relay is not null)
+        foreach (var endpoint in _endpoints)
         {
-            await _relay.DisposeAsync().ConfigureAwait(false);
+            await endpoint.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -225,15 +226,31 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             var request = generation.Request;
             var tokenizer = Tokenizer ?? new ByteTokenizer(Math.Max(256, VerifierDescription!.VocabSize));
             var tracker = new GenerationTracker(tokenizer, prompt, _options.Time);
-            var tokens = request.Mode switch
+            if (request.Mode == GenerationMode.Edge)
             {
-                GenerationMode.Cloud => new CloudRunner(_grpc!, request, tracker).RunAsync(cancellationToken),
-                GenerationMode.Edge => new EdgeRunner(_engine!, request, tracker).RunAsync(cancellationToken),
-                _ => new SpeculativeRunner(_grpc!, _engine!, request, tracker, VerifierDescription!, _options.Time).RunAsync(cancellationToken),
-            };
-            await foreach (var token in tokens.ConfigureAwait(false))
+                await foreach (var token in new EdgeRunner(_engine!, request, tracker).RunAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    yield return token;
+                }
+            }
+            else
             {
-                yield return token;
+                // A producer runs the generation through retries and failovers; committed tokens flow to the caller.
+                var committed = Channel.CreateUnbounded<CommittedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var producer = Task.Run(() => ProduceAsync(request, tracker, committed.Writer, stop.Token), CancellationToken.None);
+                try
+                {
+                    await foreach (var token in committed.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        yield return token;
+                    }
+                }
+                finally
+                {
+                    await stop.CancelAsync().ConfigureAwait(false);
+                    await producer.ConfigureAwait(false);
+                }
             }
 
             generation.Report = tracker.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.Link?.ToString() ?? "none" : "none");
@@ -244,6 +261,162 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         }
     }
 
+    private async Task ProduceAsync(GenerationRequest request, GenerationTracker tracker, ChannelWriter<CommittedToken> output, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var endpoint = CurrentEndpoint();
+            var retry = Resilience.BuildRetry(_options.MaxRetries, _options.RetryDelay, _options.Time, args =>
+            {
+                tracker.Retries++;
+                endpoint = NextEndpoint(endpoint);
+                _logger.LogWarning("Generation retry {Attempt} on {Server}: {Reason}", args.AttemptNumber + 1, endpoint.Address, args.Outcome.Exception?.Message.Split('\n')[0]);
+                return ValueTask.CompletedTask;
+            });
+
+            while (tracker.FinishReason == FinishReason.None)
+            {
+                // The degraded policy's watchdog: restarted on every committed token, it fires after a stretch with no
+                // verified progress and hands the generation to the draft alone.
+                using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                if (_options.DegradedAfter is { } degradedAfter)
+                {
+                    watchdog.CancelAfter(degradedAfter);
+                }
+
+                try
+                {
+                    await retry.ExecuteAsync(
+                        async token =>
+                        {
+                            var current = endpoint;
+                            await current.Breaker.ExecuteAsync(
+                                async inner =>
+                                {
+                                    tracker.Sessions++;
+                                    if (!tracker.Verifiers.Contains(current.Address.ToString()))
+                                    {
+                                        tracker.Verifiers.Add(current.Address.ToString());
+                                    }
+
+                                    try
+                                    {
+                                        await foreach (var committed in Segment(request, tracker, current, inner).ConfigureAwait(false))
+                                        {
+                                            await output.WriteAsync(committed, CancellationToken.None).ConfigureAwait(false);
+                                            if (_options.DegradedAfter is { } again)
+                                            {
+                                                watchdog.CancelAfter(again);
+                                            }
+                                        }
+                                    }
+                                    catch (ChannelClosedException ex) when (ex.InnerException is { } cause)
+                                    {
+                                        // The stream's reader failed: its error is the segment's error.
+                                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
+                                    }
+                                    catch (OperationCanceledException ex) when (!inner.IsCancellationRequested)
+                                    {
+                                        // Not cancelled by anyone: the call was torn down under us (a reset connection).
+                                        throw new StreamBrokenException($"the stream to {current.Address} broke", ex);
+                                    }
+                                },
+                                token).ConfigureAwait(false);
+                        },
+                        watchdog.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (_options.DegradedAfter is not null && !cancellationToken.IsCancellationRequested
+                    && (watchdog.IsCancellationRequested || Resilience.IsTransient(ex)))
+                {
+                    _logger.LogWarning("No verifier for {Seconds} s ({Reason}): continuing with the draft alone, tokens marked unverified", _options.DegradedAfter.Value.TotalSeconds, ex.Message.Split('\n')[0]);
+                    endpoint = await DegradeAsync(request, tracker, output, cancellationToken).ConfigureAwait(false) ?? endpoint;
+                }
+                catch (Exception ex) when (!cancellationToken.IsCancellationRequested && Resilience.IsTransient(ex))
+                {
+                    throw new VerifierUnavailableException($"no verifier could finish the generation after {tracker.Retries} retries across {string.Join(", ", _endpoints.Select(e => e.Address))}; {tracker.Generated} tokens were committed; last error: {(ex is RpcException rpc ? Explain(rpc) : ex.Message.Split('\n')[0])}", ex);
+                }
+            }
+
+            output.TryComplete();
+        }
+        catch (Exception ex)
+        {
+            output.TryComplete(ex);
+        }
+    }
+
+    /// <summary>One session: runs the generation from the tokens committed so far until it ends or the stream breaks.</summary>
+    private IAsyncEnumerable<CommittedToken> Segment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken) =>
+        request.Mode == GenerationMode.Cloud
+            ? new CloudRunner(endpoint.Client, request, tracker, _options.RoundTimeout).RunAsync(cancellationToken)
+            : new SpeculativeRunner(endpoint.Client, _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout).RunAsync(cancellationToken);
+
+    /// <summary>
+    /// The degraded policy: the draft generates alone, every token marked unverified, until a verifier answers again
+    /// (checked every <see cref="EdgeClientOptions.ProbeInterval"/>) or the generation ends. Returns the verifier that answered.
+    /// </summary>
+    private async Task<VerifierEndpoint?> DegradeAsync(GenerationRequest request, GenerationTracker tracker, ChannelWriter<CommittedToken> output, CancellationToken cancellationToken)
+    {
+        var engine = _engine ?? throw new InvalidOperationException("the degraded policy needs a draft model");
+        var maxLength = Math.Min(engine.MaxSequenceLength, (int)(VerifierDescription?.Limits.MaxSequenceLength ?? int.MaxValue));
+        var stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
+        var rule = new AcceptanceRule(engine.Model.VocabSize);
+        var lastProbe = _options.Time.GetTimestamp();
+        while (tracker.FinishReason == FinishReason.None)
+        {
+            var next = await engine.NextAsync(tracker.Tokens, request.Sampling, rule, cancellationToken).ConfigureAwait(false);
+            var (_, reason) = stop.Apply(tracker.Tokens.Count, [next]);
+            foreach (var token in tracker.Commit([next], verified: false))
+            {
+                await output.WriteAsync(token, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (reason != FinishReason.None)
+            {
+                tracker.FinishReason = reason;
+                return null;
+            }
+
+            if (_options.Time.GetElapsedTime(lastProbe) >= _options.ProbeInterval)
+            {
+                lastProbe = _options.Time.GetTimestamp();
+                foreach (var endpoint in _endpoints)
+                {
+                    try
+                    {
+                        await endpoint.Client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + TimeSpan.FromSeconds(1), cancellationToken: cancellationToken).ConfigureAwait(false);
+                        _logger.LogInformation("Verifier {Server} is back: returning to verified decoding", endpoint.Address);
+                        return endpoint;
+                    }
+                    catch (RpcException)
+                    {
+                    }
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private VerifierEndpoint CurrentEndpoint() => _endpoints[Volatile.Read(ref _next) % _endpoints.Count];
+
+    /// <summary>The next verifier in the list whose circuit is not open (the same one when it is the only one).</summary>
+    private VerifierEndpoint NextEndpoint(VerifierEndpoint failed)
+    {
+        var start = _endpoints.ToList().IndexOf(failed);
+        for (var step = 1; step <= _endpoints.Count; step++)
+        {
+            var candidate = (start + step) % _endpoints.Count;
+            if (_endpoints[candidate].Available)
+            {
+                Volatile.Write(ref _next, candidate);
+                return _endpoints[candidate];
+            }
+        }
+
+        return failed;
+    }
+
     private string ComputeLabel(GenerationMode mode)
     {
         var edge = mode.UsesDraft() ? $"edge {_options.Profile.Label}" : null;
@@ -251,30 +424,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             ? $"verifier {(string.IsNullOrEmpty(d.ComputeProfile) ? "real compute" : d.ComputeProfile)} on {d.Device}"
             : null;
         return string.Join("; ", new[] { edge, verifier }.Where(s => s is not null));
-    }
-
-    private static GrpcChannel CreateChannel(Uri address, Uri server, EdgeClientOptions options)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            ConnectTimeout = options.ConnectTimeout,
-            EnableMultipleHttp2Connections = true,
-            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-            KeepAlivePingDelay = TimeSpan.FromSeconds(60),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
-        };
-        if (address != server)
-        {
-            // Through the link emulator: TLS still names the real server.
-            handler.SslOptions.TargetHost = server.Host;
-        }
-
-        return GrpcChannel.ForAddress(address, new GrpcChannelOptions
-        {
-            HttpHandler = handler,
-            ThrowOperationCanceledOnCancellation = true,
-            MaxReceiveMessageSize = 16 * 1024 * 1024,
-        });
     }
 
     private static void CheckCompatible(ModelManifest draft, ModelDescription target)
@@ -288,5 +437,19 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         {
             throw new ModelMismatchException($"the draft's tokenizer (sha256 {mine[..12]}…) differs from the target's ({target.TokenizerSha256[..Math.Min(12, target.TokenizerSha256.Length)]}…): draft and target must share one tokenizer");
         }
+    }
+
+    private static T? Find<T>(Exception? exception)
+        where T : Exception
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is T match)
+            {
+                return match;
+            }
+        }
+
+        return null;
     }
 }

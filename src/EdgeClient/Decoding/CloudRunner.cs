@@ -8,23 +8,26 @@ using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
 
 namespace SpecEdge.EdgeClient.Decoding;
 
-/// <summary>Cloud-only autoregressive decoding: the verifier generates alone and streams each token (the baseline).</summary>
-internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationRequest request, GenerationTracker tracker)
+/// <summary>
+/// Cloud-only autoregressive decoding: the verifier generates alone and streams each token (the baseline). A resumed
+/// generation sends the tokens committed so far as its prompt and asks for the rest.
+/// </summary>
+internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationRequest request, GenerationTracker tracker, TimeSpan tokenTimeout)
 {
     public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var generate = new GenerateRequest
         {
             Sampling = request.Sampling.ToWire(),
-            MaxNewTokens = request.MaxNewTokens,
+            MaxNewTokens = request.MaxNewTokens - tracker.Generated,
             StopAtEos = request.StopAtEos,
             ClientLabel = request.ClientLabel ?? "specedge-edge cloud",
         };
         generate.PromptIds.AddRange(tracker.Tokens.Select(t => t.Value));
         using var call = grpc.Generate(generate, cancellationToken: cancellationToken);
         tracker.LapMs();
-        var round = 0;
-        while (await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
+        var round = tracker.Rounds.Count;
+        while (await NextAsync(call.ResponseStream, cancellationToken).ConfigureAwait(false))
         {
             var reply = call.ResponseStream.Current;
             var wall = tracker.LapMs();
@@ -62,6 +65,20 @@ internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationReques
         if (tracker.FinishReason == DomainFinish.None)
         {
             throw new RpcException(new Status(StatusCode.Internal, "the verifier ended the Generate stream before a finished token"));
+        }
+    }
+
+    private async Task<bool> NextAsync(IAsyncStreamReader<GenerateReply> replies, CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(tokenTimeout);
+        try
+        {
+            return await replies.MoveNext(deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new Transport.RoundTimeoutException($"no token from the verifier within {tokenTimeout.TotalSeconds:0.###} s");
         }
     }
 }

@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.EdgeClient.Drafting;
+using SpecEdge.EdgeClient.Transport;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Protocol;
@@ -29,10 +30,12 @@ internal sealed class SpeculativeRunner
     private readonly StopRule _stop;
     private readonly AdaptiveDraftLength? _adaptive;
     private readonly GenerationMode _mode;
+    private readonly TimeSpan _roundTimeout;
     private int _maxDrafts;
 
-    public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time)
+    public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
     {
+        _roundTimeout = roundTimeout;
         _grpc = grpc;
         _engine = engine;
         _request = request;
@@ -56,7 +59,7 @@ internal sealed class SpeculativeRunner
         try
         {
             await call.RequestStream.WriteAsync(new EdgeMessage { Open = BuildOpen() }, stop.Token).ConfigureAwait(false);
-            var first = await inbox.Reader.ReadAsync(stop.Token).ConfigureAwait(false);
+            var first = await ReadWithDeadlineAsync(inbox.Reader, "the session to open", stop.Token).ConfigureAwait(false);
             if (first.KindCase != VerifierMessage.KindOneofCase.Opened)
             {
                 throw new RpcException(new Status(StatusCode.Internal, $"the verifier answered Open with {first.KindCase}, not Opened"));
@@ -113,7 +116,9 @@ internal sealed class SpeculativeRunner
             EarlyVerdicts = _mode.UsesEarlyVerdicts(),
             ClientLabel = _request.ClientLabel ?? $"specedge-edge {_mode.Name()}",
         };
-        open.PromptIds.AddRange(_tracker.Tokens.Select(t => t.Value));
+        // A resumed generation (after a failover) re-opens with the tokens committed so far.
+        open.PromptIds.AddRange(_tracker.Tokens.Take(_tracker.PromptLength).Select(t => t.Value));
+        open.CommittedIds.AddRange(_tracker.Tokens.Skip(_tracker.PromptLength).Select(t => t.Value));
         if (_request.ExitThresholds is { } thresholds)
         {
             open.ExitThresholds.AddRange(thresholds);
@@ -161,12 +166,14 @@ internal sealed class SpeculativeRunner
 
         state.EarlyThisRound.Clear();
         FinalVerdict? final = null;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_roundTimeout);
         while (final is null)
         {
             var branchTask = state.Branch is { Sent: false } b && _mode == GenerationMode.Conditional && state.Conditional is null ? b.Task : null;
             if (branchTask is not null && !branchTask.IsCompleted)
             {
-                var messageReady = inbox.WaitToReadAsync(cancellationToken).AsTask();
+                var messageReady = inbox.WaitToReadAsync(deadline.Token).AsTask();
                 await Task.WhenAny(messageReady, branchTask).ConfigureAwait(false);
             }
 
@@ -186,7 +193,7 @@ internal sealed class SpeculativeRunner
                     continue;
                 }
 
-                message = await inbox.ReadAsync(cancellationToken).ConfigureAwait(false);
+                message = await ReadWithDeadlineAsync(inbox, $"round {round}'s final verdict", cancellationToken, deadline).ConfigureAwait(false);
             }
 
             switch (message.KindCase)
@@ -425,6 +432,22 @@ internal sealed class SpeculativeRunner
         }
 
         await requests.WriteAsync(new EdgeMessage { Draft = draft }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Reads the next message, failing with <see cref="RoundTimeoutException"/> when the deadline passes first.</summary>
+    private async Task<VerifierMessage> ReadWithDeadlineAsync(ChannelReader<VerifierMessage> inbox, string what, CancellationToken cancellationToken, CancellationTokenSource? deadline = null)
+    {
+        using var own = deadline is null ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken) : null;
+        own?.CancelAfter(_roundTimeout);
+        var token = (deadline ?? own!).Token;
+        try
+        {
+            return await inbox.ReadAsync(token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new RoundTimeoutException($"no answer for {what} within {_roundTimeout.TotalSeconds:0.###} s");
+        }
     }
 
     private static async Task ReadAsync(IAsyncStreamReader<VerifierMessage> responses, ChannelWriter<VerifierMessage> inbox, CancellationToken cancellationToken)

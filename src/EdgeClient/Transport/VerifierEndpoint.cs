@@ -1,0 +1,124 @@
+using System.Security.Cryptography.X509Certificates;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Grpc.Net.Client;
+using Polly;
+using Polly.CircuitBreaker;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.LinkEmulator;
+using SpecEdge.Protocol.V1;
+
+namespace SpecEdge.EdgeClient.Transport;
+
+/// <summary>
+/// One verifier the edge may use: its channel (through an emulated link when asked), a client that sends the API key,
+/// and a circuit breaker that stops sending work to it for a while after repeated failures.
+/// </summary>
+internal sealed class VerifierEndpoint : IAsyncDisposable
+{
+    private readonly GrpcChannel _channel;
+    private readonly CircuitBreakerStateProvider _breakerState;
+
+    private VerifierEndpoint(Uri address, GrpcChannel channel, LinkRelay? relay, CallInvoker invoker, ResiliencePipeline breaker, CircuitBreakerStateProvider breakerState)
+    {
+        Address = address;
+        _channel = channel;
+        Relay = relay;
+        Client = new Verifier.VerifierClient(invoker);
+        Breaker = breaker;
+        _breakerState = breakerState;
+    }
+
+    public Uri Address { get; }
+
+    public LinkRelay? Relay { get; }
+
+    public Verifier.VerifierClient Client { get; }
+
+    /// <summary>Runs work against this verifier, counting its failures.</summary>
+    public ResiliencePipeline Breaker { get; }
+
+    public bool Available => _breakerState.CircuitState is CircuitState.Closed or CircuitState.HalfOpen;
+
+    public static VerifierEndpoint Create(Uri server, EdgeClientOptions options)
+    {
+        var relay = options.Link is { IsIdeal: false } link ? LinkRelay.Start(server, link, time: options.Time) : null;
+        var address = relay is null ? server : new UriBuilder(server) { Host = relay.LocalEndPoint.Address.ToString(), Port = relay.LocalEndPoint.Port }.Uri;
+        var handler = new SocketsHttpHandler
+        {
+            ConnectTimeout = options.ConnectTimeout,
+            EnableMultipleHttp2Connections = true,
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(15),
+        };
+        if (relay is not null)
+        {
+            // Through the link emulator: TLS still names the real server.
+            handler.SslOptions.TargetHost = server.Host;
+        }
+
+        if (options.TrustedCaPath is { } caPath)
+        {
+            var ca = X509Certificate2.CreateFromPem(File.ReadAllText(caPath));
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+            {
+                if (certificate is null)
+                {
+                    return false;
+                }
+
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(ca);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                var nameOk = (errors & System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch) == 0;
+                return nameOk && chain.Build(new X509Certificate2(certificate));
+            };
+        }
+
+        if (options.ClientCertificatePath is { } certPath)
+        {
+            handler.SslOptions.ClientCertificates = [X509Certificate2.CreateFromPemFile(certPath, options.ClientKeyPath)];
+        }
+
+        var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            ThrowOperationCanceledOnCancellation = true,
+            MaxReceiveMessageSize = 16 * 1024 * 1024,
+        });
+        CallInvoker invoker = channel.CreateCallInvoker();
+        if (options.ApiKey is { Length: > 0 } key)
+        {
+            invoker = invoker.Intercept(metadata =>
+            {
+                metadata.Add("authorization", $"Bearer {key}");
+                return metadata;
+            });
+        }
+
+        var state = new CircuitBreakerStateProvider();
+        var breaker = new ResiliencePipelineBuilder { TimeProvider = options.Time }
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(Resilience.IsTransient),
+                FailureRatio = 0.5,
+                MinimumThroughput = 2,
+                SamplingDuration = TimeSpan.FromSeconds(30),
+                BreakDuration = options.BreakDuration,
+                StateProvider = state,
+            })
+            .Build();
+        return new VerifierEndpoint(server, channel, relay, invoker, breaker, state);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _channel.Dispose();
+        if (Relay is not null)
+        {
+            await Relay.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+using Grpc.Core;
+using Grpc.Net.Client;
+using Microsoft.AspNetCore.Builder;
+using SpecEdge.CloudVerifier.Configuration;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.LinkEmulator;
+using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.EndToEnd.Tests;
+
+/// <summary>
+/// The edge keeps every committed token through failures: broken connections, stalled links, a verifier shutting down,
+/// a verifier gone for good (failover), and with the opt-in degraded policy, no verifier at all. Output is identical to
+/// the fault-free run: nothing lost, nothing repeated.
+/// </summary>
+public sealed class ResilienceTests : IAsyncLifetime
+{
+    private const int NewTokens = 40;
+    private static readonly TokenId[] Prompt = [new(256), new(84), new(104), new(101)];
+    private readonly TempDirectory _temp = new("resilience");
+    private readonly List<WebApplication> _apps = [];
+    private TestPair _pair = null!;
+    private IReadOnlyList<int> _expected = [];
+
+    public async Task InitializeAsync()
+    {
+        _pair = TestModels.WritePair(_temp.Path);
+        using var model = TestModels.Load(_pair.TargetDir);
+        using var context = model.CreateContext();
+        var row = context.Prefill(Prompt).ToArray();
+        var expected = new List<int>();
+        for (var i = 0; i < NewTokens; i++)
+        {
+            var next = TokenSampler.ArgMax(row);
+            expected.Add(next.Value);
+            row = context.Forward([next]).Last.ToArray();
+        }
+
+        _expected = expected;
+        await Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps)
+        {
+            await app.DisposeAsync();
+        }
+
+        _temp.Dispose();
+    }
+
+    [Fact]
+    public async Task DroppedConnections_EveryFewRounds_OutputIdentical()
+    {
+        var address = await StartVerifierAsync();
+        await using var client = await ConnectAsync([address], "rtt=2ms");
+        var relay = client.Relay!;
+        var generation = client.Generate(Request(GenerationMode.Speculative));
+        var tokens = new List<int>();
+        var drops = 0;
+
+        await foreach (var token in generation.WithCancellation(CancellationToken.None))
+        {
+            tokens.Add(token.Id.Value);
+            if (tokens.Count % 7 == 0)
+            {
+                drops += relay.DropConnections();
+            }
+        }
+
+        Assert.True(drops >= 3, $"only {drops} connections dropped");
+        Assert.Equal(_expected, tokens);
+        Assert.True(generation.Report!.Resilience.Sessions > 1);
+    }
+
+    [Fact]
+    public async Task StalledLink_LongerThanRoundTimeout_OutputIdentical()
+    {
+        var address = await StartVerifierAsync();
+        await using var client = await ConnectAsync([address], "rtt=2ms", roundTimeout: TimeSpan.FromMilliseconds(800));
+        var generation = client.Generate(Request(GenerationMode.Conditional));
+        var tokens = new List<int>();
+        var stalled = false;
+
+        await foreach (var token in generation.WithCancellation(CancellationToken.None))
+        {
+            tokens.Add(token.Id.Value);
+            if (!stalled && tokens.Count >= 10)
+            {
+                stalled = true;
+                client.Relay!.Stall(TimeSpan.FromSeconds(2));
+            }
+        }
+
+        Assert.Equal(_expected, tokens);
+        Assert.True(generation.Report!.Resilience.Retries >= 1);
+    }
+
+    [Fact]
+    public async Task VerifierGone_FailsOverToSecond_OutputIdentical()
+    {
+        var first = await StartVerifierAsync();
+        var second = await StartVerifierAsync();
+        await using var client = await ConnectAsync([first, second]);
+        var generation = client.Generate(Request(GenerationMode.Preemptive));
+        var tokens = new List<int>();
+
+        await foreach (var token in generation.WithCancellation(CancellationToken.None))
+        {
+            tokens.Add(token.Id.Value);
+            if (tokens.Count == 12)
+            {
+                await _apps[0].DisposeAsync();
+                _apps.RemoveAt(0);
+            }
+        }
+
+        Assert.Equal(_expected, tokens);
+        Assert.Equal([first.ToString(), second.ToString()], generation.Report!.Resilience.Verifiers);
+    }
+
+    [Fact]
+    public async Task VerifierShuttingDown_SessionResumesElsewhere_OutputIdentical()
+    {
+        var first = await StartVerifierAsync();
+        var second = await StartVerifierAsync();
+        await using var client = await ConnectAsync([first, second]);
+        var generation = client.Generate(Request(GenerationMode.Speculative));
+        var tokens = new List<int>();
+        Task? stopping = null;
+
+        await foreach (var token in generation.WithCancellation(CancellationToken.None))
+        {
+            tokens.Add(token.Id.Value);
+            if (tokens.Count == 8)
+            {
+                stopping = _apps[0].StopAsync();
+            }
+        }
+
+        await stopping!.DefaultTimeout();
+        Assert.Equal(_expected, tokens);
+        Assert.Contains(second.ToString(), generation.Report!.Resilience.Verifiers);
+    }
+
+    [Fact]
+    public async Task ShuttingDown_RefusesNewSessionsWithUnavailable()
+    {
+        var address = await StartVerifierAsync();
+        using var channel = GrpcChannel.ForAddress(address);
+        var client = new Verifier.VerifierClient(channel);
+        using var open = client.Decode();
+        await open.RequestStream.WriteAsync(new EdgeMessage { Open = new Open { PromptIds = { 1, 2 }, MaxNewTokens = 8, Sampling = new Sampling() } }).DefaultTimeout();
+        Assert.True(await open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
+
+        var stopping = _apps[0].StopAsync();
+        var error = await Assert.ThrowsAsync<RpcException>(() => open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
+        await open.RequestStream.CompleteAsync().DefaultTimeout();
+        await stopping.DefaultTimeout();
+
+        Assert.Equal(StatusCode.Unavailable, error.StatusCode);
+        Assert.Contains("shutting down: resume the generation on another verifier (committed length 2)", error.Status.Detail);
+    }
+
+    [Fact]
+    public async Task KvBudget_TooSmall_ResourceExhaustedWithRetryHint()
+    {
+        var address = await StartVerifierAsync(o => o.Limits.KvBudgetMegabytes = 0.1);
+        using var channel = GrpcChannel.ForAddress(address);
+        using var call = new Verifier.VerifierClient(channel).Decode();
+        await call.RequestStream.WriteAsync(new EdgeMessage { Open = new Open { PromptIds = { 1 }, MaxNewTokens = 4000, Sampling = new Sampling() } }).DefaultTimeout();
+
+        var error = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
+
+        Assert.Equal(StatusCode.ResourceExhausted, error.StatusCode);
+        Assert.Contains("budget of 0.1 MiB", error.Status.Detail);
+        Assert.Equal("1000", error.Trailers.GetValue("grpc-retry-pushback-ms"));
+    }
+
+    [Fact]
+    public async Task DegradedPolicy_NoVerifier_DraftContinuesMarkedUnverified_ThenVerifiedAgain()
+    {
+        var address = await StartVerifierAsync();
+        // Drafting at 30 ms a token keeps the degraded stretch going until the link is back.
+        await using var client = await ConnectAsync([address], "rtt=2ms", roundTimeout: TimeSpan.FromMilliseconds(300), degradedAfter: TimeSpan.FromMilliseconds(400), probeInterval: TimeSpan.FromMilliseconds(200), draftMsPerToken: 30);
+        var generation = client.Generate(Request(GenerationMode.Speculative) with { MaxNewTokens = 80 });
+        var tokens = new List<CommittedToken>();
+
+        await foreach (var token in generation.WithCancellation(CancellationToken.None))
+        {
+            tokens.Add(token);
+            if (tokens.Count == 6)
+            {
+                client.Relay!.Stall(TimeSpan.FromSeconds(1.5));
+            }
+        }
+
+        var report = generation.Report!;
+        Assert.Equal(80, tokens.Count);
+        Assert.NotEmpty(report.UnverifiedTokenIndices);
+        Assert.Equal(report.UnverifiedTokenIndices, tokens.Where(t => !t.Verified).Select(t => t.Index));
+        Assert.True(tokens[^1].Verified, "decoding did not return to the verifier once it answered again");
+        Assert.Equal(_expected.Take(6), tokens.Take(6).Select(t => t.Id.Value));
+    }
+
+    [Fact]
+    public async Task DegradedPolicyOff_NoVerifierAtAll_FailsWithClearError()
+    {
+        var address = await StartVerifierAsync();
+        await using var client = await ConnectAsync([address], roundTimeout: TimeSpan.FromMilliseconds(300), retries: 2);
+        await _apps[0].DisposeAsync();
+        _apps.Clear();
+
+        var ex = await Assert.ThrowsAsync<VerifierUnavailableException>(() => client.Generate(Request(GenerationMode.Speculative)).RunToEndAsync().DefaultTimeout());
+
+        Assert.Contains("no verifier could finish the generation after 2 retries", ex.Message);
+    }
+
+    private GenerationRequest Request(GenerationMode mode) => new()
+    {
+        PromptIds = Prompt,
+        Mode = mode,
+        MaxNewTokens = NewTokens,
+        DraftTokens = 3,
+        StopAtEos = false,
+    };
+
+    private async Task<Uri> StartVerifierAsync(Action<VerifierOptions>? configure = null)
+    {
+        var (app, address) = await VerifierHost.StartLoopbackAsync(_pair.TargetDir, o =>
+        {
+            o.IntraOpThreads = 1;
+            o.DefaultExitThreshold = 0;
+            o.ShutdownGraceSeconds = 5;
+            configure?.Invoke(o);
+        }).DefaultTimeout();
+        _apps.Add(app);
+        return address;
+    }
+
+    private Task<SpecEdgeClient> ConnectAsync(IReadOnlyList<Uri> servers, string? link = null, TimeSpan? roundTimeout = null, TimeSpan? degradedAfter = null, TimeSpan? probeInterval = null, int retries = 8, double draftMsPerToken = 0) =>
+        SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        {
+            Server = servers[0],
+            FallbackServers = [.. servers.Skip(1)],
+            DraftModel = _pair.DraftDir,
+            IntraOpThreads = 1,
+            Link = link is null ? null : LinkProfile.Parse(link),
+            RoundTimeout = roundTimeout ?? TimeSpan.FromSeconds(5),
+            RetryDelay = TimeSpan.FromMilliseconds(50),
+            MaxRetries = retries,
+            BreakDuration = TimeSpan.FromMilliseconds(500),
+            DegradedAfter = degradedAfter,
+            ProbeInterval = probeInterval ?? TimeSpan.FromSeconds(1),
+            Profile = new SpecEdge.Shared.Timing.ComputeProfile { Name = "slow-edge", DraftMsPerToken = draftMsPerToken },
+        }).DefaultTimeout();
+}

@@ -9,5 +9,8 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     MatrixBenchmark.Create(),
     ProfileCommand.Create(),
     PairPathsCommand.Create(),
+    ReliabilityCommands.Soak(),
+    ReliabilityCommands.Load(),
+    ReliabilityCommands.Fuzz(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -55,6 +55,16 @@ public sealed class ModelScheduler : IDisposable
 
         public TimeSpan Waited { get; }
 
-        public void Dispose() => Interlocked.Exchange(ref _owner, null)?._slots.Release();
+        public void Dispose()
+        {
+            try
+            {
+                Interlocked.Exchange(ref _owner, null)?._slots.Release();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The verifier is shutting down and the scheduler went first: there is nobody left to give the slot to.
+            }
+        }
     }
 }

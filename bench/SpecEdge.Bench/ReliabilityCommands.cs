@@ -1,0 +1,86 @@
+using System.CommandLine;
+using System.Globalization;
+using SpecEdge.Bench.Reliability;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Models.Conversion;
+
+namespace SpecEdge.Bench;
+
+/// <summary><c>soak</c>, <c>load</c> and <c>fuzz</c>: the reliability proofs, with the figures docs/reliability.md records.</summary>
+internal static class ReliabilityCommands
+{
+    public static Command Soak()
+    {
+        var faults = new Option<int>("--faults") { Description = "Keep going until this many faults were injected.", DefaultValueFactory = _ => 100 };
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per generation.", DefaultValueFactory = _ => 48 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var command = new Command("soak", "Fault injection with real verifier processes (kill -9 and restart, failover, dropped connections, stalled links): every output must equal the fault-free one.") { faults, tokens, seed };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var (target, draft) = Pair();
+            var report = await FaultSoak.RunAsync(target, draft, parse.GetValue(faults), parse.GetValue(tokens), parse.GetValue(seed), Console.Error, cancellationToken);
+            Console.WriteLine("| generations | identical to fault-free | interrupted by a fault | faults injected | by kind | tokens committed | lost | duplicated | wrong | sessions opened | retries | seconds |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Generations} | {report.Identical} | {report.Interrupted} | {report.Faults} | {string.Join(", ", report.FaultsByKind.Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.TokensCommitted} | {report.TokensLost} | {report.TokensDuplicated} | {report.TokensWrong} | {report.SessionsOpened} | {report.Retries} | {report.Seconds:F0} |"));
+            foreach (var error in report.Errors)
+            {
+                Console.WriteLine($"- error: {error}");
+            }
+
+            return report.Identical == report.Generations ? 0 : 1;
+        });
+        return command;
+    }
+
+    public static Command Load()
+    {
+        var clients = new Option<int>("--clients") { DefaultValueFactory = _ => 64 };
+        var seconds = new Option<double>("--seconds") { DefaultValueFactory = _ => 120 };
+        var tokens = new Option<int>("--tokens") { DefaultValueFactory = _ => 32 };
+        var command = new Command("load", "Many concurrent edge clients against one verifier for a bounded time: failures, round latency p50/p99, throughput.") { clients, seconds, tokens };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var (target, draft) = Pair();
+            var report = await LoadTest.RunAsync(target, draft, parse.GetValue(clients), TimeSpan.FromSeconds(parse.GetValue(seconds)), parse.GetValue(tokens), Console.Error, cancellationToken);
+            Console.WriteLine("| clients | seconds | generations | failed | tokens | tokens/s | round p50 ms | round p99 ms |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Clients} | {report.Seconds:F0} | {report.Generations} | {report.Failed} | {report.Tokens} | {report.TokensPerSecond:F1} | {report.RoundP50Ms:F1} | {report.RoundP99Ms:F1} |"));
+            foreach (var error in report.Errors.Take(10))
+            {
+                Console.WriteLine($"- error: {error}");
+            }
+
+            return report.Failed == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    public static Command Fuzz()
+    {
+        var sequences = new Option<int>("--sequences") { DefaultValueFactory = _ => 100_000 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var parallel = new Option<int>("--parallel") { DefaultValueFactory = _ => 4 };
+        var command = new Command("fuzz", "Protocol fuzzing: generated and mutated Decode sequences; every one must end with a defined status while a healthy session keeps its exact output.") { sequences, seed, parallel };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var (target, draft) = Pair();
+            var report = await ProtocolFuzzer.RunAsync(target, draft, parse.GetValue(sequences), parse.GetValue(seed), parse.GetValue(parallel), Console.Error, cancellationToken);
+            Console.WriteLine("| sequences | seconds | outcomes | undefined statuses | valid sequences refused | healthy generations | identical |");
+            Console.WriteLine("|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Sequences} | {report.Seconds:F0} | {string.Join(", ", report.Outcomes.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.Undefined} | {report.ValidRefused} | {report.HealthyGenerations} | {report.HealthyIdentical} |"));
+            foreach (var problem in report.Problems)
+            {
+                Console.WriteLine($"- {problem}");
+            }
+
+            return report.Undefined == 0 && report.ValidRefused == 0 && report.HealthyIdentical == report.HealthyGenerations ? 0 : 1;
+        });
+        return command;
+    }
+
+    private static (string Target, string Draft) Pair()
+    {
+        var pair = DefaultModels.Resolve();
+        return (ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), ModelResolver.Resolve(pair.Draft));
+    }
+}

@@ -12,5 +12,6 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     ReliabilityCommands.Soak(),
     ReliabilityCommands.Load(),
     ReliabilityCommands.Fuzz(),
+    QualityCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

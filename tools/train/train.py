@@ -472,6 +472,8 @@ def main():
         p.requires_grad_(False)
     draft_curve, draft_seconds = train("draft", draft, train_ids, held_ids, bytes_per_token, args.draft_steps, 5e-3, args.batch, args.seq, args.seed + 1, 0.0, log, teacher=None if args.no_distill else target)
 
+    with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
+        f.write(held_text)
     save_model(os.path.join(args.out, "target"), target, target_config, staging)
     save_model(os.path.join(args.out, "draft"), draft, draft_config, staging)
     os.remove(staging)

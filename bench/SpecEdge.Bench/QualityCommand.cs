@@ -1,0 +1,210 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.EdgeClient.Cli;
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Bench;
+
+/// <summary>
+/// <c>quality</c>: the default pair's figures for models/README.md, measured through SpecEdge's own path (ONNX graphs,
+/// C# tokenizer, the verifier): held-out bits per byte of the target and of each exit, greedy continuations of five
+/// prompts, draft-vs-target acceptance at γ = 4, and each exit's agreement with the final verdict at the threshold the
+/// calibration picks.
+/// </summary>
+internal static class QualityCommand
+{
+    private static readonly string[] Prompts =
+    [
+        "In the beginning",
+        "And the LORD said unto Moses,",
+        "Blessed are the",
+        "The king of Israel",
+        "And it came to pass",
+    ];
+
+    private static readonly string[] AcceptancePrompts =
+    [
+        "And God said",
+        "Then said Jesus unto them,",
+        "Now the word of the LORD",
+        "And the children of Israel",
+        "For thus saith the LORD",
+        "Hear, O Israel:",
+        "And he went out",
+        "Behold, I will",
+    ];
+
+    public static Command Create()
+    {
+        var heldOut = new Option<string?>("--held-out") { Description = "Held-out text (default: heldout.txt beside the default pair)." };
+        var tokens = new Option<int>("--tokens") { Description = "Tokens per greedy continuation and per acceptance prompt.", DefaultValueFactory = _ => 64 };
+        var precision = new Option<double>("--precision") { Description = "Precision the calibrated exit thresholds must reach.", DefaultValueFactory = _ => 0.8 };
+        var command = new Command("quality", "Held-out bits per byte, greedy continuations, acceptance at γ = 4 and calibrated exit agreement of the default pair.") { heldOut, tokens, precision };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var pair = DefaultModels.Resolve();
+            var target = ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits });
+            var draft = ModelResolver.Resolve(pair.Draft);
+            var text = new StringBuilder();
+            text.AppendLine(CultureInfo.InvariantCulture, $"Models: {pair.Description}.");
+            text.AppendLine();
+
+            var heldOutPath = parse.GetValue(heldOut) ?? Path.Combine(Path.GetDirectoryName(pair.Target)!, "heldout.txt");
+            if (File.Exists(heldOutPath))
+            {
+                text.AppendLine("| model | held-out bits per byte |");
+                text.AppendLine("|---|---|");
+                var targetBpb = BitsPerByte(target, File.ReadAllText(heldOutPath));
+                for (var s = 0; s < targetBpb.Length; s++)
+                {
+                    var label = s < targetBpb.Length - 1 ? $"target, exit after layer {pair.Exits[s]}" : "target (final head)";
+                    text.AppendLine(CultureInfo.InvariantCulture, $"| {label} | {targetBpb[s]:F3} |");
+                }
+
+                text.AppendLine(CultureInfo.InvariantCulture, $"| draft | {BitsPerByte(draft, File.ReadAllText(heldOutPath))[^1]:F3} |");
+                text.AppendLine();
+            }
+
+            text.AppendLine("Greedy continuations of the target:");
+            text.AppendLine();
+            using (var model = LanguageModel.Load(target, new RuntimeOptions { IntraOpThreads = 2 }))
+            {
+                foreach (var prompt in Prompts)
+                {
+                    text.AppendLine(CultureInfo.InvariantCulture, $"- **{prompt}**{Greedy(model, prompt, parse.GetValue(tokens)).Replace("\n", " / ", StringComparison.Ordinal)}");
+                }
+            }
+
+            text.AppendLine();
+            var (app, address) = await VerifierHost.StartLoopbackAsync(target, o =>
+            {
+                o.IntraOpThreads = 1;
+                o.DefaultExitThreshold = 0;
+            }, cancellationToken: cancellationToken);
+            await using (app)
+            {
+                await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = address, DraftModel = draft, IntraOpThreads = 1 }, cancellationToken: cancellationToken);
+                int drafted = 0, accepted = 0, rounds = 0, newTokens = 0;
+                var records = new List<EarlyVerdictRecord>();
+                foreach (var prompt in AcceptancePrompts)
+                {
+                    var report = await client.Generate(new GenerationRequest
+                    {
+                        PromptText = prompt,
+                        Mode = GenerationMode.Preemptive,
+                        DraftTokens = 4,
+                        MaxNewTokens = parse.GetValue(tokens),
+                        Sampling = SamplingConfig.Greedy,
+                        StopAtEos = false,
+                    }).RunToEndAsync(cancellationToken);
+                    drafted += report.DraftTokens;
+                    accepted += report.AcceptedTokens;
+                    rounds += report.Rounds;
+                    newTokens += report.NewTokens;
+                    records.AddRange(report.PerRound.SelectMany(r => r.EarlyVerdicts));
+                }
+
+                text.AppendLine(CultureInfo.InvariantCulture, $"Draft against target, greedy, γ = 4, {AcceptancePrompts.Length} prompts × {parse.GetValue(tokens)} tokens: acceptance rate **{accepted / (double)drafted:F3}** ({accepted} of {drafted} drafts), {newTokens / (double)rounds:F2} tokens per round.");
+                text.AppendLine();
+                var calibration = CalibrateCommand.Build("target", parse.GetValue(precision), rounds, drafted, pair.Exits, records);
+                text.AppendLine("| exit | provisional verdicts | agreement with the final verdict (threshold 0) | calibrated threshold | agreement at the threshold | rounds with an early verdict at the threshold |");
+                text.AppendLine("|---|---|---|---|---|---|");
+                foreach (var exit in calibration.Exits)
+                {
+                    var all = exit.Bins[0];
+                    text.AppendLine(CultureInfo.InvariantCulture, $"| after layer {exit.Layer} | {all.Verdicts} | {all.Precision:P1} | {exit.Threshold:0.00} | {(double.IsNaN(exit.PrecisionAtThreshold) ? "-" : exit.PrecisionAtThreshold.ToString("P1", CultureInfo.InvariantCulture))} | {exit.CoverageAtThreshold:P0} |");
+                }
+            }
+
+            Console.WriteLine(text.ToString());
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Bits per byte of each head (exits, then final) over the text, in windows of 256 tokens.</summary>
+    private static double[] BitsPerByte(string modelDir, string heldOut)
+    {
+        using var model = LanguageModel.Load(modelDir, new RuntimeOptions { IntraOpThreads = 2 });
+        using var context = model.CreateContext(512);
+        var tokens = model.Tokenizer.Encode(heldOut, addBos: false);
+        var heads = model.Stages.Count;
+        var nats = new double[heads];
+        long bytes = 0;
+        var tokenBytes = new List<byte>();
+        const int Window = 256;
+        for (var start = 0; start + 1 < tokens.Length; start += Window)
+        {
+            var window = tokens.AsSpan(start, Math.Min(Window + 1, tokens.Length - start));
+            context.Reset();
+            for (var chunk = 0; chunk < window.Length - 1; chunk += context.MaxStepTokens)
+            {
+                var count = Math.Min(context.MaxStepTokens, window.Length - 1 - chunk);
+                context.BeginStep(window.Slice(chunk, count));
+                for (var s = 0; s < heads; s++)
+                {
+                    var logits = context.RunNextStage();
+                    for (var i = 0; i < count; i++)
+                    {
+                        nats[s] += NegativeLogLikelihood(logits.Row(i), window[chunk + i + 1]);
+                    }
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    tokenBytes.Clear();
+                    model.Tokenizer.AppendBytes(window[chunk + i + 1], tokenBytes);
+                    bytes += tokenBytes.Count;
+                }
+            }
+        }
+
+        return [.. nats.Select(n => n / Math.Log(2) / bytes)];
+    }
+
+    private static double NegativeLogLikelihood(ReadOnlySpan<float> logits, TokenId next)
+    {
+        var max = double.NegativeInfinity;
+        foreach (var l in logits)
+        {
+            max = Math.Max(max, l);
+        }
+
+        double sum = 0;
+        foreach (var l in logits)
+        {
+            sum += Math.Exp(l - max);
+        }
+
+        return -(logits[next.Value] - max - Math.Log(sum));
+    }
+
+    private static string Greedy(LanguageModel model, string prompt, int count)
+    {
+        using var context = model.CreateContext();
+        var ids = model.Tokenizer.Encode(prompt, addBos: true);
+        var row = context.Prefill(ids).ToArray();
+        var decoder = new Utf8StreamDecoder(model.Tokenizer);
+        var text = new StringBuilder();
+        for (var i = 0; i < count; i++)
+        {
+            var next = TokenSampler.ArgMax(row);
+            if (model.Tokenizer.IsEos(next))
+            {
+                break;
+            }
+
+            text.Append(decoder.Push(next));
+            row = context.Forward([next]).Last.ToArray();
+        }
+
+        return text.Append(decoder.Flush()).ToString();
+    }
+}

@@ -188,21 +188,11 @@ internal static class QualityCommand
 
     private static string Greedy(LanguageModel model, string prompt, int count)
     {
-        using var context = model.CreateContext();
-        var ids = model.Tokenizer.Encode(prompt, addBos: true);
-        var row = context.Prefill(ids).ToArray();
         var decoder = new Utf8StreamDecoder(model.Tokenizer);
         var text = new StringBuilder();
-        for (var i = 0; i < count; i++)
+        foreach (var next in TargetOnlyDecoding.Greedy(model, model.Tokenizer.Encode(prompt, addBos: true), count, stopAtEos: true))
         {
-            var next = TokenSampler.ArgMax(row);
-            if (model.Tokenizer.IsEos(next))
-            {
-                break;
-            }
-
             text.Append(decoder.Push(next));
-            row = context.Forward([next]).Last.ToArray();
         }
 
         return text.Append(decoder.Flush()).ToString();

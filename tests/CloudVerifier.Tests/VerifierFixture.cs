@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
 
@@ -66,17 +67,7 @@ public sealed class VerifierFixture : IAsyncLifetime
     public IReadOnlyList<int> LocalGreedy(IReadOnlyList<int> prompt, int count)
     {
         using var model = TestModels.Load(Pair.TargetDir);
-        using var context = model.CreateContext();
-        var row = context.Prefill(prompt.Select(t => new TokenId(t)).ToArray()).ToArray();
-        var result = new List<int>();
-        for (var i = 0; i < count; i++)
-        {
-            var next = SpecEdge.Shared.Decoding.TokenSampler.ArgMax(row).Value;
-            result.Add(next);
-            row = context.Forward([new TokenId(next)]).Last.ToArray();
-        }
-
-        return result;
+        return TargetOnlyDecoding.Greedy(model, [.. prompt.Select(t => new TokenId(t))], count).Select(t => t.Value).ToList();
     }
 
     public Open GreedyOpen(IEnumerable<int> prompt, int maxNewTokens = 16)

@@ -1,6 +1,7 @@
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
 
@@ -116,21 +117,7 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
         }
 
         using var model = TestModels.Load(verifier.Pair.TargetDir);
-        using var context = model.CreateContext();
-        var row = context.Prefill(Prompts[prompt].Select(t => new TokenId(t)).ToArray()).ToArray();
-        var result = new List<int>();
-        var eos = model.Tokenizer.Eos;
-        for (var i = 0; i < NewTokens; i++)
-        {
-            var next = TokenSampler.ArgMax(row);
-            result.Add(next.Value);
-            if (eos.Contains(next))
-            {
-                break;
-            }
-
-            row = context.Forward([next]).Last.ToArray();
-        }
+        var result = TargetOnlyDecoding.Greedy(model, [.. Prompts[prompt].Select(t => new TokenId(t))], NewTokens, stopAtEos: true).Select(t => t.Value).ToList();
 
         lock (LocalCache)
         {

@@ -6,7 +6,7 @@ using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
-using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
 
@@ -30,17 +30,7 @@ public sealed class ResilienceTests : IAsyncLifetime
     {
         _pair = TestModels.WritePair(_temp.Path);
         using var model = TestModels.Load(_pair.TargetDir);
-        using var context = model.CreateContext();
-        var row = context.Prefill(Prompt).ToArray();
-        var expected = new List<int>();
-        for (var i = 0; i < NewTokens; i++)
-        {
-            var next = TokenSampler.ArgMax(row);
-            expected.Add(next.Value);
-            row = context.Forward([next]).Last.ToArray();
-        }
-
-        _expected = expected;
+        _expected = TargetOnlyDecoding.Greedy(model, Prompt, NewTokens).Select(t => t.Value).ToList();
         await Task.CompletedTask;
     }
 

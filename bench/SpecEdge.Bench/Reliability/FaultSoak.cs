@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Net;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
-using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 
@@ -199,16 +198,6 @@ internal static class FaultSoak
     private static List<int> LocalGreedy(string targetDir, TokenId[] prompt, int count)
     {
         using var model = LanguageModel.Load(targetDir, new RuntimeOptions { IntraOpThreads = 1 });
-        using var context = model.CreateContext();
-        var row = context.Prefill(prompt).ToArray();
-        var result = new List<int>();
-        for (var i = 0; i < count; i++)
-        {
-            var next = TokenSampler.ArgMax(row);
-            result.Add(next.Value);
-            row = context.Forward([next]).Last.ToArray();
-        }
-
-        return result;
+        return TargetOnlyDecoding.Greedy(model, prompt, count).Select(t => t.Value).ToList();
     }
 }

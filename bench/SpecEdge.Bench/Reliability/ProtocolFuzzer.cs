@@ -6,7 +6,6 @@ using Grpc.Net.Client;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.Protocol.V1;
-using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 
@@ -28,20 +27,13 @@ internal static class ProtocolFuzzer
 
     public static async Task<FuzzReport> RunAsync(string targetDir, string draftDir, int sequences, int seed, int parallel, TextWriter log, CancellationToken cancellationToken)
     {
-        var vocab = 0;
-        var greedy = new List<int>();
+        int vocab;
+        List<int> greedy;
         int[] prompt = [256, 70, 117, 122, 122];
         using (var model = LanguageModel.Load(targetDir, new RuntimeOptions { IntraOpThreads = 1 }))
-        using (var context = model.CreateContext())
         {
             vocab = model.VocabSize;
-            var row = context.Prefill(prompt.Select(t => new TokenId(t)).ToArray()).ToArray();
-            for (var i = 0; i < 24; i++)
-            {
-                var next = TokenSampler.ArgMax(row);
-                greedy.Add(next.Value);
-                row = context.Forward([next]).Last.ToArray();
-            }
+            greedy = TargetOnlyDecoding.Greedy(model, [.. prompt.Select(t => new TokenId(t))], 24).Select(t => t.Value).ToList();
         }
 
         var (app, address) = await VerifierHost.StartLoopbackAsync(

@@ -417,25 +417,26 @@ internal sealed class DecodeSession : IDisposable
         return confidence;
     }
 
-    private (int Kept, TokenId Last) Truncate(TokenId[] drafts, Verdict verdict, int committed)
+    /// <summary>A verdict's new tokens (accepted drafts, then the next token), cut where the generation stops.</summary>
+    private (TokenId[] Tokens, DomainFinish Reason) Produced(TokenId[] drafts, Verdict verdict, int committed)
     {
-        Span<TokenId> produced = stackalloc TokenId[verdict.Accepted + 1];
+        var produced = new TokenId[verdict.Accepted + 1];
         drafts.AsSpan(0, verdict.Accepted).CopyTo(produced);
         produced[^1] = verdict.Next;
-        var (kept, _) = _stop.Apply(committed, produced);
-        return (kept, produced[kept - 1]);
+        var (kept, reason) = _stop.Apply(committed, produced);
+        return (produced[..kept], reason);
+    }
+
+    private (int Kept, TokenId Last) Truncate(TokenId[] drafts, Verdict verdict, int committed)
+    {
+        var (tokens, _) = Produced(drafts, verdict, committed);
+        return (tokens.Length, tokens[^1]);
     }
 
     private (int Kept, DomainFinish Reason) Commit(TokenId[] drafts, Verdict verdict, int committed)
     {
-        Span<TokenId> produced = stackalloc TokenId[verdict.Accepted + 1];
-        drafts.AsSpan(0, verdict.Accepted).CopyTo(produced);
-        produced[^1] = verdict.Next;
-        var (kept, reason) = _stop.Apply(committed, produced);
-        foreach (var token in produced[..kept])
-        {
-            _tokens.Add(token);
-        }
+        var (tokens, reason) = Produced(drafts, verdict, committed);
+        _tokens.AddRange(tokens);
 
         // Keep the cache of everything but the new last token: [old last, the kept drafts].
         _context.Rollback(_tokens.Count - 1);
@@ -445,7 +446,7 @@ internal sealed class DecodeSession : IDisposable
             FinishReason = reason;
         }
 
-        return (kept, reason);
+        return (tokens.Length, reason);
     }
 
     public static WireFinish ToWire(DomainFinish reason) => reason switch

@@ -13,9 +13,7 @@ public sealed class ExecutionDeviceTests : IDisposable
     {
         var (_, converted) = TestModels.WriteAndConvert(_temp.Path, TestModels.Small());
         var logs = new CapturingLoggerProvider();
-        using var factory = LoggerFactory.Create(builder => builder.AddProvider(logs));
-
-        using var model = LanguageModel.Load(converted, new RuntimeOptions { Device = ExecutionDevice.Cuda, IntraOpThreads = 1 }, factory.CreateLogger("test"));
+        using var model = LanguageModel.Load(converted, new RuntimeOptions { Device = ExecutionDevice.Cuda, IntraOpThreads = 1 }, logs.CreateLogger("test"));
         using var context = model.CreateContext();
         var logits = context.Forward([new Shared.Tokenization.TokenId(1), new Shared.Tokenization.TokenId(2)]);
 

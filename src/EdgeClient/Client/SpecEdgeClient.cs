@@ -299,26 +299,37 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                                         tracker.Verifiers.Add(current.Address.ToString());
                                     }
 
+                                    var before = tracker.Generated;
                                     try
                                     {
-                                        await foreach (var committed in Segment(request, tracker, current, inner).ConfigureAwait(false))
+                                        try
                                         {
-                                            await output.WriteAsync(committed, CancellationToken.None).ConfigureAwait(false);
-                                            if (_options.DegradedAfter is { } again)
+                                            await foreach (var committed in Segment(request, tracker, current, inner).ConfigureAwait(false))
                                             {
-                                                watchdog.CancelAfter(again);
+                                                await output.WriteAsync(committed, CancellationToken.None).ConfigureAwait(false);
+                                                if (_options.DegradedAfter is { } again)
+                                                {
+                                                    watchdog.CancelAfter(again);
+                                                }
                                             }
                                         }
+                                        catch (ChannelClosedException ex) when (ex.InnerException is { } cause)
+                                        {
+                                            // The stream's reader failed: its error is the segment's error.
+                                            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
+                                        }
+                                        catch (OperationCanceledException ex) when (!inner.IsCancellationRequested)
+                                        {
+                                            // Not cancelled by anyone: the call was torn down under us (a reset connection).
+                                            throw new StreamBrokenException($"the stream to {current.Address} broke", ex);
+                                        }
                                     }
-                                    catch (ChannelClosedException ex) when (ex.InnerException is { } cause)
+                                    catch (Exception ex) when (tracker.Generated > before && Resilience.IsTransient(ex))
                                     {
-                                        // The stream's reader failed: its error is the segment's error.
-                                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
-                                    }
-                                    catch (OperationCanceledException ex) when (!inner.IsCancellationRequested)
-                                    {
-                                        // Not cancelled by anyone: the call was torn down under us (a reset connection).
-                                        throw new StreamBrokenException($"the stream to {current.Address} broke", ex);
+                                        // The verifier made progress before the stream broke: resume at once with a fresh
+                                        // retry budget; only failures without progress count against it.
+                                        tracker.Retries++;
+                                        _logger.LogWarning("Stream to {Server} broke after progress ({Reason}); resuming", current.Address, ex.Message.Split('\n')[0]);
                                     }
                                 },
                                 token).ConfigureAwait(false);

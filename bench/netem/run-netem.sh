@@ -7,6 +7,8 @@
 # Each link setting is a tc spec applied to both ends of the veth pair (so a round trip crosses it twice):
 #   netem settings ("delay 10ms", "delay 25ms rate 10mbit", "delay 10ms loss 1%") need the kernel's sch_netem module;
 #   tbf settings ("tbf rate 10mbit burst 32kbit latency 50ms") need only sch_tbf.
+#   "TC | LINK" adds a delay in user space: kernel shaping TC plus specedge-link (LINK, e.g. rtt=50ms) running in the
+#   edge's namespace, for kernels without sch_netem (the relay adds delay, the kernel shapes the rate).
 # A setting the kernel cannot apply is recorded as skipped, with the reason, in OUT_DIR/summary.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,12 +20,16 @@ settings=(
   "netem delay 10ms loss 1%"
   "tbf rate 10mbit burst 32kbit latency 50ms"
   "tbf rate 1mbit burst 16kbit latency 200ms"
+  "tbf rate 10mbit burst 32kbit latency 50ms | rtt=25ms"
+  "tbf rate 10mbit burst 32kbit latency 50ms | rtt=50ms,jitter=5ms"
 )
 modes=${MODES:-cloud,speculative,preemptive,conditional}
 [ "$(id -u)" = 0 ] || { echo "run-netem: must run as root (network namespaces and tc)" >&2; exit 2; }
 command -v ip >/dev/null && command -v tc >/dev/null || { echo "run-netem: needs iproute2 (ip, tc)" >&2; exit 2; }
 
-dotnet build src/CloudVerifier -c Release -nologo -v q >/dev/null && dotnet build bench/SpecEdge.Bench -c Release -nologo -v q >/dev/null || exit 1
+for project in src/CloudVerifier src/LinkEmulator bench/SpecEdge.Bench; do
+  dotnet build $project -c Release -nologo -v q >/dev/null || exit 1
+done
 mkdir -p "$out"
 # Resolve (and if needed convert) the default pair once, outside the namespaces.
 pair=$(dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll pair-paths) || exit 1
@@ -31,6 +37,7 @@ target=$(sed -n 1p <<<"$pair"); draft=$(sed -n 2p <<<"$pair")
 
 cleanup() {
   [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
+  [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null
   ip netns del se-edge 2>/dev/null; ip netns del se-cloud 2>/dev/null
 }
 trap cleanup EXIT
@@ -54,20 +61,33 @@ for _ in $(seq 1 60); do ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/10.77.0
   echo
 } > "$out/summary.md"
 for setting in "${settings[@]}"; do
-  name=$(tr ' %/' '__-' <<<"$setting")
+  name=$(tr ' %/|=,' '__-_--' <<<"$setting" | tr -s '_')
+  shaping=${setting%%|*}; shaping=${shaping% }
+  link=""; [[ "$setting" == *"|"* ]] && { link=${setting#*|}; link=${link# }; }
   ok=1
   for end in "se-edge se-veth-e" "se-cloud se-veth-c"; do
     set -- $end
-    if ! err=$(ip netns exec "$1" tc qdisc replace dev "$2" root $setting 2>&1); then ok=0; break; fi
+    if ! err=$(ip netns exec "$1" tc qdisc replace dev "$2" root $shaping 2>&1); then ok=0; break; fi
   done
   if [ $ok = 0 ]; then
-    echo "- \`tc qdisc ... $setting\`: skipped, the kernel refused it: $err" | tee -a "$out/summary.md"
+    echo "- \`tc qdisc ... $shaping\`: skipped, the kernel refused it: $err" | tee -a "$out/summary.md"
     continue
   fi
   rtt=$(ip netns exec se-edge ping -c 5 -i 0.2 -q 10.77.0.2 2>/dev/null | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')
-  echo "- \`tc qdisc ... $setting\` on both ends (measured ping round trip ${rtt:-?} ms): [report]($name/report.md)" | tee -a "$out/summary.md"
-  ip netns exec se-edge dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll matrix --server http://10.77.0.2:50051 \
+  server=http://10.77.0.2:50051
+  how="\`tc qdisc ... $shaping\` on both ends (ping round trip ${rtt:-?} ms)"
+  if [ -n "$link" ]; then
+    ip netns exec se-edge dotnet src/LinkEmulator/bin/Release/net10.0/specedge-link.dll --target 10.77.0.2:50051 \
+      --listen 127.0.0.1:50061 --link "$link" >/dev/null &
+    relay_pid=$!
+    for _ in $(seq 1 30); do ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/127.0.0.1/50061' 2>/dev/null && break; sleep 0.5; done
+    server=http://127.0.0.1:50061
+    how="$how, plus specedge-link \`$link\` in the edge's namespace"
+  fi
+  echo "- $how: [report]($name/report.md)" | tee -a "$out/summary.md"
+  ip netns exec se-edge dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll matrix --server "$server" \
     --draft "$draft" --profile "$profile" --modes "$modes" --gamma 4 --prompts 1 --tokens 32 --out "$out/$name" || echo "  (matrix failed)" >> "$out/summary.md"
+  if [ -n "$link" ]; then kill "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null; relay_pid=""; fi
   for end in "se-edge se-veth-e" "se-cloud se-veth-c"; do set -- $end; ip netns exec "$1" tc qdisc del dev "$2" root 2>/dev/null; done
 done
 echo "run-netem: wrote $out/summary.md"

@@ -259,22 +259,42 @@ class Llama(nn.Module):
         for layer in self.layers:
             nn.init.normal_(layer.o_proj.weight, std=0.02 / math.sqrt(2 * len(self.layers)))
             nn.init.normal_(layer.down_proj.weight, std=0.02 / math.sqrt(2 * len(self.layers)))
+        # Each exit head: h + P·h, its own RMSNorm, the shared LM head. P starts at zero and is trained only in the
+        # exit-head phase (the body's phase leaves it at zero).
+        self.exit_projs = nn.ModuleDict({str(l): nn.Linear(c["hidden_size"], c["hidden_size"], bias=False) for l in exits})
+        for proj in self.exit_projs.values():
+            nn.init.zeros_(proj.weight)
+            proj.weight.requires_grad_(False)
 
     def head(self, h, norm):
         return norm(h) @ self.embed_tokens.weight.t()
 
-    def forward(self, ids):
-        t = ids.shape[1]
+    def exit_head(self, h, layer):
+        return self.head(h + self.exit_projs[str(layer)](h), self.exit_norms[str(layer)])
+
+    def hidden_states(self, ids, upto):
+        """The hidden state after each of the first `upto` layers (for the exit-head phase)."""
+        cos, sin, mask = self.rope(ids.shape[1])
+        x = self.embed_tokens(ids)
+        states = {}
+        for i, layer in enumerate(self.layers[:upto]):
+            x = layer(x, cos, sin, mask)
+            states[i + 1] = x
+        return states
+
+    def rope(self, t):
         freqs = torch.outer(torch.arange(t, dtype=torch.float32), self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((t, t), float("-inf")).triu(1)
+        return emb.cos()[None, None], emb.sin()[None, None], torch.full((t, t), float("-inf")).triu(1)
+
+    def forward(self, ids):
+        cos, sin, mask = self.rope(ids.shape[1])
         x = self.embed_tokens(ids)
         exit_logits = {}
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask)
             if (i + 1) in self.exits:
-                exit_logits[i + 1] = self.head(x, self.exit_norms[str(i + 1)])
+                exit_logits[i + 1] = self.exit_head(x, i + 1)
         return self.head(x, self.norm), exit_logits
 
 
@@ -320,27 +340,35 @@ def evaluate(model, data, seq, bytes_per_token, exits=()):
     return {k: v / count / math.log(2) / bytes_per_token for k, v in totals.items()}
 
 
-def train(name, model, data, held_out, bytes_per_token, steps, lr, batch, seq, seed, exit_weight, log, teacher=None):
-    """AdamW with warm-up and cosine decay. Exit heads add exit_weight × their cross-entropy; with a teacher, half the
-    loss is the KL divergence from the teacher's next-token distribution (distillation)."""
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+def optimizer_for(params, lr, steps):
+    """AdamW with warm-up and cosine decay to a tenth of the peak."""
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, steps // 20)
     schedule = lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def kl_from(teacher_logprobs, logits):
+    """KL(teacher ‖ student) per position, averaged."""
+    return F.kl_div(F.log_softmax(logits, -1).reshape(-1, logits.shape[-1]), teacher_logprobs.reshape(-1, logits.shape[-1]), log_target=True, reduction="batchmean")
+
+
+def train(name, model, data, held_out, bytes_per_token, steps, lr, batch, seq, seed, exit_weight, log, teacher=None, kl_weight=0.9):
+    """Trains `model` on next-token cross-entropy; exit heads add exit_weight × their cross-entropy. With a teacher
+    (a TeacherCache), the loss is (1 - kl_weight) × cross-entropy + kl_weight × KL from the teacher's distribution."""
+    rng = np.random.default_rng(seed)
+    optimizer, scheduler = optimizer_for([p for p in model.parameters() if p.requires_grad], lr, steps)
     curve = []
     start = time.time()
-    it = batches(data, batch, seq, rng)
+    it = batches(data, batch, seq, rng) if teacher is None else teacher.batches(batch, rng)
     for step in range(steps):
-        x, y = next(it)
+        if teacher is None:
+            x, y = next(it)
+        else:
+            x, y, teacher_logprobs = next(it)
         logits, exit_logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        total = loss
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits, _ = teacher(x)
-            kl = F.kl_div(F.log_softmax(logits, -1).reshape(-1, logits.shape[-1]), F.log_softmax(teacher_logits, -1).reshape(-1, logits.shape[-1]), log_target=True, reduction="batchmean")
-            total = 0.5 * loss + 0.5 * kl
+        total = loss if teacher is None else (1 - kl_weight) * loss + kl_weight * kl_from(teacher_logprobs, logits)
         for l, el in exit_logits.items():
             total = total + exit_weight * F.cross_entropy(el.reshape(-1, el.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
@@ -355,6 +383,88 @@ def train(name, model, data, held_out, bytes_per_token, steps, lr, batch, seq, s
             curve.append(point)
             log(f"[{name}] step {step}/{steps} train {point['train_bits_per_byte']:.3f} bpb" + (f", held-out {point['held_out']['final']:.3f} bpb" if "held_out" in point else "") + f", {point['seconds']} s")
     return curve, time.time() - start
+
+
+class TeacherCache:
+    """The target's next-token log-probabilities over the training text, computed once (float16, in windows of `seq`
+    tokens), so distillation does not run the target at every step: about three times faster per draft step here."""
+
+    def __init__(self, teacher, data, seq, log):
+        n = (len(data) - 1) // seq
+        self.x = torch.from_numpy(data[:n * seq].reshape(n, seq)).long()
+        self.y = torch.from_numpy(data[1:n * seq + 1].reshape(n, seq)).long()
+        self.logprobs = torch.empty((n, seq, teacher.c["vocab_size"]), dtype=torch.float16)
+        began = time.time()
+        with torch.no_grad():
+            for i in range(0, n, 16):
+                logits, _ = teacher(self.x[i:i + 16])
+                self.logprobs[i:i + 16] = F.log_softmax(logits, -1).half()
+        log(f"teacher cache: {n} windows of {seq} tokens, {self.logprobs.numel() * 2 / 2**30:.1f} GiB, {time.time() - began:.0f} s")
+
+    def batches(self, batch, rng):
+        while True:
+            rows = torch.from_numpy(rng.integers(0, len(self.x), size=batch))
+            yield self.x[rows], self.y[rows], self.logprobs[rows].float()
+
+
+def train_exit_heads(target, cache, held_out, seq, steps, lr, batch, seed, log):
+    """Trains each exit's projection and norm (the body and LM head frozen) on KL from the target's own final
+    distribution: an exit is useful when it agrees with the final verdict, so it learns the final head, not the text."""
+    for p in target.parameters():
+        p.requires_grad_(False)
+    params = []
+    for l in target.exits:
+        for p in (target.exit_projs[str(l)].weight, target.exit_norms[str(l)].weight):
+            p.requires_grad_(True)
+            params.append(p)
+    rng = np.random.default_rng(seed)
+    optimizer, scheduler = optimizer_for(params, lr, steps)
+    curve = []
+    start = time.time()
+    it = cache.batches(batch, rng)
+    deepest = max(target.exits)
+    for step in range(steps):
+        x, _, teacher_logprobs = next(it)
+        with torch.no_grad():
+            states = target.hidden_states(x, deepest)
+        total = sum(kl_from(teacher_logprobs, target.exit_head(states[l], l)) for l in target.exits)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 25 == 0 or step == steps - 1:
+            point = {"step": step, "kl": total.item() / len(target.exits), "seconds": round(time.time() - start, 1)}
+            if step % 100 == 0 or step == steps - 1:
+                point["held_out_agreement"] = agreement(target, held_out, seq)
+            curve.append(point)
+            log(f"[exits] step {step}/{steps} KL {point['kl']:.3f}" + (f", held-out argmax agreement with the final head {point['held_out_agreement']}" if "held_out_agreement" in point else "") + f", {point['seconds']} s")
+    for p in params:
+        p.requires_grad_(False)
+    return curve, time.time() - start
+
+
+def agreement(target, data, seq, draft=None):
+    """How often each exit's (or the draft's) next-token argmax equals the target's final head's, on held-out text."""
+    same, count = Counter(), 0
+    with torch.no_grad():
+        for s in range(0, len(data) - seq - 1, seq * 2):
+            x = torch.from_numpy(data[s:s + seq][None]).long()
+            logits, exit_logits = target(x)
+            final = logits.argmax(-1)
+            if draft is None:
+                for l, el in exit_logits.items():
+                    same[str(l)] += (el.argmax(-1) == final).sum().item()
+            else:
+                same["draft"] += (draft(x)[0].argmax(-1) == final).sum().item()
+            count += final.numel()
+    return {k: round(v / count, 4) for k, v in same.items()}
+
+
+def round_to_float16(model):
+    """The checkpoints are stored in float16; everything trained after the target learns from the target as stored."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
 
 
 # ------------------------------------------------------------------------------------------------------------ writing
@@ -376,8 +486,41 @@ def save_safetensors(path, tensors, dtype):
             f.write(blob)
 
 
-def save_model(folder, model, c, tokenizer_json):
-    os.makedirs(folder)
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        raw = f.read()
+    dtypes = {"F16": np.float16, "F32": np.float32}
+    return {name: torch.from_numpy(np.frombuffer(raw[m["data_offsets"][0]:m["data_offsets"][1]], dtype=dtypes[m["dtype"]]).reshape(m["shape"]).astype(np.float32))
+            for name, m in header.items() if name != "__metadata__"}
+
+
+def load_target(folder, model, tokenizer_json):
+    """Loads a target saved by this recipe (--target-from): same architecture and tokenizer, or a clear error."""
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(folder, f)):
+            sys.exit(f"train.py: error: --target-from: '{os.path.join(folder, f)}' not found; give the target folder of an earlier run")
+    with open(os.path.join(folder, "config.json")) as f:
+        if json.load(f) != model.c:
+            sys.exit(f"train.py: error: --target-from: {folder}/config.json is not the configuration this recipe trains")
+    with open(os.path.join(folder, "tokenizer.json")) as f, open(tokenizer_json) as g:
+        if json.load(f)["model"] != json.load(g)["model"]:
+            sys.exit(f"train.py: error: --target-from: {folder}/tokenizer.json differs from the tokenizer this corpus gives")
+    tensors = load_safetensors(os.path.join(folder, "model.safetensors"))
+    adapters = os.path.join(folder, "exit_adapters.safetensors")
+    if os.path.isfile(adapters):
+        tensors.update(load_safetensors(adapters))
+    with torch.no_grad():
+        for name, t in saved_tensors(model).items():
+            if name in tensors:
+                t.copy_(tensors[name])
+            elif not name.endswith("proj.weight") or not name.startswith("exits."):
+                sys.exit(f"train.py: error: --target-from: tensor '{name}' is missing in {folder}")
+
+
+def saved_tensors(model):
+    """The tensors of a checkpoint, by Hugging Face name (exit heads under exits.{L}.)."""
     tensors = {"model.embed_tokens.weight": model.embed_tokens.weight, "model.norm.weight": model.norm.weight}
     for i, layer in enumerate(model.layers):
         p = f"model.layers.{i}."
@@ -387,19 +530,28 @@ def save_model(folder, model, c, tokenizer_json):
             tensors[p + f"self_attn.{part}.weight"] = getattr(layer, part).weight
         for part in ("gate_proj", "up_proj", "down_proj"):
             tensors[p + f"mlp.{part}.weight"] = getattr(layer, part).weight
-    save_safetensors(os.path.join(folder, "model.safetensors"), tensors, torch.float16)
+    for l in model.exits:
+        tensors[f"exits.{l}.norm.weight"] = model.exit_norms[str(l)].weight
+        tensors[f"exits.{l}.proj.weight"] = model.exit_projs[str(l)].weight
+    return tensors
+
+
+def save_model(folder, model, c, tokenizer_json):
+    os.makedirs(folder)
+    tensors = saved_tensors(model)
+    save_safetensors(os.path.join(folder, "model.safetensors"), {k: v for k, v in tensors.items() if not k.startswith("exits.")}, torch.float16)
     if model.exits:
-        save_safetensors(os.path.join(folder, "exit_adapters.safetensors"), {f"exits.{l}.norm.weight": model.exit_norms[str(l)].weight for l in model.exits}, torch.float16)
+        save_safetensors(os.path.join(folder, "exit_adapters.safetensors"), {k: v for k, v in tensors.items() if k.startswith("exits.")}, torch.float16)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(c, f, indent=2)
     shutil.copy(tokenizer_json, os.path.join(folder, "tokenizer.json"))
 
 
-def plot(path, curves):
+def plot(path, curves, exit_curve):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     for name, curve in curves.items():
         ax.plot([p["step"] for p in curve], [p["train_bits_per_byte"] for p in curve], label=f"{name} train", alpha=0.6)
         held = [p for p in curve if "held_out" in p]
@@ -412,7 +564,15 @@ def plot(path, curves):
     ax.set_ylim(0.8, 5)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("SpecEdge default pair: loss curves (KJV corpus)")
+    ax.set_title("Target and draft (KJV corpus)")
+    held = [p for p in exit_curve if "held_out_agreement" in p]
+    for key in (held[-1]["held_out_agreement"].keys() if held else []):
+        bx.plot([p["step"] for p in held], [p["held_out_agreement"][key] for p in held], "o-", label=f"exit after layer {key}")
+    bx.set_xlabel("exit-head step")
+    bx.set_ylabel("held-out argmax agreement with the final head")
+    bx.grid(alpha=0.3)
+    bx.legend()
+    bx.set_title("Exit heads (distilled from the final head)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -425,8 +585,11 @@ def main():
     parser.add_argument("--corpus", help="a KJV text file in `bible -l0` format (default: run Debian's `bible` program)")
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--target-steps", type=int, default=1200)
-    parser.add_argument("--draft-steps", type=int, default=1000)
+    parser.add_argument("--exit-steps", type=int, default=600, help="steps of the exit-head phase (KL from the final head)")
+    parser.add_argument("--draft-steps", type=int, default=3000)
     parser.add_argument("--no-distill", action="store_true", help="train the draft on the corpus alone, not distilled from the target")
+    parser.add_argument("--kl-weight", type=float, default=0.9, help="share of the draft's loss that is KL from the target (the rest: cross-entropy)")
+    parser.add_argument("--target-from", help="skip the target's body phase: load the target folder of an earlier run of this recipe (same seed, same result)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
@@ -466,18 +629,37 @@ def main():
     draft = Llama(draft_config, [])
     log(f"target: {sum(p.numel() for p in target.parameters()) / 1e6:.2f} M parameters; draft: {sum(p.numel() for p in draft.parameters()) / 1e6:.2f} M")
 
-    target_curve, target_seconds = train("target", target, train_ids, held_ids, bytes_per_token, args.target_steps, 3e-3, args.batch, args.seq, args.seed, 0.5, log)
+    if args.target_from:
+        load_target(args.target_from, target, staging)
+        prior = os.path.join(os.path.dirname(os.path.abspath(args.target_from)), "training.json")
+        prior = json.load(open(prior)) if os.path.isfile(prior) else {}
+        target_curve, target_seconds = prior.get("curves", {}).get("target", []), prior.get("wall_seconds", {}).get("target", 0)
+        log(f"target: loaded from {args.target_from} (trained in {target_seconds} s by an earlier run)")
+    else:
+        target_curve, target_seconds = train("target", target, train_ids, held_ids, bytes_per_token, args.target_steps, 3e-3, args.batch, args.seq, args.seed, 0.5, log)
+    round_to_float16(target)
     target.eval()
     for p in target.parameters():
         p.requires_grad_(False)
-    draft_curve, draft_seconds = train("draft", draft, train_ids, held_ids, bytes_per_token, args.draft_steps, 5e-3, args.batch, args.seq, args.seed + 1, 0.0, log, teacher=None if args.no_distill else target)
+
+    cache = TeacherCache(target, train_ids, args.seq, log) if args.exit_steps > 0 or not args.no_distill else None
+    began_exits = time.time()
+    exit_curve, _ = train_exit_heads(target, cache, held_ids, args.seq, args.exit_steps, 2e-3, args.batch, args.seed + 2, log) if args.exit_steps > 0 else ([], 0)
+    round_to_float16(target)
+    exit_seconds = time.time() - began_exits
+    draft_curve, draft_seconds = train("draft", draft, train_ids, held_ids, bytes_per_token, args.draft_steps, 5e-3, args.batch, args.seq, args.seed + 1, 0.0, log, teacher=None if args.no_distill else cache, kl_weight=args.kl_weight)
+    round_to_float16(draft)
+    draft.eval()
+    agreements = {**agreement(target, held_ids, args.seq), **agreement(target, held_ids, args.seq, draft)}
+    log(f"held-out argmax agreement with the target's final head: {agreements}")
+    final_held_out = evaluate(target, held_ids, args.seq, bytes_per_token, target.exits)
 
     with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
         f.write(held_text)
     save_model(os.path.join(args.out, "target"), target, target_config, staging)
     save_model(os.path.join(args.out, "draft"), draft, draft_config, staging)
     os.remove(staging)
-    plot(os.path.join(args.out, "loss_curves.png"), {"target": target_curve, "draft": draft_curve})
+    plot(os.path.join(args.out, "loss_curves.png"), {"target": target_curve, "draft": draft_curve}, exit_curve)
     summary = {
         "corpus": "King James Version of the Bible (1611), public domain; from Debian's bible-kjv / bible-kjv-text packages",
         "held_out": "every 50th chapter",
@@ -485,9 +667,11 @@ def main():
         "bytes_per_token": bytes_per_token,
         "args": vars(args),
         "torch": torch.__version__,
-        "wall_seconds": {"target": round(target_seconds), "draft": round(draft_seconds), "total": round(time.time() - began)},
-        "held_out_bits_per_byte": {"target": target_curve[-1]["held_out"], "draft": draft_curve[-1]["held_out"]},
-        "curves": {"target": target_curve, "draft": draft_curve},
+        "target_from": args.target_from,
+        "wall_seconds": {"target": round(target_seconds), "exit_heads": round(exit_seconds), "draft": round(draft_seconds), "total": round(time.time() - began + (target_seconds if args.target_from else 0))},
+        "held_out_bits_per_byte": {"target": final_held_out, "draft": draft_curve[-1]["held_out"]["final"]},
+        "held_out_argmax_agreement_with_final_head": agreements,
+        "curves": {"target": target_curve, "exit_heads": exit_curve, "draft": draft_curve},
     }
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -17,7 +17,10 @@ public sealed class VerifierOptions
     [Required(ErrorMessage = "Verifier:Model is required: give --model DIR (a converted model or a Hugging Face checkpoint folder)")]
     public string Model { get; set; } = string.Empty;
 
-    /// <summary>Exit layers (e.g. <c>2,4</c>) to cut a checkpoint at when converting it; ignored for a converted folder.</summary>
+    /// <summary>
+    /// Exit layers (e.g. <c>2,4</c>) to cut a checkpoint at when converting it (default: the checkpoint's
+    /// <c>"specedge_exits"</c>, if any); ignored for a converted folder.
+    /// </summary>
     public string? Exits { get; set; }
 
     /// <summary><c>cpu</c> (default) or <c>cuda</c>; CUDA falls back to the CPU, loudly, when it cannot load.</summary>

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
@@ -19,6 +20,12 @@ public sealed class TargetModel : IDisposable
     {
         var o = options.Value;
         var exits = ParseExits(o.Exits);
+        if (exits.Count == 0 && LlamaCheckpoint.IsCheckpointFolder(o.Model))
+        {
+            // A checkpoint made by SpecEdge's training recipe names its trained exits in config.json.
+            exits = [.. LlamaConfig.Load(Path.Combine(o.Model, LlamaCheckpoint.ConfigFileName)).SuggestedExits];
+        }
+
         var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
         var device = o.Device == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
         Model = LanguageModel.Load(directory, new RuntimeOptions

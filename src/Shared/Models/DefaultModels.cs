@@ -1,3 +1,4 @@
+using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Models.Synthetic;
 
@@ -72,13 +73,8 @@ public static class DefaultModels
     }
 
     /// <summary>The exit layers a checkpoint suggests in its config.json (<c>"specedge_exits": [2, 4]</c>); none when absent.</summary>
-    public static IReadOnlyList<int> ExitsOf(string checkpoint)
-    {
-        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, "config.json")));
-        return config?["specedge_exits"] is System.Text.Json.Nodes.JsonArray exits
-            ? [.. exits.Select(e => e!.GetValue<int>())]
-            : [];
-    }
+    public static IReadOnlyList<int> ExitsOf(string checkpoint) =>
+        LlamaConfig.Load(Path.Combine(checkpoint, LlamaCheckpoint.ConfigFileName)).SuggestedExits;
 
     /// <summary>The committed trained pair, or null when this checkout has none.</summary>
     public static ModelPair? FindRepositoryModels()

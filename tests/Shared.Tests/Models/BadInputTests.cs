@@ -43,6 +43,7 @@ public sealed class BadInputTests : IDisposable
     [InlineData("num_key_value_heads", "3", "num_key_value_heads = 3 must be positive and divide num_attention_heads = 4")]
     [InlineData("vocab_size", "\"many\"", "'vocab_size' must be an integer")]
     [InlineData("rms_norm_eps", "0", "rms_norm_eps = 0 must be positive")]
+    [InlineData("specedge_exits", "[2, \"four\"]", "'specedge_exits' must be an integer or a list of integers")]
     public void Load_BadField_NamesTheField(string field, string? value, string message)
     {
         var path = WriteConfig(field, value);
@@ -72,6 +73,18 @@ public sealed class BadInputTests : IDisposable
         var path = WriteConfig("rope_scaling", "{\"rope_type\": \"linear\", \"factor\": 2.5}");
 
         Assert.Equal(2.5, LlamaConfig.Load(path).RopeLinearFactor);
+    }
+
+    [Fact]
+    public void Load_SpecEdgeExits_AreSuggestedAndWrittenBack()
+    {
+        var path = WriteConfig("specedge_exits", "[1, 3]");
+
+        var config = LlamaConfig.Load(path);
+
+        Assert.Equal([1, 3], config.SuggestedExits);
+        Assert.Equal("[1,3]", config.ToJson()["specedge_exits"]!.ToJsonString());
+        Assert.Empty(LlamaConfig.Load(WriteConfig("specedge_exits", null)).SuggestedExits);
     }
 
     [Fact]

@@ -53,6 +53,12 @@ public sealed record LlamaConfig
     /// <summary>The dtype the checkpoint says its weights are stored in (informational).</summary>
     public string? TorchDtype { get; init; }
 
+    /// <summary>
+    /// Early-exit layers the checkpoint suggests (<c>"specedge_exits": [2, 4]</c>, written by SpecEdge's training recipe);
+    /// used when a target is converted without explicit exits. Empty when absent.
+    /// </summary>
+    public IReadOnlyList<int> SuggestedExits { get; init; } = [];
+
     /// <summary>Number of query heads that share one key/value head.</summary>
     public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
 
@@ -170,6 +176,7 @@ public sealed record LlamaConfig
             EosTokenIds = ReadIntOrList(obj, path, "eos_token_id"),
             MaxPositionEmbeddings = maxPositions,
             TorchDtype = ReadString(obj, path, "torch_dtype"),
+            SuggestedExits = ReadIntOrList(obj, path, "specedge_exits"),
         };
     }
 
@@ -213,6 +220,11 @@ public sealed record LlamaConfig
         if (TorchDtype is not null)
         {
             obj["torch_dtype"] = TorchDtype;
+        }
+
+        if (SuggestedExits.Count > 0)
+        {
+            obj["specedge_exits"] = new JsonArray([.. SuggestedExits.Select(layer => (JsonNode?)layer)]);
         }
 
         return obj;

@@ -37,7 +37,7 @@ internal static class MatrixBenchmark
         var server = new Option<string?>("--server") { Description = "Measure against this remote verifier over the real link (the link axes are then not emulated)." };
         var draft = new Option<string?>("--draft") { Description = "Draft model (default: the built-in pair's)." };
         var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => Path.Combine("bench-results", DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture)) };
-        var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold of the in-process verifier (default: 0 for the synthetic pair, 0.5 for a trained one)." };
+        var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold of the in-process verifier (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 for a trained one)." };
         var command = new Command("matrix", "The latency matrix: modes × round trip × bandwidth × jitter × γ, with JSON, CSV, a Markdown report and plots.")
         {
             quick, modes, rtt, bw, jitter, gamma, profile, prompts, tokens, repeats, warmup, server, draft, output, threshold,
@@ -73,9 +73,8 @@ internal static class MatrixBenchmark
                 {
                     (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
                     {
-                        o.Exits = string.Join(",", pair.Exits);
+                        o.ServePair(pair, parse.GetValue(threshold));
                         o.IntraOpThreads = 1;
-                        o.DefaultExitThreshold = parse.GetValue(threshold) ?? (pair.Trained ? 0.5f : 0f);
                         o.ComputeProfile = computeProfile.IsEmulated ? computeProfile.Name : null;
                     }, cancellationToken: cancellationToken);
                 }

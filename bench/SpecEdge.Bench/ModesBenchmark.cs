@@ -32,23 +32,22 @@ internal static class ModesBenchmark
         var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
-        var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: 0 for the synthetic pair, 0.5 for a trained one)." };
+        var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 for a trained one)." };
         var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var pair = DefaultModels.Resolve();
             var computeProfile = ComputeProfiles.Resolve(parse.GetValue(profile)!);
-            var exitThreshold = parse.GetValue(threshold) ?? (pair.Trained ? 0.5f : 0f);
             var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries);
-            Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; exit threshold {exitThreshold.ToString(CultureInfo.InvariantCulture)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy");
+            Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy");
             var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
             {
-                o.Exits = string.Join(",", pair.Exits);
+                o.ServePair(pair, parse.GetValue(threshold));
                 o.IntraOpThreads = 1;
-                o.DefaultExitThreshold = exitThreshold;
                 o.ComputeProfile = computeProfile.IsEmulated ? computeProfile.Name : null;
             }, cancellationToken: cancellationToken);
             await using var _ = app;
+            Console.WriteLine($"exit thresholds {VerifierHost.DescribeThresholds(app)}");
             foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
             {
                 var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));

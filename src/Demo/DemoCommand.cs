@@ -34,7 +34,7 @@ internal static class DemoCommand
         var gamma = new Option<int>("--draft-tokens") { Description = "Drafts per round (γ).", DefaultValueFactory = _ => 4 };
         var link = new Option<string>("--link") { Description = "The emulated edge-cloud link ('none' for direct loopback).", DefaultValueFactory = _ => DefaultLink };
         var profile = new Option<string>("--profile") { Description = "Compute profile for both sides: 'real' (this machine), ratio-10x, paper-robot, or a profile file.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
-        var threshold = new Option<float?>("--exit-threshold") { Description = "Confidence an exit needs to send its early verdict (default: 0 for the synthetic pair, 0.5 otherwise)." };
+        var threshold = new Option<float?>("--exit-threshold") { Description = "Confidence an exit needs to send its early verdict (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 otherwise)." };
         var temperature = new Option<float>("--temperature") { Description = "0 is greedy (outputs can then be compared token by token).", DefaultValueFactory = _ => 0f };
         var seed = new Option<ulong>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 1UL };
         var quiet = new Option<bool>("--quiet") { Description = "Print only the table." };
@@ -67,8 +67,7 @@ internal static class DemoCommand
                     pair = pair with { Exits = ParseExits(exitText) };
                 }
 
-                var exitThreshold = parse.GetValue(threshold) ?? (pair.Trained ? 0.5f : 0f);
-                await new DemoRunner(output, error).RunAsync(pair, plan, exitThreshold, cancellationToken);
+                await new DemoRunner(output, error).RunAsync(pair, plan, parse.GetValue(threshold), cancellationToken);
                 return 0;
             }
             catch (Exception ex) when (ex is FormatException or ArgumentException or ModelFormatException or VerifierUnavailableException or ModelMismatchException)

@@ -8,17 +8,16 @@ namespace SpecEdge.Demo;
 /// <summary>Runs the demo plan and prints the streamed text and the comparison table.</summary>
 internal sealed class DemoRunner(TextWriter output, TextWriter error)
 {
-    public async Task RunAsync(ModelPair pair, DemoPlan plan, float exitThreshold, CancellationToken cancellationToken)
+    public async Task RunAsync(ModelPair pair, DemoPlan plan, float? exitThreshold, CancellationToken cancellationToken)
     {
         output.WriteLine($"SpecEdge demo: {pair.Description}");
         output.WriteLine($"  target {pair.Target} (exits [{string.Join(",", pair.Exits)}]), draft {pair.Draft}");
-        output.WriteLine($"  link {plan.Link?.ToString() ?? "none (loopback)"}; compute {plan.Profile.Label}; γ = {plan.DraftTokens}; {plan.Sampling}; exit threshold {exitThreshold.ToString(CultureInfo.InvariantCulture)}");
+        output.WriteLine($"  link {plan.Link?.ToString() ?? "none (loopback)"}; compute {plan.Profile.Label}; γ = {plan.DraftTokens}; {plan.Sampling}");
         output.WriteLine("  starting the verifier in this process (a checkpoint is converted to ONNX on first use)…");
         var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
         {
-            o.Exits = string.Join(",", pair.Exits);
+            o.ServePair(pair, exitThreshold);
             o.IntraOpThreads = 1;
-            o.DefaultExitThreshold = exitThreshold;
             o.ComputeProfile = plan.Profile.IsEmulated ? plan.Profile.Name : null;
         }, cancellationToken: cancellationToken);
         await using var _ = app;
@@ -30,6 +29,7 @@ internal sealed class DemoRunner(TextWriter output, TextWriter error)
             Link = plan.Link,
             Profile = plan.Profile,
         }, cancellationToken: cancellationToken);
+        output.WriteLine($"  exit thresholds {VerifierHost.DescribeThresholds(app)}");
         output.WriteLine($"  verifier at {address}{(client.Relay is { } relay ? $", reached through the link emulator at {relay.LocalEndPoint}" : string.Empty)}");
         output.WriteLine();
 

@@ -1,12 +1,19 @@
 #!/usr/bin/python3
-"""Train SpecEdge's default model pair: a Llama-architecture target with early-exit heads and a small draft.
+"""Train SpecEdge's default model pair: a Llama-architecture target with early exits and a small draft.
 
 Offline tool (Debian's python3-torch); nothing at run time or in CI needs Python. See tools/train/README.md.
 
-Corpus: the King James Version of the Bible (1611; public domain), read from Debian's bible-kjv package.
-Tokenizer: a byte-level BPE of 1024 tokens trained here and written as a Hugging Face tokenizer.json.
-Models: Hugging Face folders (config.json, model.safetensors, tokenizer.json); the target also holds
-exit_adapters.safetensors (a trained RMSNorm per exit) and names its exits in config.json ("specedge_exits").
+Corpus: the King James Version of the Bible (1611; public domain), read from Debian's bible-kjv package; every 50th
+chapter is held out. Tokenizer: a byte-level BPE of 1024 tokens trained here and written as a Hugging Face
+tokenizer.json. Three phases, all seeded:
+  1. the target's body (6 layers, hidden 256, GQA 4/2) on next-token cross-entropy, plus half-weighted cross-entropy
+     at its exits (after layers 2 and 4), so the early layers learn to predict;
+  2. the exit heads (a residual projection and an RMSNorm per exit, sharing the LM head) on KL from the target's own
+     final distribution, the body frozen: an exit is worth having when it agrees with the final verdict;
+  3. the draft (2 layers, hidden 128) distilled from the target (KL from a cache of its distributions, plus a little
+     cross-entropy).
+Output: Hugging Face folders (config.json, model.safetensors in float16, tokenizer.json); the target also holds
+exit_adapters.safetensors and names its exits in config.json ("specedge_exits").
 """
 
 import argparse

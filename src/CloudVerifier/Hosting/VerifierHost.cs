@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -134,6 +135,20 @@ public static class VerifierHost
             VerifierLog.Serving(logger, m.Directory, m.Config.NumHiddenLayers, string.Join(",", m.Manifest.Exits), m.VocabSize, m.Device.ToString(), target.Profile.Label);
         });
         return app;
+    }
+
+    /// <summary>The served exits' thresholds and where they came from, for output: "layer 2 ≥ 0.30, layer 4 ≥ 0.05 (calibrated: FILE)".</summary>
+    public static string DescribeThresholds(WebApplication app)
+    {
+        var target = app.Services.GetRequiredService<TargetModel>();
+        var calibration = app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value.Calibration;
+        if (target.Thresholds.Count == 0)
+        {
+            return "none (the target has no exits)";
+        }
+
+        var list = string.Join(", ", target.Model.Manifest.Exits.Select((layer, i) => string.Create(CultureInfo.InvariantCulture, $"layer {layer} ≥ {target.Thresholds[i]:0.00}")));
+        return string.IsNullOrEmpty(calibration) ? list : $"{list} (calibrated: {calibration})";
     }
 
     /// <summary>

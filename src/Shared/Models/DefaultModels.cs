@@ -10,7 +10,12 @@ namespace SpecEdge.Shared.Models;
 /// <param name="Exits">The exit layers to cut the target at.</param>
 /// <param name="Description">Where the pair comes from, for output.</param>
 /// <param name="Trained">False for the seeded synthetic stand-in (its text is noise).</param>
-public sealed record ModelPair(string Target, string Draft, IReadOnlyList<int> Exits, string Description, bool Trained);
+/// <param name="Calibration">The exit calibration shipped with the pair (<c>specedge-edge calibrate --out</c>), if any.</param>
+public sealed record ModelPair(string Target, string Draft, IReadOnlyList<int> Exits, string Description, bool Trained, string? Calibration = null)
+{
+    /// <summary>The exit threshold to use without a calibration: 0 (every early verdict) for random weights, else 0.5.</summary>
+    public float FallbackExitThreshold => Trained ? 0.5f : 0f;
+}
 
 /// <summary>
 /// The built-in default model pair: the trained pair committed under <c>models/</c> when the repository has it, else a
@@ -37,6 +42,9 @@ public static class DefaultModels
     public static SyntheticModelSpec SyntheticDraft { get; } = SyntheticTarget with { Layers = 1 };
 
     public static IReadOnlyList<int> SyntheticExits { get; } = [2];
+
+    /// <summary>The exit calibration beside the trained pair: <c>models/calibration.json</c>.</summary>
+    public const string CalibrationFileName = "calibration.json";
 
     /// <summary>The trained pair under <c>models/</c> (found from the working folder or the program's folder upwards), else the synthetic pair.</summary>
     public static ModelPair Resolve(string? cacheRoot = null)
@@ -88,7 +96,8 @@ public static class DefaultModels
                 var draft = Path.Combine(models, "draft");
                 if (File.Exists(Path.Combine(target, "config.json")) && File.Exists(Path.Combine(draft, "config.json")))
                 {
-                    return new ModelPair(target, draft, ExitsOf(target), $"trained pair in {models}", Trained: true);
+                    var calibration = Path.Combine(models, CalibrationFileName);
+                    return new ModelPair(target, draft, ExitsOf(target), $"trained pair in {models}", Trained: true, File.Exists(calibration) ? calibration : null);
                 }
             }
         }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Cli;
+using SpecEdge.Shared.Calibration;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models;
@@ -45,7 +46,7 @@ internal static class QualityCommand
     {
         var heldOut = new Option<string?>("--held-out") { Description = "Held-out text (default: heldout.txt beside the default pair)." };
         var tokens = new Option<int>("--tokens") { Description = "Tokens per greedy continuation and per acceptance prompt.", DefaultValueFactory = _ => 64 };
-        var precision = new Option<double>("--precision") { Description = "Precision the calibrated exit thresholds must reach.", DefaultValueFactory = _ => 0.8 };
+        var precision = new Option<double>("--precision") { Description = "Precision the exit thresholds must reach when the pair ships no calibration file.", DefaultValueFactory = _ => 0.8 };
         var command = new Command("quality", "Held-out bits per byte, greedy continuations, acceptance at γ = 4 and calibrated exit agreement of the default pair.") { heldOut, tokens, precision };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -114,13 +115,34 @@ internal static class QualityCommand
                 text.AppendLine(CultureInfo.InvariantCulture, $"Draft against target, greedy, γ = 4, {AcceptancePrompts.Length} prompts × {parse.GetValue(tokens)} tokens: acceptance rate **{accepted / (double)drafted:F3}** ({accepted} of {drafted} drafts), {newTokens / (double)rounds:F2} tokens per round.");
                 text.AppendLine();
                 var calibration = CalibrateCommand.Build("target", parse.GetValue(precision), rounds, drafted, pair.Exits, records);
+                var shipped = pair.Calibration is null ? null : CalibrationReport.LoadThresholds(pair.Calibration);
                 text.AppendLine("| exit | provisional verdicts | agreement with the final verdict (threshold 0) | calibrated threshold | agreement at the threshold | rounds with an early verdict at the threshold |");
                 text.AppendLine("|---|---|---|---|---|---|");
-                foreach (var exit in calibration.Exits)
+                for (var e = 0; e < calibration.Exits.Count; e++)
                 {
+                    var exit = calibration.Exits[e];
                     var all = exit.Bins[0];
-                    text.AppendLine(CultureInfo.InvariantCulture, $"| after layer {exit.Layer} | {all.Verdicts} | {all.Precision:P1} | {exit.Threshold:0.00} | {(double.IsNaN(exit.PrecisionAtThreshold) ? "-" : exit.PrecisionAtThreshold.ToString("P1", CultureInfo.InvariantCulture))} | {exit.CoverageAtThreshold:P0} |");
+                    double threshold, agreement, coverage;
+                    if (shipped is not null)
+                    {
+                        // Out of sample: the thresholds shipped in the pair's calibration file, chosen on other prompts.
+                        threshold = shipped[e];
+                        var sent = records.Where(r => r.ExitLayer == exit.Layer && r.Confidence >= threshold).ToList();
+                        agreement = sent.Count == 0 ? double.NaN : sent.Count(r => r.Matched) / (double)sent.Count;
+                        coverage = all.Verdicts == 0 ? 0 : sent.Count / (double)all.Verdicts;
+                    }
+                    else
+                    {
+                        (threshold, agreement, coverage) = (exit.Threshold, exit.PrecisionAtThreshold, exit.CoverageAtThreshold);
+                    }
+
+                    text.AppendLine(CultureInfo.InvariantCulture, $"| after layer {exit.Layer} | {all.Verdicts} | {all.Precision:P1} | {threshold:0.00} | {(double.IsNaN(agreement) ? "-" : agreement.ToString("P1", CultureInfo.InvariantCulture))} | {coverage:P0} |");
                 }
+
+                text.AppendLine();
+                text.AppendLine(shipped is not null
+                    ? $"Thresholds: the pair's shipped calibration ({Path.GetFileName(pair.Calibration)}, chosen on its own prompt set), applied to these prompts."
+                    : $"Thresholds: calibrated on these prompts for precision {parse.GetValue(precision):P0} (the pair ships no calibration file).");
             }
 
             Console.WriteLine(text.ToString());

@@ -64,6 +64,7 @@ public sealed class LinkRelayTests : IAsyncLifetime
     public async Task Relay_BandwidthCap_TakesSerializationTime()
     {
         var time = new FakeTimeProvider();
+        var start = time.GetUtcNow();
         // 80 kbit/s: 1000 bytes take 100 ms on the wire.
         await using var relay = LinkRelay.Start(_echo.LocalEndpoint, LinkProfile.Parse("up-bw=80kbit"), time: time);
         using var client = await ConnectAsync(relay);
@@ -72,9 +73,14 @@ public sealed class LinkRelayTests : IAsyncLifetime
         await Eventually(() => relay.Stats.BytesUp == 1000);
         time.Advance(TimeSpan.FromMilliseconds(99));
 
-        Assert.Equal(0, relay.Stats.DeliveredUp);
+        // The socket may hand the relay the 1000 bytes in more than one chunk; an early chunk may go through, the last byte may not.
+        await Task.Delay(50);
+        Assert.True(relay.Stats.DeliveredUp < 1000, $"all {relay.Stats.DeliveredUp} bytes delivered before their serialization time");
+
+        // A chunk whose timer is armed just as the fake clock moves waits one more step, so the clock is nudged in 1 ms steps (one per 200 polls).
         time.Advance(TimeSpan.FromMilliseconds(1));
-        await Eventually(() => relay.Stats.DeliveredUp == 1000);
+        await Eventually(() => relay.Stats.DeliveredUp == 1000, () => time.Advance(TimeSpan.FromMilliseconds(1)));
+        Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(110));
     }
 
     [Fact]
@@ -132,14 +138,19 @@ public sealed class LinkRelayTests : IAsyncLifetime
         return buffer;
     }
 
-    private static async Task Eventually(Func<bool> condition)
+    private static async Task Eventually(Func<bool> condition, Action? step = null)
     {
         var deadline = DateTime.UtcNow + TestTimeouts.Default;
+        var polls = 0;
         while (!condition())
         {
             Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
             await Task.Yield();
             await Task.Delay(1);
+            if (step is not null && ++polls % 200 == 0)
+            {
+                step();
+            }
         }
     }
 

@@ -17,6 +17,8 @@ mkdir -p "$repo/models"
 rm -rf "$repo/models/target" "$repo/models/draft"
 cp -r "$out/target" "$out/draft" "$repo/models/"
 cp "$out/training.json" "$out/loss_curves.png" "$out/heldout.txt" "$repo/models/"
+# Content hashes of the checkpoint files: the default-pair loader refuses an edited or truncated file.
+(cd "$repo/models" && sha256sum target/* draft/* > SHA256SUMS)
 /usr/bin/python3 "$here/tokenizer_vectors.py" "$repo/models/target/tokenizer.json" "$repo/models/tokenizer-vectors.json"
 du -sh "$repo/models"
 echo "installed into $repo/models; converted ONNX is rebuilt on first use (cache keyed by content hash)"

@@ -394,9 +394,10 @@ internal sealed class DecodeSession : IDisposable
     }
 
     /// <summary>
-    /// An exit's confidence in its verdict: the product, over the rows the verdict rests on (the accepted drafts and
-    /// the next token), of the exit distribution's largest probability. It estimates the chance that every one of those
-    /// rows' choices carries over to the final head.
+    /// An exit's confidence in its verdict: the smallest, over the rows the verdict rests on (the accepted drafts and
+    /// the next token), of the exit distribution's largest probability. The verdict is as sure as its least sure row;
+    /// on the trained pair this ranks verdicts better than the product of the rows' probabilities
+    /// (<c>docs/protocol.md</c>, Confidence).
     /// </summary>
     private double Confidence(LogitsView exitLogits, int rows)
     {
@@ -411,7 +412,7 @@ internal sealed class DecodeSession : IDisposable
                 max = Math.Max(max, p);
             }
 
-            confidence *= max;
+            confidence = Math.Min(confidence, max);
         }
 
         return confidence;

@@ -46,6 +46,9 @@ public static class DefaultModels
     /// <summary>The exit calibration beside the trained pair: <c>models/calibration.json</c>.</summary>
     public const string CalibrationFileName = "calibration.json";
 
+    /// <summary>The SHA-256 of every weight, config and tokenizer file of the trained pair (<c>sha256sum</c> format).</summary>
+    public const string ChecksumFileName = "SHA256SUMS";
+
     /// <summary>The trained pair under <c>models/</c> (found from the working folder or the program's folder upwards), else the synthetic pair.</summary>
     public static ModelPair Resolve(string? cacheRoot = null)
     {
@@ -84,6 +87,58 @@ public static class DefaultModels
     public static IReadOnlyList<int> ExitsOf(string checkpoint) =>
         LlamaConfig.Load(Path.Combine(checkpoint, LlamaCheckpoint.ConfigFileName)).SuggestedExits;
 
+    /// <summary>
+    /// A trained pair folder (<c>target/</c>, <c>draft/</c>, optional <c>calibration.json</c>), its files checked
+    /// against the folder's <c>SHA256SUMS</c> when it has one, so an edited or truncated weight file is refused before
+    /// it is converted into a model that writes garbage.
+    /// </summary>
+    /// <exception cref="ModelFormatException">A file listed in <c>SHA256SUMS</c> is missing, or the list is malformed.</exception>
+    /// <exception cref="ModelIntegrityException">A file's content differs from its recorded hash.</exception>
+    public static ModelPair LoadTrainedPair(string models)
+    {
+        var sums = Path.Combine(models, ChecksumFileName);
+        if (File.Exists(sums))
+        {
+            VerifyChecksums(models, sums);
+        }
+
+        var target = Path.Combine(models, "target");
+        var calibration = Path.Combine(models, CalibrationFileName);
+        return new ModelPair(target, Path.Combine(models, "draft"), ExitsOf(target), $"trained pair in {models}", Trained: true, File.Exists(calibration) ? calibration : null);
+    }
+
+    private static void VerifyChecksums(string models, string sums)
+    {
+        var lineNumber = 0;
+        foreach (var line in File.ReadLines(sums))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line))
+            {
+                continue;
+            }
+
+            // sha256sum's format: 64 hex digits, two spaces (or space and '*'), the relative path.
+            if (line.Length < 67 || line[64] != ' ' || !line[..64].All(char.IsAsciiHexDigitLower))
+            {
+                throw new ModelFormatException(sums, $"line {lineNumber} is not '<sha256>  <file>'");
+            }
+
+            var name = line[66..];
+            var path = Path.Combine(models, name);
+            if (!File.Exists(path))
+            {
+                throw new ModelFormatException(path, $"listed in {ChecksumFileName} but missing");
+            }
+
+            var actual = ModelManifest.HashFile(path);
+            if (actual != line[..64])
+            {
+                throw new ModelIntegrityException(path, line[..64], actual, $"the shipped file was truncated or edited; restore it (git checkout -- {Path.GetFileName(models)}/{name})");
+            }
+        }
+    }
+
     /// <summary>The committed trained pair, or null when this checkout has none.</summary>
     public static ModelPair? FindRepositoryModels()
     {
@@ -96,8 +151,7 @@ public static class DefaultModels
                 var draft = Path.Combine(models, "draft");
                 if (File.Exists(Path.Combine(target, "config.json")) && File.Exists(Path.Combine(draft, "config.json")))
                 {
-                    var calibration = Path.Combine(models, CalibrationFileName);
-                    return new ModelPair(target, draft, ExitsOf(target), $"trained pair in {models}", Trained: true, File.Exists(calibration) ? calibration : null);
+                    return LoadTrainedPair(models);
                 }
             }
         }

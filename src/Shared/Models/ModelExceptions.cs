@@ -27,7 +27,16 @@ public sealed class UnsupportedModelException : ModelFormatException
 public sealed class ModelIntegrityException : ModelFormatException
 {
     public ModelIntegrityException(string filePath, string expectedHash, string actualHash)
-        : base(filePath, $"content hash mismatch: the manifest records sha256 {expectedHash} but the file hashes to {actualHash}; the file was truncated or edited after conversion, convert the model again")
+        : this(filePath, expectedHash, actualHash, "the file was truncated or edited after conversion, convert the model again")
+    {
+    }
+
+    /// <param name="filePath">The file whose content differs.</param>
+    /// <param name="expectedHash">The SHA-256 the manifest records.</param>
+    /// <param name="actualHash">What the file hashes to (or a note on its size).</param>
+    /// <param name="remedy">What the user should do about it.</param>
+    public ModelIntegrityException(string filePath, string expectedHash, string actualHash, string remedy)
+        : base(filePath, $"content hash mismatch: the manifest records sha256 {expectedHash} but the file hashes to {actualHash}; {remedy}")
     {
         ExpectedHash = expectedHash;
         ActualHash = actualHash;

@@ -31,6 +31,35 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task EarlyVerdict_VerdictAndConfidence_MatchTheReferenceExitHead()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 8);
+        // Two right drafts and a wrong one, so the exit has something to reject.
+        int[] drafts = [expected[0], expected[1], (expected[2] + 1) % 258];
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true);
+
+        await stream.SendAsync(Round(1, 0, drafts));
+        var early = (await stream.ReadAsync()).Early;
+        await stream.ReadFinalAsync(1);
+
+        // The reference exit head (final norm and LM head on the hidden state after layer 1) over prompt and drafts.
+        var reference = fixture.Pair.Target.Reference();
+        int[] tokens = [.. Prompt, .. drafts];
+        var hidden = reference.Forward(tokens).HiddenAfterLayer[1];
+        var rows = Enumerable.Range(Prompt.Length - 1, drafts.Length + 1).Select(p => reference.Head(hidden[p], null, null, null)).ToArray();
+        var accepted = 0;
+        while (accepted < drafts.Length && ArgMax(rows[accepted]) == drafts[accepted])
+        {
+            accepted++;
+        }
+
+        var leastSure = rows.Take(accepted + 1).Min(MaxProbability);
+        Assert.Equal((uint)accepted, early.Accepted);
+        Assert.Equal(ArgMax(rows[accepted]), early.NextId);
+        Assert.Equal(leastSure, early.Confidence, 1e-4);
+    }
+
+    [Fact]
     public async Task ConditionalRound_ConditionHolds_VerifiedWithoutAnotherRequest()
     {
         var expected = fixture.LocalGreedy(Prompt, 10);
@@ -133,6 +162,14 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
         var ex = Assert.Throws<OptionsValidationException>(() => VerifierHost.LoadModel(app));
 
         Assert.Contains(message, ex.Message);
+    }
+
+    private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());
+
+    private static double MaxProbability(float[] logits)
+    {
+        var max = logits.Max();
+        return 1.0 / logits.Sum(l => Math.Exp(l - max));
     }
 
     private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false)

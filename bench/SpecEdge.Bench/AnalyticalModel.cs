@@ -6,8 +6,8 @@ namespace SpecEdge.Bench;
 /// <param name="DraftMsPerToken">Draft time per token (t_d).</param>
 /// <param name="RoundTripMs">Link round trip plus per-round transport overhead (RTT).</param>
 /// <param name="VerifyMs">Verification step time (V).</param>
-/// <param name="FirstStageMs">Time to the first exit's verdict on the verifier (V₁).</param>
-/// <param name="HitRate">Share of pre-drafted rounds used (h).</param>
+/// <param name="FirstStageMs">Time on the verifier from a round's start to the early verdict the edge acts on (V₁): the first exit stage when every exit speaks, later when only a deeper exit is confident enough.</param>
+/// <param name="HitRate">Share of rounds that began on a used pre-drafted round (h): hits over rounds, not over early verdicts, since a round without an early verdict pre-drafts nothing.</param>
 internal sealed record ModelInputs(double Gamma, double TokensPerRound, double DraftMsPerToken, double RoundTripMs, double VerifyMs, double FirstStageMs, double HitRate);
 
 /// <summary>
@@ -26,6 +26,16 @@ internal sealed record ModelInputs(double Gamma, double TokensPerRound, double D
 /// </summary>
 internal static class AnalyticalModel
 {
+    /// <summary>
+    /// V₁ as measured: the mean time to the first early verdict of the rounds that had one (the verifier stamps it);
+    /// <paramref name="fallback"/> when no round had one.
+    /// </summary>
+    public static double EarlyVerdictMs(IEnumerable<SpecEdge.EdgeClient.Client.RoundRecord> rounds, double fallback)
+    {
+        var times = rounds.Where(r => r.EarlyVerdicts.Count > 0).Select(r => r.EarlyVerdicts[0].ElapsedMs).ToList();
+        return times.Count == 0 ? fallback : times.Average();
+    }
+
     public static double MsPerToken(string mode, ModelInputs m, int tokens)
     {
         var draft = m.Gamma * m.DraftMsPerToken;

@@ -23,14 +23,14 @@ internal static class MatrixBenchmark
 
     public static Command Create()
     {
-        var quick = new Option<bool>("--quick") { Description = "A short preset (3 round trips, 2 bandwidths, γ 4 and adaptive, 1 prompt): a few minutes." };
+        var quick = new Option<bool>("--quick") { Description = "A short preset (3 round trips, 2 bandwidths, γ 4 and adaptive, 2 prompts): under 5 minutes." };
         var modes = new Option<string?>("--modes") { Description = "Modes (default: cloud, edge, speculative, preemptive, conditional, proactive)." };
         var rtt = new Option<string?>("--rtt") { Description = "Round trips in ms (default 0,10,25,50,100,200)." };
         var bw = new Option<string?>("--bw") { Description = "Bandwidths (default unlimited,10mbit,1mbit)." };
         var jitter = new Option<string?>("--jitter") { Description = "Jitter as percent of the round trip (default 0,10)." };
         var gamma = new Option<string?>("--gamma") { Description = "γ values (default 2,4,8,adaptive)." };
         var profile = new Option<string>("--profile") { Description = "Compute profile: real, ratio-10x, paper-nano-a100, paper-robot, or a file.", DefaultValueFactory = _ => "real" };
-        var prompts = new Option<int?>("--prompts") { Description = "Prompts per cell (default 2; quick 1)." };
+        var prompts = new Option<int?>("--prompts") { Description = "Prompts per cell (default 2)." };
         var tokens = new Option<int?>("--tokens") { Description = "New tokens per generation (default 48; quick 32)." };
         var repeats = new Option<int>("--repeats") { Description = "Repeats of the prompt set per cell.", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Warm-up generations per cell (not measured).", DefaultValueFactory = _ => 1 };
@@ -58,7 +58,7 @@ internal static class MatrixBenchmark
                 };
                 var computeProfile = ComputeProfiles.Resolve(parse.GetValue(profile)!);
                 var pair = DefaultModels.Resolve();
-                var promptCount = parse.GetValue(prompts) ?? (parse.GetValue(quick) ? 1 : 2);
+                var promptCount = parse.GetValue(prompts) ?? 2;
                 var tokenCount = parse.GetValue(tokens) ?? (parse.GetValue(quick) ? 32 : 48);
                 var promptSet = Prompts.Take(Math.Clamp(promptCount, 1, Prompts.Length)).ToList();
                 var commandLine = "specedge-bench " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));

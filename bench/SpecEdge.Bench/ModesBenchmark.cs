@@ -110,7 +110,8 @@ internal static class ModesBenchmark
             var misses = reports.Sum(r => r.EarlyExits.Misses);
             var hitRate = hits + misses == 0 ? 0 : hits / (double)(hits + misses);
             var modeGamma = drafted == 0 ? gamma : drafted / (double)roundCount;
-            var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, firstStage, hitRate);
+            var earlyMs = AnalyticalModel.EarlyVerdictMs(reports.SelectMany(r => r.PerRound), firstStage);
+            var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount);
             var expected = AnalyticalModel.MsPerToken(mode, inputs, tokensPerPrompt);
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -91,11 +91,6 @@ internal sealed record MatrixAxes
 
             foreach (var gamma in Gammas)
             {
-                if (gamma == ModeCell.Adaptive && mode != "speculative")
-                {
-                    continue;
-                }
-
                 yield return new ModeCell(mode, gamma);
             }
         }

@@ -48,6 +48,12 @@ internal sealed record CellResult
 
     public double HitRate { get; init; }
 
+    /// <summary>Share of rounds that began on a used pre-drafted round (the analytical model's h).</summary>
+    public double HitsPerRound { get; init; }
+
+    /// <summary>Mean verifier time to a round's first early verdict, over rounds that had one (NaN when none did).</summary>
+    public double EarlyVerdictMs { get; init; }
+
     public int ReadyRounds { get; init; }
 
     /// <summary>Mean per round: draft, uplink, queue, each stage, downlink, idle.</summary>
@@ -176,6 +182,8 @@ internal sealed class MatrixRunner(Uri verifier, string draftDir, ComputeProfile
             MeanGamma = rounds.Count == 0 ? 0 : drafted / (double)rounds.Count,
             EarlyVerdicts = reports.Sum(r => r.EarlyExits.EarlyVerdicts),
             HitRate = hits + misses == 0 ? 0 : hits / (double)(hits + misses),
+            HitsPerRound = rounds.Count == 0 ? 0 : hits / (double)rounds.Count,
+            EarlyVerdictMs = AnalyticalModel.EarlyVerdictMs(rounds, double.NaN),
             ReadyRounds = reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting),
             PerRoundMs = rounds.Count == 0 ? Breakdown.Empty : new Breakdown(
                 rounds.Average(r => r.DraftMs),
@@ -220,23 +228,34 @@ internal sealed class MatrixRunner(Uri verifier, string draftDir, ComputeProfile
                     cell.Mode == "edge" ? cell.MsPerToken : draftPerToken,
                     cell.Mode == "cloud" ? cell.RoundTripMs + cell.PerRoundMs.Queue : Transport(cell),
                     verify,
-                    cell.PerRoundMs.Stages.Count > 1 ? cell.PerRoundMs.Stages[0] : verify,
-                    cell.HitRate);
+                    !double.IsNaN(cell.EarlyVerdictMs) ? cell.EarlyVerdictMs : cell.PerRoundMs.Stages.Count > 1 ? cell.PerRoundMs.Stages[0] : verify,
+                    cell.HitsPerRound);
                 cell.ExpectedMsPerToken = AnalyticalModel.MsPerToken(cell.Mode == "speculative" && cell.Gamma == "adaptive" ? "adaptive" : cell.Mode, inputs, tokens);
                 cell.ModelGap = (cell.MsPerToken - cell.ExpectedMsPerToken) / cell.ExpectedMsPerToken;
                 cell.Flagged = Math.Abs(cell.ModelGap) > 0.10;
                 if (cell.Flagged)
                 {
-                    cell.Explanation = Explain(cell);
+                    cell.Explanation = Explain(cell, draftPerToken, Transport(cell));
                 }
             }
         }
     }
 
     /// <summary>What the per-round figures say about a cell the model misses by more than 10 %.</summary>
-    private static string Explain(CellResult cell)
+    private static string Explain(CellResult cell, double draftPerToken, double borrowedTransport)
     {
         var b = cell.PerRoundMs;
+        if (cell.Mode is not "cloud" and not "edge" && cell.MeanGamma > 0 && b.Draft / cell.MeanGamma > 1.5 * draftPerToken)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"drafting took {b.Draft / cell.MeanGamma:F2} ms per token in this cell against {draftPerToken:F2} ms across the link's cells: the edge was slowed (edge and verifier share this machine's 2 cores), not the link");
+        }
+
+        var transport = b.Uplink + b.Queue + b.Downlink;
+        if (cell.Mode is not "cloud" and not "edge" && !double.IsNaN(borrowedTransport) && Math.Abs(transport - borrowedTransport) > 0.3 * Math.Max(borrowedTransport, 0.5))
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"this cell's own transport was {transport:F2} ms per round against the {borrowedTransport:F2} ms the model borrows from the plain speculative cell (a cell of a few dozen rounds: a few slow ones move its mean)");
+        }
+
         if (b.Wall < 2)
         {
             return string.Create(CultureInfo.InvariantCulture, $"rounds of {b.Wall:F2} ms: fixed per-round costs (hand-offs between the gRPC reader, the drafting task and the decoding loop; HTTP/2 framing) are the same size as the modelled parts and not counted by the model");

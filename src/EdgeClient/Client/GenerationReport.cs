@@ -55,7 +55,13 @@ public sealed record RoundRecord
 }
 
 /// <summary>One early verdict and whether the final verdict matched it.</summary>
-public sealed record EarlyVerdictRecord(int ExitLayer, double Confidence, int Accepted, int NextId, bool Matched);
+/// <param name="ExitLayer">The exit that gave it.</param>
+/// <param name="Confidence">Its confidence (<c>docs/protocol.md</c>).</param>
+/// <param name="Accepted">The drafts it accepted.</param>
+/// <param name="NextId">The token it chose after them.</param>
+/// <param name="Matched">The final verdict was the same.</param>
+/// <param name="ElapsedMs">The verifier's time from the round's start to writing it.</param>
+public sealed record EarlyVerdictRecord(int ExitLayer, double Confidence, int Accepted, int NextId, bool Matched, double ElapsedMs = 0);
 
 /// <summary>Early-verdict outcomes of one exit.</summary>
 public sealed record ExitRecord

@@ -378,7 +378,7 @@ internal sealed class SpeculativeRunner
                 exit.Misses++;
             }
 
-            records.Add(new EarlyVerdictRecord((int)early.ExitLayer, Math.Round(early.Confidence, 6), (int)early.Accepted, early.NextId, matched));
+            records.Add(new EarlyVerdictRecord((int)early.ExitLayer, Math.Round(early.Confidence, 6), (int)early.Accepted, early.NextId, matched, Math.Round(early.ElapsedMicros / 1000.0, 3)));
         }
 
         return records;

@@ -38,7 +38,9 @@ public sealed record ComputeProfile
 
     /// <summary>
     /// The share of a verification step each stage takes, in stage order (for a staged target; they are scaled to sum
-    /// to 1). Empty: the step's time is spread evenly over the stages.
+    /// to 1). Empty: the step's time is spread evenly over the stages. When the target has a different number of
+    /// stages, the first stage keeps its share (what "the first exit stage costs a quarter of the step" means) and the
+    /// other stages split the rest evenly.
     /// </summary>
     public IReadOnlyList<double> StageFractions { get; init; } = [];
 
@@ -62,6 +64,11 @@ public sealed record ComputeProfile
         if (StageFractions.Count == stageCount)
         {
             fraction = StageFractions[stage] / StageFractions.Sum();
+        }
+        else if (StageFractions.Count > 0 && stageCount > 1)
+        {
+            var first = StageFractions[0] / StageFractions.Sum();
+            fraction = stage == 0 ? first : (1 - first) / (stageCount - 1);
         }
         else
         {

@@ -50,9 +50,17 @@ for ns in se-edge se-cloud; do ip -n $ns link set lo up; done
 ip -n se-edge link set se-veth-e up && ip -n se-cloud link set se-veth-c up
 
 ip netns exec se-cloud dotnet src/CloudVerifier/bin/Release/net10.0/specedge-cloud.dll --model "$target" \
-  --urls http://10.77.0.2:50051 --threads 1 --profile "$profile" --Verifier:DefaultExitThreshold=0 --Logging:LogLevel:Default=Warning &
+  --urls http://10.77.0.2:50051 --allow-plaintext --threads 1 --profile "$profile" --Verifier:DefaultExitThreshold=0 \
+  --Logging:LogLevel:Default=Warning 2> "$out/verifier.log" &
 server_pid=$!
-for _ in $(seq 1 60); do ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/10.77.0.2/50051' 2>/dev/null && break; sleep 1; done
+# Plaintext is allowed because the veth pair is private to this host's two namespaces.
+up=0
+for _ in $(seq 1 60); do
+  kill -0 "$server_pid" 2>/dev/null || break
+  ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/10.77.0.2/50051' 2>/dev/null && { up=1; break; }
+  sleep 1
+done
+[ $up = 1 ] || { echo "run-netem: the verifier did not come up:" >&2; cat "$out/verifier.log" >&2; exit 1; }
 
 {
   echo "# Real kernel links (network namespaces + veth + tc)"
@@ -78,7 +86,7 @@ for setting in "${settings[@]}"; do
   how="\`tc qdisc ... $shaping\` on both ends (ping round trip ${rtt:-?} ms)"
   if [ -n "$link" ]; then
     ip netns exec se-edge dotnet src/LinkEmulator/bin/Release/net10.0/specedge-link.dll --target 10.77.0.2:50051 \
-      --listen 127.0.0.1:50061 --link "$link" >/dev/null &
+      --listen 127.0.0.1:50061 --link "$link" >/dev/null 2>>"$out/relay.log" &
     relay_pid=$!
     for _ in $(seq 1 30); do ip netns exec se-edge bash -c 'exec 3<>/dev/tcp/127.0.0.1/50061' 2>/dev/null && break; sleep 0.5; done
     server=http://127.0.0.1:50061
@@ -90,4 +98,5 @@ for setting in "${settings[@]}"; do
   if [ -n "$link" ]; then kill "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null; relay_pid=""; fi
   for end in "se-edge se-veth-e" "se-cloud se-veth-c"; do set -- $end; ip netns exec "$1" tc qdisc del dev "$2" root 2>/dev/null; done
 done
+find "$out" -maxdepth 1 -name "*.log" -empty -delete
 echo "run-netem: wrote $out/summary.md"

@@ -75,7 +75,7 @@ internal static class MatrixOutput
 
                 var b = c.PerRoundMs;
                 text.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {c.Mode} | {c.Gamma} | {c.MsPerToken:F2} | {c.SpeedupVsCloud:F2}x | {c.TokensPerRound:F2} | {(c.Mode is "cloud" or "edge" ? "-" : c.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture))} | {(c.HitRate == 0 && c.EarlyVerdicts == 0 && c.Mode is not "proactive" ? "-" : c.HitRate.ToString("P0", CultureInfo.InvariantCulture))} | {c.ReadyRounds}/{c.Rounds} | {b.Draft:F1} | {b.Uplink:F1} | {b.Queue:F1} | {string.Join(" + ", b.Stages.Select(s => s.ToString("F1", CultureInfo.InvariantCulture)))} | {b.Downlink:F1} | {b.Idle:F1} | {c.ExpectedMsPerToken:F2} | {c.ModelGap:+0%;-0%}{(c.Flagged ? " ⚠" : string.Empty)} |");
+                    $"| {c.Mode} | {c.Gamma} | {c.MsPerToken:F2} | {c.SpeedupVsCloud:F2}x | {c.TokensPerRound:F2} | {(c.Mode is "cloud" or "edge" ? "-" : c.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture))} | {(c.HitRate == 0 && c.EarlyVerdicts == 0 && c.Mode is not "proactive" ? "-" : c.HitRate.ToString("P0", CultureInfo.InvariantCulture))} | {c.ReadyRounds}/{c.Rounds} | {b.Draft:F1} | {b.Uplink:F1} | {b.Queue:F1} | {string.Join(" + ", b.Stages.Select(s => s.ToString("F1", CultureInfo.InvariantCulture)))} | {b.Downlink:F1} | {b.Idle:F1} | {c.ExpectedMsPerToken:F2} | {Math.Round(c.ModelGap * 100):+0;-0;0}%{(c.Flagged ? " ⚠" : string.Empty)} |");
             }
 
             text.AppendLine();
@@ -91,7 +91,7 @@ internal static class MatrixOutput
 
         foreach (var c in flagged)
         {
-            text.AppendLine(CultureInfo.InvariantCulture, $"- {c.Link}, {c.Mode} γ={c.Gamma}: measured {c.MsPerToken:F2} ms/token, expected {c.ExpectedMsPerToken:F2} ({c.ModelGap:+0%;-0%}): {c.Explanation}.");
+            text.AppendLine(CultureInfo.InvariantCulture, $"- {c.Link}, {c.Mode} γ={c.Gamma}: measured {c.MsPerToken:F2} ms/token, expected {c.ExpectedMsPerToken:F2} ({Math.Round(c.ModelGap * 100):+0;-0;0}%): {c.Explanation}.");
         }
 
         text.AppendLine();

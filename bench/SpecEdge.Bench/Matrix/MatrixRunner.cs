@@ -226,7 +226,7 @@ internal sealed class MatrixRunner(Uri verifier, string draftDir, ComputeProfile
                     cell.MeanGamma,
                     cell.TokensPerRound,
                     cell.Mode == "edge" ? cell.MsPerToken : draftPerToken,
-                    cell.Mode == "cloud" ? cell.RoundTripMs + cell.PerRoundMs.Queue : Transport(cell),
+                    cell.Mode == "cloud" ? (double.IsNaN(cell.RoundTripMs) ? Transport(cell) : cell.RoundTripMs) + cell.PerRoundMs.Queue : Transport(cell),
                     verify,
                     !double.IsNaN(cell.EarlyVerdictMs) ? cell.EarlyVerdictMs : cell.PerRoundMs.Stages.Count > 1 ? cell.PerRoundMs.Stages[0] : verify,
                     cell.HitsPerRound);

@@ -138,6 +138,10 @@ public sealed record GenerationReport
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }
 
+/// <summary>A generation's latency.</summary>
+/// <param name="Total">From the request to the last token committed (closing the stream afterwards is not counted).</param>
+/// <param name="FirstToken">From the request to the first token committed.</param>
+/// <param name="PerToken"><paramref name="Total"/> over the new tokens.</param>
 public sealed record LatencySummary(double Total, double FirstToken, double PerToken);
 
 /// <summary>How many sessions a generation opened (more than one after failovers), retries, and the verifiers used.</summary>

@@ -16,6 +16,7 @@ internal sealed class GenerationTracker
     private readonly Dictionary<int, ExitRecord> _exits = [];
     private long _lastVerdict;
     private double? _firstTokenMs;
+    private double? _lastTokenMs;
 
     public GenerationTracker(ITextTokenizer tokenizer, IReadOnlyList<TokenId> prompt, TimeProvider time)
     {
@@ -88,7 +89,8 @@ internal sealed class GenerationTracker
 
         if (tokens.Length > 0)
         {
-            _firstTokenMs ??= ElapsedMs;
+            _lastTokenMs = ElapsedMs;
+            _firstTokenMs ??= _lastTokenMs;
         }
 
         return committed;
@@ -124,7 +126,8 @@ internal sealed class GenerationTracker
     public GenerationReport Build(GenerationMode mode, string compute, string link)
     {
         _text.Append(_decoder.Flush());
-        var total = ElapsedMs;
+        // The generation's latency ends with its last token; closing the stream afterwards is nobody's wait.
+        var total = _lastTokenMs ?? ElapsedMs;
         return new GenerationReport
         {
             Mode = mode.Name(),

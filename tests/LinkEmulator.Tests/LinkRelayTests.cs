@@ -47,6 +47,7 @@ public sealed class LinkRelayTests : IAsyncLifetime
     public async Task Relay_Delay_HoldsBytesUntilTheDelayHasPassed()
     {
         var time = new FakeTimeProvider();
+        var start = time.GetUtcNow();
         await using var relay = LinkRelay.Start(_echo.LocalEndpoint, LinkProfile.Parse("up-delay=100ms"), time: time);
         using var client = await ConnectAsync(relay);
 
@@ -54,9 +55,11 @@ public sealed class LinkRelayTests : IAsyncLifetime
         await Eventually(() => relay.Stats.BytesUp == 4);
         time.Advance(TimeSpan.FromMilliseconds(99));
 
+        await Task.Delay(50);
         Assert.Equal(0, relay.Stats.DeliveredUp);
         time.Advance(TimeSpan.FromMilliseconds(1));
-        await Eventually(() => relay.Stats.DeliveredUp == 4);
+        await Eventually(() => relay.Stats.DeliveredUp == 4, () => time.Advance(TimeSpan.FromMilliseconds(1)));
+        Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(110));
         Assert.Equal("ping"u8.ToArray(), await ReadExactlyAsync(client, 4));
     }
 
@@ -77,7 +80,7 @@ public sealed class LinkRelayTests : IAsyncLifetime
         await Task.Delay(50);
         Assert.True(relay.Stats.DeliveredUp < 1000, $"all {relay.Stats.DeliveredUp} bytes delivered before their serialization time");
 
-        // A chunk whose timer is armed just as the fake clock moves waits one more step, so the clock is nudged in 1 ms steps (one per 200 polls).
+        // A chunk whose timer is armed just as the fake clock moves waits one more step, so the clock is nudged in 1 ms steps.
         time.Advance(TimeSpan.FromMilliseconds(1));
         await Eventually(() => relay.Stats.DeliveredUp == 1000, () => time.Advance(TimeSpan.FromMilliseconds(1)));
         Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(110));
@@ -87,6 +90,7 @@ public sealed class LinkRelayTests : IAsyncLifetime
     public async Task Relay_Stall_HoldsEveryDirectionUntilItEnds()
     {
         var time = new FakeTimeProvider();
+        var start = time.GetUtcNow();
         await using var relay = LinkRelay.Start(_echo.LocalEndpoint, LinkProfile.Ideal, time: time);
         using var client = await ConnectAsync(relay);
         relay.Stall(TimeSpan.FromSeconds(3));
@@ -95,8 +99,11 @@ public sealed class LinkRelayTests : IAsyncLifetime
         await Eventually(() => relay.Stats.BytesUp == 3);
         time.Advance(TimeSpan.FromSeconds(2.9));
 
+        await Task.Delay(50);
         Assert.Equal(0, relay.Stats.DeliveredUp);
         time.Advance(TimeSpan.FromSeconds(0.1));
+        await Eventually(() => relay.Stats.DeliveredUp == 3, () => time.Advance(TimeSpan.FromMilliseconds(1)));
+        Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3.01));
         Assert.Equal("abc"u8.ToArray(), await ReadExactlyAsync(client, 3));
     }
 
@@ -138,6 +145,10 @@ public sealed class LinkRelayTests : IAsyncLifetime
         return buffer;
     }
 
+    /// <summary>
+    /// Polls until the condition holds. With a step (a nudge of the fake clock), the step runs every 200 polls: the relay
+    /// arms a timer a moment after computing its wait, and a timer armed just after the clock moved fires one step late.
+    /// </summary>
     private static async Task Eventually(Func<bool> condition, Action? step = null)
     {
         var deadline = DateTime.UtcNow + TestTimeouts.Default;

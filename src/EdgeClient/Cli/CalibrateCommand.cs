@@ -1,10 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.Shared.Calibration;
 using SpecEdge.Shared.Decoding;
-using SpecEdge.Shared.Models;
 
 namespace SpecEdge.EdgeClient.Cli;
 
@@ -112,15 +110,9 @@ internal static class CalibrateCommand
 
                 return 0;
             }
-            catch (Exception ex) when (ex is ArgumentException or VerifierUnavailableException or ModelMismatchException or ModelFormatException)
+            catch (Exception ex) when (EdgeCli.IsExpected(ex))
             {
-                stderr.WriteLine($"{GenerateCommand.Program}: error: {ex.Message}");
-                return 1;
-            }
-            catch (RpcException ex)
-            {
-                stderr.WriteLine($"{GenerateCommand.Program}: error: the verifier ended the calibration: {SpecEdgeClient.Explain(ex)}");
-                return 1;
+                return EdgeCli.Report(stderr, ex, "calibration");
             }
         });
         return command;

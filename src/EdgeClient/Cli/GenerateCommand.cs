@@ -1,10 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
-using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 
@@ -116,20 +114,9 @@ internal static class GenerateCommand
 
                 return 0;
             }
-            catch (UsageException ex)
+            catch (Exception ex) when (EdgeCli.IsExpected(ex))
             {
-                stderr.WriteLine($"{Program}: error: {ex.Message}");
-                return 2;
-            }
-            catch (Exception ex) when (ex is VerifierUnavailableException or ModelMismatchException or ModelFormatException or ArgumentException)
-            {
-                stderr.WriteLine($"{Program}: error: {ex.Message}");
-                return 1;
-            }
-            catch (RpcException ex)
-            {
-                stderr.WriteLine($"{Program}: error: the verifier ended the generation: {SpecEdgeClient.Explain(ex)}");
-                return 1;
+                return EdgeCli.Report(stderr, ex, "generation");
             }
         });
         return command;
@@ -220,7 +207,4 @@ internal static class GenerateCommand
             throw new UsageException($"{option}: {ex.Message}");
         }
     }
-
-    /// <summary>A command-line mistake: printed with the flag it concerns, exit code 2.</summary>
-    private sealed class UsageException(string message) : Exception(message);
 }

@@ -1,3 +1,5 @@
+using SpecEdge.EdgeClient.Client;
+
 namespace SpecEdge.Bench;
 
 /// <summary>Measured inputs of the analytical model for one mode.</summary>
@@ -30,7 +32,7 @@ internal static class AnalyticalModel
     /// V₁ as measured: the mean time to the first early verdict of the rounds that had one (the verifier stamps it);
     /// <paramref name="fallback"/> when no round had one.
     /// </summary>
-    public static double EarlyVerdictMs(IEnumerable<SpecEdge.EdgeClient.Client.RoundRecord> rounds, double fallback)
+    public static double EarlyVerdictMs(IEnumerable<RoundRecord> rounds, double fallback)
     {
         var times = rounds.Where(r => r.EarlyVerdicts.Count > 0).Select(r => r.EarlyVerdicts[0].ElapsedMs).ToList();
         return times.Count == 0 ? fallback : times.Average();

@@ -127,9 +127,9 @@ internal static class QualityCommand
                     {
                         // Out of sample: the thresholds shipped in the pair's calibration file, chosen on other prompts.
                         threshold = shipped[e];
-                        var sent = records.Where(r => r.ExitLayer == exit.Layer && r.Confidence >= threshold).ToList();
-                        agreement = sent.Count == 0 ? double.NaN : sent.Count(r => r.Matched) / (double)sent.Count;
-                        coverage = all.Verdicts == 0 ? 0 : sent.Count / (double)all.Verdicts;
+                        var sent = CalibrateCommand.Bin(records.Where(r => r.ExitLayer == exit.Layer), threshold);
+                        agreement = sent.Precision;
+                        coverage = all.Verdicts == 0 ? 0 : sent.Verdicts / (double)all.Verdicts;
                     }
                     else
                     {

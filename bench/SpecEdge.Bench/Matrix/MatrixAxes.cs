@@ -34,7 +34,10 @@ internal sealed record ModeCell(string Mode, int Gamma)
 {
     public const int Adaptive = -1;
 
-    public string Label => Mode is "cloud" or "edge" ? Mode : Gamma == Adaptive ? $"{Mode} γ=adaptive" : $"{Mode} γ={Gamma}";
+    public string Label => Mode is "cloud" or "edge" ? Mode : $"{Mode} γ={GammaLabel}";
+
+    /// <summary>γ as the reports write it: "-" for modes that do not draft, "adaptive", or the number.</summary>
+    public string GammaLabel => Mode is "cloud" or "edge" ? "-" : Gamma == Adaptive ? "adaptive" : Gamma.ToString(CultureInfo.InvariantCulture);
 
     public GenerationMode GenerationMode => GenerationModes.Parse(Mode == "adaptive" ? "speculative" : Mode)!.Value;
 }

@@ -118,6 +118,19 @@ internal static class CalibrateCommand
         return command;
     }
 
+    /// <summary>The verdicts at or above a confidence level (those a verifier with that threshold would send), and how many matched.</summary>
+    public static CalibrationBin Bin(IEnumerable<EarlyVerdictRecord> verdicts, double level)
+    {
+        int sent = 0, matched = 0;
+        foreach (var verdict in verdicts.Where(v => v.Confidence >= level))
+        {
+            sent++;
+            matched += verdict.Matched ? 1 : 0;
+        }
+
+        return new CalibrationBin(level, sent, matched);
+    }
+
     /// <summary>Bins the early verdicts by confidence and picks, per exit, the lowest level reaching the precision.</summary>
     public static CalibrationReport Build(string model, double precision, int rounds, int drafted, IReadOnlyList<int> exits, IReadOnlyList<EarlyVerdictRecord> records)
     {
@@ -125,11 +138,7 @@ internal static class CalibrateCommand
         foreach (var layer in exits)
         {
             var verdicts = records.Where(r => r.ExitLayer == layer).ToList();
-            var bins = Levels.Select(level =>
-            {
-                var above = verdicts.Where(v => v.Confidence >= level).ToList();
-                return new CalibrationBin(level, above.Count, above.Count(v => v.Matched));
-            }).ToList();
+            var bins = Levels.Select(level => Bin(verdicts, level)).ToList();
             var minimum = Math.Max(10, verdicts.Count / 100);
             var chosen = bins.FirstOrDefault(b => b.Verdicts >= minimum && b.Precision >= precision);
             perExit.Add(new ExitCalibration

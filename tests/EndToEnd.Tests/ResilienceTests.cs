@@ -139,7 +139,7 @@ public sealed class ResilienceTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task ShuttingDown_RefusesNewSessionsWithUnavailable()
+    public async Task ShuttingDown_SendsDrainingThenUnavailable()
     {
         var address = await StartVerifierAsync();
         using var channel = GrpcChannel.ForAddress(address);
@@ -149,11 +149,15 @@ public sealed class ResilienceTests : IAsyncLifetime
         Assert.True(await open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
 
         var stopping = _apps[0].StopAsync();
-        var error = await Assert.ThrowsAsync<RpcException>(() => open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
+        Assert.True(await open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
+        var draining = open.ResponseStream.Current;
         await open.RequestStream.CompleteAsync().DefaultTimeout();
+        var error = await Assert.ThrowsAsync<RpcException>(() => open.ResponseStream.MoveNext(CancellationToken.None).DefaultTimeout());
         await stopping.DefaultTimeout();
 
-        Assert.Equal(StatusCode.Unavailable, error.StatusCode);
+        Assert.Equal(VerifierMessage.KindOneofCase.Draining, draining.KindCase);
+        Assert.Equal(2u, draining.Draining.CommittedLength);
+        Assert.True(error.StatusCode == StatusCode.Unavailable, $"expected Unavailable, got {error}");
         Assert.Contains("shutting down: resume the generation on another verifier (committed length 2)", error.Status.Detail);
     }
 

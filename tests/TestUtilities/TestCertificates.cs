@@ -37,8 +37,11 @@ public sealed class TestCertificates
     {
         Directory.CreateDirectory(directory);
         var files = new TestCertificates(directory);
+
+        // One clock reading for every certificate: leaves must lie inside their CA's validity, to the second.
+        var now = DateTimeOffset.UtcNow;
         using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        using var ca = CreateCa("CN=SpecEdge Test CA", caKey);
+        using var ca = CreateCa("CN=SpecEdge Test CA", caKey, now);
         File.WriteAllText(files.CaPath, ca.ExportCertificatePem());
 
         using var serverKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
@@ -48,34 +51,34 @@ public sealed class TestCertificates
         names.AddDnsName("localhost");
         serverRequest.CertificateExtensions.Add(names.Build());
         serverRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
-        Issue(serverRequest, ca, files.ServerCertPath, files.ServerKeyPath, serverKey);
+        Issue(serverRequest, ca, files.ServerCertPath, files.ServerKeyPath, serverKey, now);
 
         using var clientKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var clientRequest = new CertificateRequest("CN=edge-device-1", clientKey, HashAlgorithmName.SHA256);
         clientRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
-        Issue(clientRequest, ca, files.ClientCertPath, files.ClientKeyPath, clientKey);
+        Issue(clientRequest, ca, files.ClientCertPath, files.ClientKeyPath, clientKey, now);
 
         using var otherCaKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        using var otherCa = CreateCa("CN=Someone Else's CA", otherCaKey);
+        using var otherCa = CreateCa("CN=Someone Else's CA", otherCaKey, now);
         using var otherKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var otherRequest = new CertificateRequest("CN=stranger", otherKey, HashAlgorithmName.SHA256);
         otherRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
-        Issue(otherRequest, otherCa, files.OtherClientCertPath, files.OtherClientKeyPath, otherKey);
+        Issue(otherRequest, otherCa, files.OtherClientCertPath, files.OtherClientKeyPath, otherKey, now);
         return files;
     }
 
-    private static X509Certificate2 CreateCa(string subject, ECDsa key)
+    private static X509Certificate2 CreateCa(string subject, ECDsa key, DateTimeOffset now)
     {
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
-        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
+        return request.CreateSelfSigned(now.AddDays(-2), now.AddDays(60));
     }
 
-    private static void Issue(CertificateRequest request, X509Certificate2 issuer, string certPath, string keyPath, ECDsa key)
+    private static void Issue(CertificateRequest request, X509Certificate2 issuer, string certPath, string keyPath, ECDsa key, DateTimeOffset now)
     {
         var serial = RandomNumberGenerator.GetBytes(12);
-        using var certificate = request.Create(issuer, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30), serial);
+        using var certificate = request.Create(issuer, now.AddDays(-1), now.AddDays(30), serial);
         File.WriteAllText(certPath, certificate.ExportCertificatePem());
         File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
     }

@@ -34,4 +34,7 @@ internal static partial class VerifierLog
 
     [LoggerMessage(EventId = 2011, Level = LogLevel.Warning, Message = "Refused a session: {Reason}")]
     public static partial void Admission(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 2012, Level = LogLevel.Warning, Message = "Model runs still in flight after {Seconds} s at shutdown: the model is freed anyway")]
+    public static partial void RunsInFlight(ILogger logger, int seconds);
 }

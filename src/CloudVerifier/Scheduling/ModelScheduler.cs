@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
+using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.CloudVerifier.Logging;
 
 namespace SpecEdge.CloudVerifier.Scheduling;
 
@@ -8,16 +10,29 @@ namespace SpecEdge.CloudVerifier.Scheduling;
 /// is bounded by the session limit (each session waits for at most one run), so no queue grows without bound, and
 /// the wait is measured and reported to the edge as queue time.
 /// </summary>
+/// <remarks>
+/// Every model run holds a slot, so disposal takes them all back first: the runs in flight finish before the model
+/// they run on is freed (ONNX Runtime crashes on a session disposed under a run). The scheduler takes the
+/// <see cref="TargetModel"/> in its constructor for that reason alone: the container then creates it after the model
+/// and disposes it before.
+/// </remarks>
 public sealed class ModelScheduler : IDisposable
 {
+    /// <summary>How long disposal waits for the runs in flight (one stage run each; a cancelled call ends its wait).</summary>
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(30);
+
     private readonly SemaphoreSlim _slots;
+    private readonly int _capacity;
     private readonly TimeProvider _time;
+    private readonly ILogger<ModelScheduler> _logger;
     private int _waiting;
 
-    public ModelScheduler(IOptions<VerifierOptions> options, TimeProvider time)
+    public ModelScheduler(TargetModel model, IOptions<VerifierOptions> options, TimeProvider time, ILogger<ModelScheduler> logger)
     {
-        _slots = new SemaphoreSlim(options.Value.MaxConcurrentRuns, options.Value.MaxConcurrentRuns);
+        _capacity = options.Value.MaxConcurrentRuns;
+        _slots = new SemaphoreSlim(_capacity, _capacity);
         _time = time;
+        _logger = logger;
     }
 
     /// <summary>Runs waiting for a slot right now.</summary>
@@ -40,7 +55,22 @@ public sealed class ModelScheduler : IDisposable
         return new Lease(this, _time.GetElapsedTime(start));
     }
 
-    public void Dispose() => _slots.Dispose();
+    /// <summary>Waits for the runs in flight (at most <see cref="DrainTimeout"/>), then lets no new run start.</summary>
+    public void Dispose()
+    {
+        var start = _time.GetTimestamp();
+        for (var taken = 0; taken < _capacity; taken++)
+        {
+            var left = DrainTimeout - _time.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero || !_slots.Wait(left))
+            {
+                VerifierLog.RunsInFlight(_logger, (int)DrainTimeout.TotalSeconds);
+                break;
+            }
+        }
+
+        _slots.Dispose();
+    }
 
     /// <summary>A held slot, with how long it took to get.</summary>
     public sealed class Lease : IDisposable

@@ -26,6 +26,9 @@ public sealed class VerifierService : Verifier.VerifierBase
 
     private const int OutboxCapacity = 16;
 
+    /// <summary>How long a shutting-down verifier waits for an edge to end its side after <c>Draining</c>.</summary>
+    private static readonly TimeSpan HandOffTimeout = TimeSpan.FromSeconds(2);
+
     private readonly TargetModel _target;
     private readonly ModelScheduler _scheduler;
     private readonly SessionRegistry _sessions;
@@ -68,7 +71,16 @@ public sealed class VerifierService : Verifier.VerifierBase
             var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
             idle.CancelAfter(idleTimeout);
             reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, _time, stop.Token);
-            await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, stop.Token).ConfigureAwait(false);
+            try
+            {
+                await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, stop.Token).ConfigureAwait(false);
+            }
+            catch (RpcException) when (_sessions.ShuttingDown)
+            {
+                await HandOffAsync(inbox.Reader, outbox, writer, session.CommittedLength, stop.Token).ConfigureAwait(false);
+                throw;
+            }
+
             await AwaitEdgeCloseAsync(inbox.Reader, outbox, writer, idle, idleTimeout, stop.Token).ConfigureAwait(false);
             VerifierLog.SessionEnded(_logger, sessionId, session.LastRound, session.Generated, session.Finished ? session.FinishReason.ToString() : "closed by the edge");
         }
@@ -321,6 +333,31 @@ public sealed class VerifierService : Verifier.VerifierBase
         catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException)
         {
             // The edge went away or stayed silent: the generation is complete either way.
+        }
+    }
+
+    /// <summary>
+    /// Shutting down: sends <c>Draining</c> after everything written so far and waits (at most <see cref="HandOffTimeout"/>)
+    /// for the edge to end its side of the stream, discarding rounds that still arrive. Kestrel closes a connection once
+    /// its calls end; a client still sending could then lose the UNAVAILABLE status that follows to the torn-down
+    /// connection, so the edge is told first, in a message, and let go before the call ends.
+    /// </summary>
+    private static async Task HandOffAsync(ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, Channel<VerifierMessage> outbox, Task writer, int committedLength, CancellationToken stop)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        wait.CancelAfter(HandOffTimeout);
+        try
+        {
+            await outbox.Writer.WriteAsync(new VerifierMessage { Draining = new Draining { CommittedLength = (uint)committedLength } }, wait.Token).ConfigureAwait(false);
+            outbox.Writer.TryComplete();
+            await ObserveAsync(writer).ConfigureAwait(false);
+            await foreach (var _ in inbox.ReadAllAsync(wait.Token).ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException or IOException or InvalidOperationException)
+        {
+            // The edge cancelled the call, stayed silent past the bound, or its side failed: it is let go either way.
         }
     }
 

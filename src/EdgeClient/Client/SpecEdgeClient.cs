@@ -117,6 +117,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                 {
                     throw new VerifierUnavailableException($"the verifier at {endpoints[i].Address} refused the API key: {ex.Status.Detail}", ex);
                 }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // The channel throws OperationCanceledException when the deadline passes (ThrowOperationCanceledOnCancellation).
+                    problems.Add($"cannot use the verifier at {endpoints[i].Address}: no answer to Describe within {options.ConnectTimeout.TotalSeconds:0.###} s");
+                }
             }
 
             if (endpoints.Count > 0 && description is null)
@@ -399,8 +404,10 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                         _logger.LogInformation("Verifier {Server} is back: returning to verified decoding", endpoint.Address);
                         return endpoint;
                     }
-                    catch (RpcException)
+                    catch (Exception ex) when (ex is RpcException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
                     {
+                        // Still unreachable, or its deadline passed: the channel throws OperationCanceledException for
+                        // a deadline (ThrowOperationCanceledOnCancellation), so both mean "not back yet".
                     }
                 }
             }

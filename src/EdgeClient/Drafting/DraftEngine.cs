@@ -12,7 +12,9 @@ public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distri
 /// Owns the draft model's sequence. Drafting continues any prefix: the cache keeps the longest prefix it shares with
 /// the new one and re-feeds the rest in one step. So drafting on a provisional prefix (a branch) and falling back to
 /// the final prefix after a miss need no copies of the cache, only the re-feed of the tokens that differ.
-/// Not thread-safe: one loop owns it.
+/// Not thread-safe: one loop owns it. Only <see cref="Dispose"/> may come from another thread: it waits for the model
+/// run in progress (freeing the native context under a run crashes ONNX Runtime), and later calls throw
+/// <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class DraftEngine : IDisposable
 {
@@ -26,6 +28,10 @@ public sealed class DraftEngine : IDisposable
     private readonly ComputeProfile _profile;
     private readonly TimeProvider _time;
     private readonly int _wireTopK;
+
+    /// <summary>Held while the native context is used (a run, or reading its logits); <see cref="Dispose"/> takes it too.</summary>
+    private readonly Lock _gate = new();
+    private bool _disposed;
 
     public DraftEngine(LanguageModel model, ComputeProfile? profile = null, TimeProvider? time = null, int wireTopK = DefaultWireTopK, int? maxSequenceLength = null)
     {
@@ -62,26 +68,35 @@ public sealed class DraftEngine : IDisposable
         var tokens = new TokenId[count];
         var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
-        var row = SyncTo(prefix);
+        LogitsView row = default;
         for (var i = 0; i < count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var position = prefix.Count + i;
-            if (sampling.IsGreedy)
+            lock (_gate)
             {
-                tokens[i] = TokenSampler.ArgMax(row.Last);
-            }
-            else
-            {
-                _sampler.Distribution(row.Last, draftConfig, _probabilities);
-                var q = SparseDistribution.FromDense(_probabilities, _wireTopK);
-                distributions![i] = q;
-                tokens[i] = SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Draft));
-            }
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (i == 0)
+                {
+                    row = SyncTo(prefix);
+                }
 
-            if (i < count - 1)
-            {
-                row = Feed([tokens[i]]);
+                if (sampling.IsGreedy)
+                {
+                    tokens[i] = TokenSampler.ArgMax(row.Last);
+                }
+                else
+                {
+                    _sampler.Distribution(row.Last, draftConfig, _probabilities);
+                    var q = SparseDistribution.FromDense(_probabilities, _wireTopK);
+                    distributions![i] = q;
+                    tokens[i] = SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Draft));
+                }
+
+                if (i < count - 1)
+                {
+                    row = Feed([tokens[i]]);
+                }
             }
 
             await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), cancellationToken).ConfigureAwait(false);
@@ -94,13 +109,30 @@ public sealed class DraftEngine : IDisposable
     public async ValueTask<TokenId> NextAsync(IReadOnlyList<TokenId> prefix, SamplingConfig sampling, AcceptanceRule rule, CancellationToken cancellationToken)
     {
         var start = _time.GetTimestamp();
-        var row = SyncTo(prefix);
-        var next = rule.SampleTarget(row.Last, sampling, prefix.Count);
+        TokenId next;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            next = rule.SampleTarget(SyncTo(prefix).Last, sampling, prefix.Count);
+        }
+
         await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(1), cancellationToken).ConfigureAwait(false);
         return next;
     }
 
-    public void Dispose() => _context.Dispose();
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            _context.Dispose();
+        }
+    }
 
     // Makes the cache hold prefix[..^1] and returns the logits row of prefix[^1] (what comes after the prefix).
     private LogitsView SyncTo(IReadOnlyList<TokenId> prefix)

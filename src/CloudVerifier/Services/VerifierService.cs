@@ -75,9 +75,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             {
                 await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, stop.Token).ConfigureAwait(false);
             }
-            catch (RpcException) when (_sessions.ShuttingDown)
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable && _sessions.ShuttingDown)
             {
-                await HandOffAsync(inbox.Reader, outbox, writer, session.CommittedLength, stop.Token).ConfigureAwait(false);
+                await HandOffAsync(inbox.Reader, outbox, writer, idle, session.CommittedLength, stop.Token).ConfigureAwait(false);
                 throw;
             }
 
@@ -330,35 +330,33 @@ public sealed class VerifierService : Verifier.VerifierBase
             {
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException)
+        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException or IOException or InvalidOperationException)
         {
-            // The edge went away or stayed silent: the generation is complete either way.
+            // The edge went away (a cancel or reset reads as an IOException), or stayed silent: it is let go either way.
         }
     }
 
     /// <summary>
-    /// Shutting down: sends <c>Draining</c> after everything written so far and waits (at most <see cref="HandOffTimeout"/>)
-    /// for the edge to end its side of the stream, discarding rounds that still arrive. Kestrel closes a connection once
-    /// its calls end; a client still sending could then lose the UNAVAILABLE status that follows to the torn-down
-    /// connection, so the edge is told first, in a message, and let go before the call ends.
+    /// Shutting down: sends <c>Draining</c>, then lets the edge end its side as after a last verdict, but waiting at most
+    /// <see cref="HandOffTimeout"/>. Kestrel closes a draining connection once its calls end; a client still sending could
+    /// then lose the UNAVAILABLE status that follows to the torn-down connection, so the edge is told first, in a message.
     /// </summary>
-    private static async Task HandOffAsync(ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, Channel<VerifierMessage> outbox, Task writer, int committedLength, CancellationToken stop)
+    private static async Task HandOffAsync(ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, Channel<VerifierMessage> outbox, Task writer, CancellationTokenSource idle, int committedLength, CancellationToken stop)
     {
-        using var wait = CancellationTokenSource.CreateLinkedTokenSource(stop);
-        wait.CancelAfter(HandOffTimeout);
-        try
+        using (var bounded = CancellationTokenSource.CreateLinkedTokenSource(stop))
         {
-            await outbox.Writer.WriteAsync(new VerifierMessage { Draining = new Draining { CommittedLength = (uint)committedLength } }, wait.Token).ConfigureAwait(false);
-            outbox.Writer.TryComplete();
-            await ObserveAsync(writer).ConfigureAwait(false);
-            await foreach (var _ in inbox.ReadAllAsync(wait.Token).ConfigureAwait(false))
+            bounded.CancelAfter(HandOffTimeout);
+            try
             {
+                await outbox.Writer.WriteAsync(new VerifierMessage { Draining = new Draining { CommittedLength = (uint)committedLength } }, bounded.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+            {
+                // The edge reads nothing and the outbox is full: there is no room for the notice; the status still follows.
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException or RpcException or IOException or InvalidOperationException)
-        {
-            // The edge cancelled the call, stayed silent past the bound, or its side failed: it is let go either way.
-        }
+
+        await AwaitEdgeCloseAsync(inbox, outbox, writer, idle, HandOffTimeout, stop).ConfigureAwait(false);
     }
 
     private static async Task DrainAsync(ChannelReader<VerifierMessage> outbox, IServerStreamWriter<VerifierMessage> responses, CancellationToken cancellationToken)

@@ -135,7 +135,10 @@ public sealed class ResilienceTests : IAsyncLifetime
 
         await stopping!.DefaultTimeout();
         Assert.Equal(_expected, tokens);
-        Assert.Contains(second.ToString(), generation.Report!.Resilience.Verifiers);
+        Assert.Equal([first.ToString(), second.ToString()], generation.Report!.Resilience.Verifiers);
+
+        // Told the first verifier is going away, the edge resumes on the second at once, not on the first again.
+        Assert.Equal(2, generation.Report.Resilience.Sessions);
     }
 
     [Fact]

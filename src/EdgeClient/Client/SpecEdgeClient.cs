@@ -332,9 +332,15 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                                     catch (Exception ex) when (tracker.Generated > before && Resilience.IsTransient(ex))
                                     {
                                         // The verifier made progress before the stream broke: resume at once with a fresh
-                                        // retry budget; only failures without progress count against it.
+                                        // retry budget; only failures without progress count against it. A verifier that
+                                        // said Unavailable (shutting down) is left for the next one in the list.
                                         tracker.Retries++;
-                                        _logger.LogWarning("Stream to {Server} broke after progress ({Reason}); resuming", current.Address, ex.Message.Split('\n')[0]);
+                                        if (ex is RpcException { StatusCode: StatusCode.Unavailable })
+                                        {
+                                            endpoint = NextEndpoint(current);
+                                        }
+
+                                        _logger.LogWarning("Stream to {Server} broke after progress ({Reason}); resuming on {Next}", current.Address, ex.Message.Split('\n')[0], endpoint.Address);
                                     }
                                 },
                                 token).ConfigureAwait(false);

@@ -106,7 +106,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             {
                 try
                 {
-                    description = await endpoints[i].Client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + options.ConnectTimeout, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    description = await endpoints[i].DescribeAsync(options.ConnectTimeout, cancellationToken).ConfigureAwait(false);
                     first = i;
                 }
                 catch (RpcException ex) when (ex.StatusCode is not StatusCode.Unauthenticated)
@@ -116,11 +116,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                 catch (RpcException ex)
                 {
                     throw new VerifierUnavailableException($"the verifier at {endpoints[i].Address} refused the API key: {ex.Status.Detail}", ex);
-                }
-                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-                {
-                    // The channel throws OperationCanceledException when the deadline passes (ThrowOperationCanceledOnCancellation).
-                    problems.Add($"cannot use the verifier at {endpoints[i].Address}: no answer to Describe within {options.ConnectTimeout.TotalSeconds:0.###} s");
                 }
             }
 
@@ -154,7 +149,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         StatusCode.Unavailable when Find<System.Net.Sockets.SocketException>(ex.Status.DebugException) is { } socket => $"unreachable ({socket.Message.ToLowerInvariant()})",
         StatusCode.Unavailable when Find<HttpRequestException>(ex.Status.DebugException) is { } http => $"unreachable ({http.Message})",
         StatusCode.Unavailable => $"unavailable ({ex.Status.Detail})",
-        StatusCode.DeadlineExceeded => "no answer before the deadline",
+        StatusCode.DeadlineExceeded => $"no answer before the deadline ({ex.Status.Detail})",
         StatusCode.Unimplemented => "it does not serve the SpecEdge Verifier service (wrong address?)",
         StatusCode.Internal when ex.Status.Detail.Contains("HTTP", StringComparison.OrdinalIgnoreCase) => $"not a gRPC endpoint ({ex.Status.Detail})",
         _ => $"{ex.StatusCode}: {ex.Status.Detail}",
@@ -406,14 +401,13 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                 {
                     try
                     {
-                        await endpoint.Client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + TimeSpan.FromSeconds(1), cancellationToken: cancellationToken).ConfigureAwait(false);
+                        await endpoint.DescribeAsync(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
                         _logger.LogInformation("Verifier {Server} is back: returning to verified decoding", endpoint.Address);
                         return endpoint;
                     }
-                    catch (Exception ex) when (ex is RpcException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+                    catch (RpcException)
                     {
-                        // Still unreachable, or its deadline passed: the channel throws OperationCanceledException for
-                        // a deadline (ThrowOperationCanceledOnCancellation), so both mean "not back yet".
+                        // Still unreachable, or no answer within the probe's deadline: not back yet.
                     }
                 }
             }

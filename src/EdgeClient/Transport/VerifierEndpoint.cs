@@ -113,6 +113,24 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
         return new VerifierEndpoint(server, channel, relay, invoker, breaker, state);
     }
 
+    /// <summary>
+    /// Asks the verifier to describe itself, within <paramref name="timeout"/>. The channel reports a passed deadline as
+    /// <see cref="OperationCanceledException"/> (ThrowOperationCanceledOnCancellation, which the Polly timeouts need); this
+    /// gives it back as the RPC failure it is.
+    /// </summary>
+    /// <exception cref="RpcException">The call failed; DeadlineExceeded when no answer came within the timeout.</exception>
+    public async Task<ModelDescription> DescribeAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await Client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + timeout, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"Describe, {timeout.TotalSeconds:0.###} s"));
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         _channel.Dispose();

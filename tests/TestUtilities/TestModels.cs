@@ -1,3 +1,4 @@
+using SpecEdge.Shared.Models.Onnx;
 using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Models.Synthetic;
@@ -86,8 +87,8 @@ public static class TestModels
     }
 
     /// <summary>Loads a converted model on the CPU with two intra-op threads (this machine's core count).</summary>
-    public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens) =>
-        LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens });
+    public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens, AttentionForm attention = AttentionForm.SharedBuffer) =>
+        LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens, Attention = attention });
 }
 
 /// <summary>A converted target/draft pair for protocol and end-to-end tests.</summary>

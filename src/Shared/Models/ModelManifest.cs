@@ -22,6 +22,12 @@ public sealed record StageManifest
     /// <summary>The ONNX file, relative to the model folder.</summary>
     public required string File { get; init; }
 
+    /// <summary>
+    /// The same stage with batched attention (<see cref="Onnx.AttentionForm.Batched"/>), which the verifier runs; null in
+    /// a folder converted before batching existed.
+    /// </summary>
+    public string? BatchedFile { get; init; }
+
     /// <summary>The first decoder layer of the stage.</summary>
     public required int FirstLayer { get; init; }
 
@@ -55,6 +61,9 @@ public sealed record ModelManifest
 
     /// <summary>The key/value cache layout the graphs expect: one buffer per layer, bound as both past and present.</summary>
     public const string SharedBufferKvLayout = "shared-buffer";
+
+    /// <summary>The KV layout of the batched graphs: the past read from a slot arena, this step's keys and values as outputs.</summary>
+    public const string BatchedKvLayout = "batched-step";
 
     private static readonly JsonSerializerOptions JsonOptions = new()
     {

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Models.Onnx;
 using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Shared.Runtime;
@@ -84,7 +85,11 @@ public sealed class LanguageModel : IDisposable
         {
             for (var s = 0; s < sessions.Length; s++)
             {
-                var path = Path.Combine(directory, manifest.Stages[s].File);
+                var stage = manifest.Stages[s];
+                var file = options.Attention == AttentionForm.Batched
+                    ? stage.BatchedFile ?? throw new ModelFormatException(directory, "the folder has no batched graphs (converted by an older SpecEdge): convert the checkpoint again")
+                    : stage.File;
+                var path = Path.Combine(directory, file);
                 using var sessionOptions = CreateSessionOptions(options, ref device, ref fallbackReason);
                 try
                 {
@@ -116,7 +121,10 @@ public sealed class LanguageModel : IDisposable
     }
 
     /// <summary>A new, empty sequence with its own KV cache.</summary>
-    public DecodeContext CreateContext(int? maxSequenceLength = null) => new(this, Math.Min(maxSequenceLength ?? MaxSequenceLength, MaxSequenceLength));
+    /// <exception cref="InvalidOperationException">The model was loaded in the batched form (use a <see cref="BatchRunner"/>).</exception>
+    public DecodeContext CreateContext(int? maxSequenceLength = null) => Options.Attention == AttentionForm.SharedBuffer
+        ? new(this, Math.Min(maxSequenceLength ?? MaxSequenceLength, MaxSequenceLength))
+        : throw new InvalidOperationException("the model was loaded with batched graphs: run it through a BatchRunner");
 
     /// <summary>Bytes of KV cache one context of <paramref name="maxSequenceLength"/> tokens holds.</summary>
     public long KvBytesPerContext(int maxSequenceLength) =>

@@ -7,10 +7,17 @@ namespace SpecEdge.Shared.Runtime;
 public readonly struct LogitsView
 {
     private readonly float[] _buffer;
+    private readonly int _offset;
 
     internal LogitsView(float[] buffer, int rows, int vocabSize)
+        : this(buffer, 0, rows, vocabSize)
+    {
+    }
+
+    internal LogitsView(float[] buffer, int offset, int rows, int vocabSize)
     {
         _buffer = buffer;
+        _offset = offset;
         Rows = rows;
         VocabSize = vocabSize;
     }
@@ -24,7 +31,7 @@ public readonly struct LogitsView
     {
         ArgumentOutOfRangeException.ThrowIfNegative(row);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, Rows);
-        return _buffer.AsSpan(row * VocabSize, VocabSize);
+        return _buffer.AsSpan(_offset + (row * VocabSize), VocabSize);
     }
 
     /// <summary>The logits of the last scored position.</summary>

@@ -29,6 +29,12 @@ public sealed record RuntimeOptions
     /// <summary>The most tokens one step scores; longer prompts are prefilled in chunks of this size.</summary>
     public int MaxStepTokens { get; init; } = DefaultMaxStepTokens;
 
+    /// <summary>
+    /// Which graphs to load: the shared-buffer form (default; <see cref="DecodeContext"/>, one sequence per run) or the
+    /// batched form (<see cref="BatchRunner"/>, many sequences per run).
+    /// </summary>
+    public Models.Onnx.AttentionForm Attention { get; init; } = Models.Onnx.AttentionForm.SharedBuffer;
+
     /// <summary>Check every file's SHA-256 against the manifest when loading (on by default: a corrupt file fails loudly).</summary>
     public bool VerifyHashes { get; init; } = true;
 }

@@ -46,6 +46,9 @@ public sealed record ConversionOptions
 public static class ModelConverter
 {
     public const string DraftGraphFile = "model.onnx";
+
+    /// <summary>The layout of what a conversion writes; part of the conversion cache key, raised when it changes (2: batched graphs).</summary>
+    public const int GraphFormat = 2;
     public const string ExternalDataFile = "weights.bin";
 
     /// <summary>The exit-adapter file a checkpoint folder may hold (and a converted folder keeps).</summary>
@@ -166,7 +169,16 @@ public static class ModelConverter
                     graph.WriteTo(stream);
                 }
 
-                stages.Add(new StageManifest { File = file, FirstLayer = boundaries[s], EndLayer = boundaries[s + 1], IsExit = !isLast });
+                // The same stage with attention for a batch of sequences (the verifier's form); the weights are shared.
+                var batchedFile = Path.ChangeExtension(file, ".batched.onnx");
+                var batchedMetadata = new Dictionary<string, string>(stageMetadata) { ["specedge.kv_layout"] = ModelManifest.BatchedKvLayout };
+                var batched = writer.BuildStage(boundaries[s], boundaries[s + 1], head, emitHidden: !isLast, Version, batchedMetadata, AttentionForm.Batched);
+                using (var stream = File.Create(Path.Combine(dir, batchedFile)))
+                {
+                    batched.WriteTo(stream);
+                }
+
+                stages.Add(new StageManifest { File = file, BatchedFile = batchedFile, FirstLayer = boundaries[s], EndLayer = boundaries[s + 1], IsExit = !isLast });
             }
         }
 
@@ -192,7 +204,7 @@ public static class ModelConverter
             files[Path.GetFileName(path)] = new FileHash(new FileInfo(path).Length, ModelManifest.HashFile(path));
         }
 
-        var weightFiles = stages.Select(s => s.File).Append(external ? ExternalDataFile : null).OfType<string>();
+        var weightFiles = stages.Select(s => s.File).Concat(stages.Select(s => s.BatchedFile).OfType<string>()).Append(external ? ExternalDataFile : null).OfType<string>();
         var weightsHash = System.Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join('\n', weightFiles.Select(f => $"{f}:{files[f].Sha256}")))));
 

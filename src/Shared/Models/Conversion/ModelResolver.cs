@@ -76,7 +76,7 @@ public static class ModelResolver
     public static string CacheKey(string directory, ConversionOptions options)
     {
         var key = new StringBuilder();
-        key.Append(ModelConverter.Version).Append('|').Append(string.Join(",", options.Exits)).Append('|').Append(options.WeightsDtype)
+        key.Append(ModelConverter.Version).Append('|').Append(ModelConverter.GraphFormat).Append('|').Append(string.Join(",", options.Exits)).Append('|').Append(options.WeightsDtype)
             .Append('|').Append(options.ExternalData).Append('|');
         if (options.ExitAdaptersPath is { } adapters)
         {

@@ -23,6 +23,32 @@ public static class GraphNames
     public static string PresentKey(int layer) => $"present.{layer}.key";
 
     public static string PresentValue(int layer) => $"present.{layer}.value";
+
+    /// <summary>A batched graph's additive attention bias [batch, 1, step tokens, past + step tokens] (0 or -inf).</summary>
+    public const string AttentionBias = "attention_bias";
+
+    /// <summary>A batched graph's keys of this step's tokens [batch, kv heads, step tokens, head dim] (the caller stores them).</summary>
+    public static string StepKey(int layer) => $"step.{layer}.key";
+
+    /// <summary>A batched graph's values of this step's tokens.</summary>
+    public static string StepValue(int layer) => $"step.{layer}.value";
+}
+
+/// <summary>How a stage graph attends to its KV cache.</summary>
+public enum AttentionForm
+{
+    /// <summary>
+    /// GroupQueryAttention over one shared past/present buffer per layer, written in place (one sequence per run: the
+    /// CPU kernel takes several tokens with a past only at batch size 1).
+    /// </summary>
+    SharedBuffer,
+
+    /// <summary>
+    /// Attention from standard operators over a batch of sequences of different lengths: the past is read (the first
+    /// <c>attention_bias</c> width − step tokens positions of each slot), each row's own positions chosen by the additive
+    /// bias, and this step's keys and values are outputs the caller stores.
+    /// </summary>
+    Batched,
 }
 
 /// <summary>Where the weights of an exit head come from.</summary>
@@ -61,10 +87,12 @@ internal sealed class LlamaGraphWriter
     /// <param name="emitHidden">Whether the stage outputs its hidden states for the next stage.</param>
     /// <param name="producerVersion">The converter version recorded in the file.</param>
     /// <param name="metadata">Metadata properties of the ONNX model.</param>
-    public ModelProto BuildStage(int firstLayer, int endLayer, ExitHeadWeights? head, bool emitHidden, string producerVersion, IReadOnlyDictionary<string, string> metadata)
+    /// <param name="form">How attention reads the cache.</param>
+    public ModelProto BuildStage(int firstLayer, int endLayer, ExitHeadWeights? head, bool emitHidden, string producerVersion, IReadOnlyDictionary<string, string> metadata, AttentionForm form = AttentionForm.SharedBuffer)
     {
         var c = _config;
-        var g = new OnnxGraphBuilder($"specedge_llama_layers_{firstLayer}_{endLayer}", _store);
+        var batched = form == AttentionForm.Batched;
+        var g = new OnnxGraphBuilder($"specedge_llama_layers_{firstLayer}_{endLayer}{(batched ? "_batched" : string.Empty)}", _store);
 
         // Inputs, in the common decoder convention.
         string hidden;
@@ -77,7 +105,15 @@ internal sealed class LlamaGraphWriter
             g.AddInput(GraphNames.HiddenStates, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
         }
 
-        g.AddInput(GraphNames.AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
+        if (batched)
+        {
+            g.AddInput(GraphNames.AttentionBias, DataType.Float, "batch_size", 1, "sequence_length", "total_sequence_length");
+        }
+        else
+        {
+            g.AddInput(GraphNames.AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
+        }
+
         g.AddInput(GraphNames.PositionIds, DataType.Int64, "batch_size", "sequence_length");
         for (var layer = firstLayer; layer < endLayer; layer++)
         {
@@ -95,16 +131,31 @@ internal sealed class LlamaGraphWriter
             hidden = GraphNames.HiddenStates;
         }
 
-        // seqlens_k = sum(attention_mask) - 1 and total_sequence_length = mask width, as GroupQueryAttention wants them.
-        var axis1 = g.AddInt64Constant("/const/axis1", [1], 1);
-        var one = g.AddInt64Constant("/const/one", [], 1);
-        var index1 = g.AddInt64Constant("/const/index1", [], 1);
-        var maskSum = g.Node("ReduceSum", [GraphNames.AttentionMask, axis1], attributes: [OnnxGraphBuilder.Int("keepdims", 0)])[0];
-        var seqLensK64 = g.Node("Sub", [maskSum, one])[0];
-        var seqLensK = g.Node("Cast", [seqLensK64], ["/attn/seqlens_k"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
-        var maskShape = g.Node("Shape", [GraphNames.AttentionMask])[0];
-        var total64 = g.Node("Gather", [maskShape, index1], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
-        var totalLength = g.Node("Cast", [total64], ["/attn/total_seq_len"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
+        string seqLensK = string.Empty, totalLength = string.Empty, pastEnd = string.Empty, bias = string.Empty;
+        if (batched)
+        {
+            // The past each row reads: bias width − step tokens positions; the bias, repeated for each query head of a
+            // key/value head (rows g·T + t of the grouped query), once for all the stage's layers.
+            var biasShape = g.Node("Shape", [GraphNames.AttentionBias])[0];
+            var total = g.Node("Gather", [biasShape, g.AddInt64Constant("/const/index3", [1], 3)], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
+            var steps = g.Node("Gather", [biasShape, g.AddInt64Constant("/const/index2", [1], 2)], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
+            pastEnd = g.Node("Sub", [total, steps], ["/attn/past_end"])[0];
+            var group = c.NumAttentionHeads / c.NumKeyValueHeads;
+            bias = group == 1 ? GraphNames.AttentionBias : g.Node("Tile", [GraphNames.AttentionBias, g.AddInt64Constant("/const/bias_repeats", [4], 1, 1, group, 1)], ["/attn/bias_grouped"])[0];
+        }
+        else
+        {
+            // seqlens_k = sum(attention_mask) - 1 and total_sequence_length = mask width, as GroupQueryAttention wants them.
+            var axis1 = g.AddInt64Constant("/const/axis1", [1], 1);
+            var one = g.AddInt64Constant("/const/one", [], 1);
+            var index1 = g.AddInt64Constant("/const/index1", [], 1);
+            var maskSum = g.Node("ReduceSum", [GraphNames.AttentionMask, axis1], attributes: [OnnxGraphBuilder.Int("keepdims", 0)])[0];
+            var seqLensK64 = g.Node("Sub", [maskSum, one])[0];
+            seqLensK = g.Node("Cast", [seqLensK64], ["/attn/seqlens_k"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
+            var maskShape = g.Node("Shape", [GraphNames.AttentionMask])[0];
+            var total64 = g.Node("Gather", [maskShape, index1], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
+            totalLength = g.Node("Cast", [total64], ["/attn/total_seq_len"], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Int32)])[0];
+        }
 
         var (cos, sin) = RopeCaches(g);
         var eps = (float)c.RmsNormEps;
@@ -132,7 +183,9 @@ internal sealed class LlamaGraphWriter
             var v = MatMul(g, normed, LlamaTensorNames.VProj(layer), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize, $"{p}/v_proj");
             var qRot = g.Node("RotaryEmbedding", [q, GraphNames.PositionIds, cos, sin], [$"{p}/q_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumAttentionHeads)])[0];
             var kRot = g.Node("RotaryEmbedding", [k, GraphNames.PositionIds, cos, sin], [$"{p}/k_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumKeyValueHeads)])[0];
-            var attention = g.Node(
+            var attention = batched
+                ? BatchedAttention(g, p, layer, qRot, kRot, v, pastEnd, bias)
+                : g.Node(
                 "GroupQueryAttention",
                 [qRot, kRot, v, GraphNames.PastKey(layer), GraphNames.PastValue(layer), seqLensK, totalLength],
                 [$"{p}/attn/output", GraphNames.PresentKey(layer), GraphNames.PresentValue(layer)],
@@ -182,11 +235,60 @@ internal sealed class LlamaGraphWriter
 
         for (var layer = firstLayer; layer < endLayer; layer++)
         {
-            g.AddOutput(GraphNames.PresentKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
-            g.AddOutput(GraphNames.PresentValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+            if (batched)
+            {
+                g.AddOutput(GraphNames.StepKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.StepValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
+            }
+            else
+            {
+                g.AddOutput(GraphNames.PresentKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.PresentValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+            }
         }
 
         return g.Build(producerVersion, metadata);
+    }
+
+    /// <summary>
+    /// Grouped-query attention from standard operators: queries [B, T, H·D] grouped by key/value head as
+    /// [B, Hkv, G·T, D] (query head h uses key/value head h / G, as Hugging Face's repeat_kv), keys and values the
+    /// first past_end positions of the cache followed by this step's, scores plus the bias, softmax, and back to
+    /// [B, T, H·D]. This step's keys and values leave the graph as outputs.
+    /// </summary>
+    private string BatchedAttention(OnnxGraphBuilder g, string p, int layer, string q, string k, string v, string pastEnd, string bias)
+    {
+        var c = _config;
+        var heads = c.NumAttentionHeads;
+        var kvHeads = c.NumKeyValueHeads;
+        var d = c.HeadDim;
+        var perm0213 = OnnxGraphBuilder.Ints("perm", 0, 2, 1, 3);
+        var headsShape = g.AddInt64Constant("/const/shape_heads", [4], 0, 0, heads, d);
+        var kvShape = g.AddInt64Constant("/const/shape_kv_heads", [4], 0, 0, kvHeads, d);
+        var groupedShape = g.AddInt64Constant("/const/shape_grouped", [4], 0, kvHeads, -1, d);
+        var ungroupedShape = g.AddInt64Constant("/const/shape_ungrouped", [4], 0, heads, -1, d);
+        var mergedShape = g.AddInt64Constant("/const/shape_merged", [3], 0, 0, heads * d);
+        var zero = g.AddInt64Constant("/const/zero1", [1], 0);
+        var axis2 = g.AddInt64Constant("/const/axis2", [1], 2);
+        var scale = g.AddWeight("/const/attention_scale", [], () => [(float)(1.0 / Math.Sqrt(d))], TensorDType.Float32);
+
+        var qHeads = g.Node("Transpose", [g.Node("Reshape", [q, headsShape])[0]], attributes: [perm0213])[0];
+        var qGrouped = g.Node("Reshape", [qHeads, groupedShape], [$"{p}/attn/q_grouped"])[0];
+        var kNew = g.Node("Transpose", [g.Node("Reshape", [k, kvShape])[0]], [GraphNames.StepKey(layer)], attributes: [perm0213])[0];
+        var vNew = g.Node("Transpose", [g.Node("Reshape", [v, kvShape])[0]], [GraphNames.StepValue(layer)], attributes: [perm0213])[0];
+        var kPast = g.Node("Slice", [GraphNames.PastKey(layer), zero, pastEnd, axis2])[0];
+        var vPast = g.Node("Slice", [GraphNames.PastValue(layer), zero, pastEnd, axis2])[0];
+        var kAll = g.Node("Concat", [kPast, kNew], attributes: [OnnxGraphBuilder.Int("axis", 2)])[0];
+        var vAll = g.Node("Concat", [vPast, vNew], attributes: [OnnxGraphBuilder.Int("axis", 2)])[0];
+        var kT = g.Node("Transpose", [kAll], attributes: [OnnxGraphBuilder.Ints("perm", 0, 1, 3, 2)])[0];
+        var scores = g.Node("MatMul", [qGrouped, kT], [$"{p}/attn/scores"])[0];
+        var scaled = g.Node("Mul", [scores, scale])[0];
+        var biased = g.Node("Add", [scaled, bias])[0];
+        var probs = g.Node("Softmax", [biased], [$"{p}/attn/probs"], attributes: [OnnxGraphBuilder.Int("axis", -1)])[0];
+        var context = g.Node("MatMul", [probs, vAll])[0];
+        var ungrouped = g.Node("Reshape", [context, ungroupedShape])[0];
+        var merged = g.Node("Transpose", [ungrouped], attributes: [perm0213])[0];
+        return g.Node("Reshape", [merged, mergedShape], [$"{p}/attn/output"])[0];
     }
 
     /// <summary>

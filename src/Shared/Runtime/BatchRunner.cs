@@ -1,0 +1,626 @@
+using Microsoft.ML.OnnxRuntime;
+using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Models.Onnx;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Shared.Runtime;
+
+/// <summary>
+/// Runs steps of many sequences at once on a <see cref="LanguageModel"/> loaded with the batched graphs
+/// (<see cref="AttentionForm.Batched"/>): one ONNX Runtime call per stage for the whole batch. Every sequence owns a
+/// <see cref="SequenceSlot"/> in a KV arena (per layer one buffer of [slots, kv heads, max length, head dim]); a batch
+/// of k rows reads the arena's first k slots as <c>past_key_values</c>, and after each stage the step's keys and values
+/// (graph outputs) of every row's real tokens are written into its slot after its valid prefix.
+/// </summary>
+/// <remarks>
+/// <para>
+/// <b>Rows of different lengths.</b> A step scores T tokens per row, T being the longest row's count; shorter rows are
+/// padded at their end. The additive attention bias gives each row its own view: its valid prefix (the arena's first W
+/// positions are read, W being the longest prefix, and a shorter row's positions past its own length are masked) and
+/// this step's tokens causally. Padding only ever follows a row's real tokens, so it never reaches their results, and
+/// its keys are never stored. (ONNX Runtime's CPU GroupQueryAttention refuses several tokens with a past at batch
+/// size above 1, hence attention from standard operators in this form.)
+/// </para>
+/// <para>
+/// <b>Contiguity.</b> Before a step, the batch's slots are moved to the front of the arena (swapping with whatever sits
+/// there, copying only the valid prefixes), so a batch never computes rows that are not in it. When the same sequences
+/// take part step after step, nothing moves.
+/// </para>
+/// <para>Not thread-safe: one owner (the verifier's batch scheduler) calls everything, one step at a time.</para>
+/// </remarks>
+public sealed class BatchRunner : IDisposable
+{
+    private readonly LanguageModel _model;
+    private readonly int _kvHeads;
+    private readonly int _headDim;
+    private readonly int _hidden;
+    private readonly int _vocab;
+    private readonly int _layers;
+    private readonly int _slotLength;
+    private readonly long[] _inputIds;
+    private readonly long[] _positionIds;
+    private readonly float[] _bias;
+    private readonly float[][] _stepKeys;
+    private readonly float[][] _stepValues;
+    private readonly float[][] _hiddenBuffers;
+    private readonly float[] _logits;
+    private readonly float[] _swap;
+    private readonly OrtIoBinding[] _bindings;
+    private readonly RunOptions _runOptions = new();
+    private readonly List<OrtValue> _stepTensors = [];
+    private readonly List<SequenceSlot?> _occupants = [];
+    private readonly List<BatchRow> _rows = [];
+    private float[][] _keys = [];
+    private float[][] _values = [];
+    private OrtValue?[][] _kvViews = [];
+    private OrtValue? _idsValue;
+    private OrtValue? _positionsValue;
+    private OrtValue? _biasValue;
+    private OrtValue[] _hiddenValues = [];
+    private OrtValue? _logitsValue;
+    private int _boundRows = -1;
+    private int _stepTokens;
+    private int _nextStage = -1;
+    private bool _disposed;
+
+    /// <param name="model">The model; its sessions are shared with any other user.</param>
+    /// <param name="maxSlots">The most sequences the arena holds (it grows to this on demand).</param>
+    /// <param name="maxSequenceLength">The longest sequence a slot holds.</param>
+    /// <param name="maxRows">The most rows one step runs.</param>
+    /// <param name="maxBatchTokens">The most tokens (rows × tokens per row, padding included) one step runs.</param>
+    public BatchRunner(LanguageModel model, int maxSlots, int maxSequenceLength, int maxRows, int maxBatchTokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSlots, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxRows, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSequenceLength, 2);
+        if (model.Options.Attention != AttentionForm.Batched)
+        {
+            throw new ArgumentException("a batch runner needs the model loaded with batched graphs (RuntimeOptions.Attention = Batched)", nameof(model));
+        }
+
+        _model = model;
+        var config = model.Config;
+        _kvHeads = config.NumKeyValueHeads;
+        _headDim = config.HeadDim;
+        _hidden = config.HiddenSize;
+        _vocab = model.VocabSize;
+        _layers = config.NumHiddenLayers;
+        MaxSlots = maxSlots;
+        MaxSequenceLength = Math.Min(maxSequenceLength, model.MaxSequenceLength);
+        MaxStepTokens = Math.Min(model.Options.MaxStepTokens, MaxSequenceLength);
+        MaxRows = maxRows;
+        MaxBatchTokens = Math.Max(maxBatchTokens, MaxStepTokens);
+        _slotLength = MaxSequenceLength;
+        var tokens = Math.Min(MaxBatchTokens, maxRows * MaxStepTokens);
+        _inputIds = new long[tokens];
+        _positionIds = new long[tokens];
+        _bias = new float[(long)tokens * (_slotLength + MaxStepTokens)];
+        _stepKeys = new float[_layers][];
+        _stepValues = new float[_layers][];
+        for (var layer = 0; layer < _layers; layer++)
+        {
+            _stepKeys[layer] = new float[(long)tokens * _kvHeads * _headDim];
+            _stepValues[layer] = new float[(long)tokens * _kvHeads * _headDim];
+        }
+
+        _hiddenBuffers = [new float[(long)tokens * _hidden], new float[(long)tokens * _hidden]];
+        _logits = new float[(long)tokens * _vocab];
+        _swap = new float[(long)_slotLength * _headDim];
+        _bindings = new OrtIoBinding[model.Stages.Count];
+        try
+        {
+            for (var s = 0; s < _bindings.Length; s++)
+            {
+                _bindings[s] = model.Session(s).CreateIoBinding();
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public LanguageModel Model => _model;
+
+    /// <summary>The most sequences the arena holds.</summary>
+    public int MaxSlots { get; }
+
+    /// <summary>Slots allocated in the arena now (it grows on demand up to <see cref="MaxSlots"/>).</summary>
+    public int Capacity => _occupants.Count;
+
+    /// <summary>Sequences holding a slot.</summary>
+    public int Occupied { get; private set; }
+
+    /// <summary>The longest sequence a slot holds.</summary>
+    public int MaxSequenceLength { get; }
+
+    /// <summary>The most tokens one row of a step scores.</summary>
+    public int MaxStepTokens { get; }
+
+    public int MaxRows { get; }
+
+    public int MaxBatchTokens { get; }
+
+    /// <summary>Bytes of KV cache one slot holds (float32 keys and values of every layer).</summary>
+    public long BytesPerSlot => 2L * _layers * _kvHeads * _headDim * _slotLength * sizeof(float);
+
+    /// <summary>The stage the pending step runs next, or -1 when no step is pending.</summary>
+    public int NextStage => _nextStage;
+
+    /// <summary>Rows in the pending or last step.</summary>
+    public int Rows => _rows.Count;
+
+    /// <summary>Tokens each row of the pending or last step scores (the longest row's count).</summary>
+    public int StepTokens => _stepTokens;
+
+    /// <summary>Slot moves the arranging of batches has made (a measure of how often batch membership changed).</summary>
+    public long SlotMoves { get; private set; }
+
+    /// <summary>A slot for a new, empty sequence.</summary>
+    /// <exception cref="InvalidOperationException">All <see cref="MaxSlots"/> slots are taken.</exception>
+    public SequenceSlot Allocate()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        EnsureNoStep();
+        var index = _occupants.IndexOf(null);
+        if (index < 0)
+        {
+            if (_occupants.Count >= MaxSlots)
+            {
+                throw new InvalidOperationException($"all {MaxSlots} KV slots are taken");
+            }
+
+            Grow(Math.Min(MaxSlots, Math.Max(_occupants.Count * 2, 4)));
+            index = _occupants.IndexOf(null);
+        }
+
+        var slot = new SequenceSlot(this, MaxSequenceLength) { Index = index };
+        _occupants[index] = slot;
+        Occupied++;
+        return slot;
+    }
+
+    /// <summary>Gives a slot back; its sequence is gone. Releasing twice does nothing.</summary>
+    public void Release(SequenceSlot slot)
+    {
+        if (slot.Owner != this || slot.Released)
+        {
+            return;
+        }
+
+        EnsureNoStep();
+        slot.Released = true;
+        _occupants[slot.Index] = null;
+        Occupied--;
+    }
+
+    /// <summary>
+    /// Starts a step over <paramref name="rows"/> (one per sequence, 1 to <see cref="MaxStepTokens"/> tokens each);
+    /// <see cref="RunNextStage"/> then runs it one stage at a time. After the last stage every row's sequence holds its
+    /// tokens. A step left unfinished (an exception, or <see cref="Abandon"/>) changes no sequence's length.
+    /// </summary>
+    /// <exception cref="ArgumentException">No rows, too many, a slot twice, a released slot, or a row with no or too many tokens.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary.</exception>
+    /// <exception cref="SequenceTooLongException">A row would take its sequence past its maximum length.</exception>
+    public void BeginStep(IReadOnlyList<BatchRow> rows)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (rows.Count == 0 || rows.Count > MaxRows)
+        {
+            throw new ArgumentException($"a step runs 1 to {MaxRows} rows, not {rows.Count}", nameof(rows));
+        }
+
+        var t = 0;
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var row = rows[r];
+            if (row.Slot.Owner != this || row.Slot.Released)
+            {
+                throw new ArgumentException($"row {r}: the slot is not held in this runner", nameof(rows));
+            }
+
+            for (var q = 0; q < r; q++)
+            {
+                if (ReferenceEquals(rows[q].Slot, row.Slot))
+                {
+                    throw new ArgumentException($"rows {q} and {r} are the same sequence", nameof(rows));
+                }
+            }
+
+            var count = row.Tokens.Length;
+            if (count < 1 || count > MaxStepTokens)
+            {
+                throw new ArgumentException($"row {r}: a row scores 1 to {MaxStepTokens} tokens, not {count}", nameof(rows));
+            }
+
+            if (row.Slot.Length + count > row.Slot.MaxLength)
+            {
+                throw new SequenceTooLongException(row.Slot.Length, count, row.Slot.MaxLength);
+            }
+
+            var span = row.Tokens.Span;
+            for (var i = 0; i < count; i++)
+            {
+                if ((uint)span[i].Value >= (uint)_vocab)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(rows), span[i].Value, $"row {r}: token id {span[i].Value} at step position {i} is outside the vocabulary of {_vocab}");
+                }
+            }
+
+            t = Math.Max(t, count);
+        }
+
+        if (rows.Count * t > MaxBatchTokens)
+        {
+            throw new ArgumentException($"{rows.Count} rows of {t} tokens pass the step's budget of {MaxBatchTokens} tokens", nameof(rows));
+        }
+
+        _rows.Clear();
+        _rows.AddRange(rows);
+        _stepTokens = t;
+        Arrange();
+
+        var maxPosition = _model.Config.MaxPositionEmbeddings - 1;
+        var past = 0;
+        foreach (var row in _rows)
+        {
+            past = Math.Max(past, row.Slot.Length);
+        }
+
+        var width = past + t;
+        for (var r = 0; r < _rows.Count; r++)
+        {
+            var row = _rows[r];
+            var span = row.Tokens.Span;
+            var baseLength = row.Slot.Length;
+            for (var i = 0; i < t; i++)
+            {
+                var at = (r * t) + i;
+                _inputIds[at] = i < span.Length ? span[i].Value : span[^1].Value;
+                _positionIds[at] = Math.Min(baseLength + i, maxPosition);
+
+                // Query i of row r sees the row's own prefix and this step's tokens up to itself.
+                var bias = _bias.AsSpan(at * width, width);
+                bias[..baseLength].Clear();
+                bias[baseLength..past].Fill(float.NegativeInfinity);
+                bias.Slice(past, i + 1).Clear();
+                bias[(past + i + 1)..].Fill(float.NegativeInfinity);
+            }
+        }
+
+        DisposeStepTensors();
+        var rowsCount = _rows.Count;
+        _idsValue = Tensor(_inputIds, rowsCount * t, [rowsCount, t]);
+        _positionsValue = Tensor(_positionIds, rowsCount * t, [rowsCount, t]);
+        _biasValue = Tensor(_bias, rowsCount * t * width, [rowsCount, 1, t, width]);
+        _hiddenValues = [Tensor(_hiddenBuffers[0], rowsCount * t * _hidden, [rowsCount, t, _hidden]), Tensor(_hiddenBuffers[1], rowsCount * t * _hidden, [rowsCount, t, _hidden])];
+        _logitsValue = Tensor(_logits, rowsCount * t * _vocab, [rowsCount, t, _vocab]);
+        for (var s = 0; s < _bindings.Length; s++)
+        {
+            var stage = _model.Stages[s];
+            for (var layer = stage.FirstLayer; layer < stage.EndLayer; layer++)
+            {
+                _bindings[s].BindOutput(GraphNames.StepKey(layer), Tensor(_stepKeys[layer], rowsCount * _kvHeads * t * _headDim, [rowsCount, _kvHeads, t, _headDim]));
+                _bindings[s].BindOutput(GraphNames.StepValue(layer), Tensor(_stepValues[layer], rowsCount * _kvHeads * t * _headDim, [rowsCount, _kvHeads, t, _headDim]));
+            }
+        }
+
+        if (_boundRows != rowsCount)
+        {
+            BindCache(rowsCount);
+        }
+
+        _nextStage = 0;
+    }
+
+    /// <summary>
+    /// Runs the next stage of the pending step; returns its head's logits for every row (valid until the next stage or
+    /// step).
+    /// </summary>
+    public BatchLogits RunNextStage()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_nextStage < 0)
+        {
+            throw new InvalidOperationException("no step is pending: call BeginStep first");
+        }
+
+        var s = _nextStage;
+        var stage = _model.Stages[s];
+        var binding = _bindings[s];
+        binding.BindInput(stage.TakesTokenIds ? GraphNames.InputIds : GraphNames.HiddenStates, stage.TakesTokenIds ? _idsValue! : _hiddenValues[(s - 1) & 1]);
+        binding.BindInput(GraphNames.PositionIds, _positionsValue!);
+        binding.BindInput(GraphNames.AttentionBias, _biasValue!);
+        if (s < _model.Stages.Count - 1)
+        {
+            binding.BindOutput(GraphNames.LastHiddenState, _hiddenValues[s & 1]);
+        }
+
+        binding.BindOutput(GraphNames.Logits, _logitsValue!);
+        try
+        {
+            _model.Session(s).RunWithBinding(_runOptions, binding);
+        }
+        catch
+        {
+            _nextStage = -1;
+            throw;
+        }
+
+        Store(stage);
+        _nextStage++;
+        if (_nextStage == _model.Stages.Count)
+        {
+            foreach (var row in _rows)
+            {
+                row.Slot.Length += row.Tokens.Length;
+            }
+
+            _nextStage = -1;
+        }
+
+        return new BatchLogits(_logits, _rows.Count, _stepTokens, _vocab);
+    }
+
+    /// <summary>Drops the pending step (no sequence changes).</summary>
+    public void Abandon() => _nextStage = -1;
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        foreach (var binding in _bindings)
+        {
+            binding?.Dispose();
+        }
+
+        DisposeStepTensors();
+        DisposeKvViews();
+        _runOptions.Dispose();
+    }
+
+    private void EnsureNoStep()
+    {
+        if (_nextStage >= 0)
+        {
+            throw new InvalidOperationException("a step is in progress: slots change only between steps");
+        }
+    }
+
+    private void Grow(int capacity)
+    {
+        var perSlot = (long)_kvHeads * _slotLength * _headDim;
+        var keys = new float[_layers][];
+        var values = new float[_layers][];
+        for (var layer = 0; layer < _layers; layer++)
+        {
+            // Pinned (ONNX Runtime reads them in place) and zeroed: the attention reads positions past a short row's
+            // length (masked, so they must hold finite numbers).
+            keys[layer] = GC.AllocateArray<float>(checked((int)(perSlot * capacity)), pinned: true);
+            values[layer] = GC.AllocateArray<float>(checked((int)(perSlot * capacity)), pinned: true);
+            if (_keys.Length > 0)
+            {
+                _keys[layer].CopyTo(keys[layer], 0);
+                _values[layer].CopyTo(values[layer], 0);
+            }
+        }
+
+        DisposeKvViews();
+        _keys = keys;
+        _values = values;
+        _kvViews = new OrtValue?[_layers * 2][];
+        for (var i = 0; i < _kvViews.Length; i++)
+        {
+            _kvViews[i] = new OrtValue?[capacity + 1];
+        }
+
+        while (_occupants.Count < capacity)
+        {
+            _occupants.Add(null);
+        }
+
+        _boundRows = -1;
+    }
+
+    // Moves the batch's rows into slots 0..k-1, in row order.
+    private void Arrange()
+    {
+        for (var r = 0; r < _rows.Count; r++)
+        {
+            var slot = _rows[r].Slot;
+            if (slot.Index == r)
+            {
+                continue;
+            }
+
+            var other = _occupants[r];
+            var from = slot.Index;
+            Swap(r, other?.Length ?? 0, from, slot.Length);
+            _occupants[r] = slot;
+            _occupants[from] = other;
+            slot.Index = r;
+            if (other is not null)
+            {
+                other.Index = from;
+            }
+
+            SlotMoves++;
+        }
+    }
+
+    // Swaps the valid prefixes of two slots (lengths a and b) in every layer's keys and values.
+    private void Swap(int slotA, int lengthA, int slotB, int lengthB)
+    {
+        var block = (long)_slotLength * _headDim;
+        foreach (var arrays in (float[][][])[_keys, _values])
+        {
+            foreach (var buffer in arrays)
+            {
+                for (var h = 0; h < _kvHeads; h++)
+                {
+                    var a = buffer.AsSpan((int)(((slotA * (long)_kvHeads) + h) * block), (int)block);
+                    var b = buffer.AsSpan((int)(((slotB * (long)_kvHeads) + h) * block), (int)block);
+                    var temp = _swap.AsSpan(0, lengthA * _headDim);
+                    a[..temp.Length].CopyTo(temp);
+                    b[..(lengthB * _headDim)].CopyTo(a);
+                    temp.CopyTo(b);
+                }
+            }
+        }
+    }
+
+    private void BindCache(int rows)
+    {
+        for (var s = 0; s < _bindings.Length; s++)
+        {
+            var stage = _model.Stages[s];
+            for (var layer = stage.FirstLayer; layer < stage.EndLayer; layer++)
+            {
+                _bindings[s].BindInput(GraphNames.PastKey(layer), KvView(layer, 0, rows));
+                _bindings[s].BindInput(GraphNames.PastValue(layer), KvView(layer, 1, rows));
+            }
+        }
+
+        _boundRows = rows;
+    }
+
+    // Writes the stage's new keys and values of every row's real tokens into its slot, after its valid prefix. Only the
+    // stage's own layers change, and only past the valid prefixes, so a step abandoned later leaves nothing to undo.
+    private void Store(StageManifest stage)
+    {
+        var t = _stepTokens;
+        for (var layer = stage.FirstLayer; layer < stage.EndLayer; layer++)
+        {
+            for (var kind = 0; kind < 2; kind++)
+            {
+                var step = kind == 0 ? _stepKeys[layer] : _stepValues[layer];
+                var arena = kind == 0 ? _keys[layer] : _values[layer];
+                for (var r = 0; r < _rows.Count; r++)
+                {
+                    var row = _rows[r];
+                    var count = row.Tokens.Length * _headDim;
+                    for (var h = 0; h < _kvHeads; h++)
+                    {
+                        var from = step.AsSpan(((r * _kvHeads) + h) * t * _headDim, count);
+                        var to = (((long)r * _kvHeads) + h) * _slotLength + row.Slot.Length;
+                        from.CopyTo(arena.AsSpan((int)(to * _headDim), count));
+                    }
+                }
+            }
+        }
+    }
+
+    private OrtValue KvView(int layer, int kind, int rows)
+    {
+        var views = _kvViews[(layer * 2) + kind];
+        if (views[rows] is not { } view)
+        {
+            var buffer = kind == 0 ? _keys[layer] : _values[layer];
+            var length = rows * _kvHeads * _slotLength * _headDim;
+            view = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, length), [rows, _kvHeads, _slotLength, _headDim]);
+            views[rows] = view;
+        }
+
+        return view;
+    }
+
+    private OrtValue Tensor<T>(T[] buffer, int length, long[] shape)
+        where T : unmanaged
+    {
+        var value = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, length), shape);
+        _stepTensors.Add(value);
+        return value;
+    }
+
+    private void DisposeStepTensors()
+    {
+        foreach (var value in _stepTensors)
+        {
+            value.Dispose();
+        }
+
+        _stepTensors.Clear();
+    }
+
+    private void DisposeKvViews()
+    {
+        foreach (var views in _kvViews)
+        {
+            foreach (var view in views)
+            {
+                view?.Dispose();
+            }
+        }
+
+        _kvViews = [];
+    }
+}
+
+/// <summary>One sequence's place in a <see cref="BatchRunner"/>'s KV arena.</summary>
+public sealed class SequenceSlot
+{
+    internal SequenceSlot(BatchRunner owner, int maxLength)
+    {
+        Owner = owner;
+        MaxLength = maxLength;
+    }
+
+    /// <summary>Tokens held in the cache (committed by completed steps).</summary>
+    public int Length { get; internal set; }
+
+    /// <summary>The longest sequence the slot holds.</summary>
+    public int MaxLength { get; }
+
+    internal BatchRunner Owner { get; }
+
+    internal int Index { get; set; }
+
+    internal bool Released { get; set; }
+
+    /// <summary>Shortens the sequence to <paramref name="length"/> tokens (free: the cache of a longer prefix stays valid).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or past the current length.</exception>
+    public void Rollback(int length)
+    {
+        if (length < 0 || length > Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"cannot roll back to {length} tokens: the sequence holds {Length}");
+        }
+
+        Length = length;
+    }
+}
+
+/// <summary>One row of a batched step: a sequence and the tokens to score after it.</summary>
+public readonly record struct BatchRow(SequenceSlot Slot, ReadOnlyMemory<TokenId> Tokens);
+
+/// <summary>A batched stage's logits: per row, one row of logits per scored token (padding excluded).</summary>
+public readonly struct BatchLogits
+{
+    private readonly float[] _buffer;
+    private readonly int _stepTokens;
+    private readonly int _vocab;
+
+    internal BatchLogits(float[] buffer, int rows, int stepTokens, int vocab)
+    {
+        _buffer = buffer;
+        Rows = rows;
+        _stepTokens = stepTokens;
+        _vocab = vocab;
+    }
+
+    public int Rows { get; }
+
+    /// <summary>The logits of row <paramref name="row"/>'s first <paramref name="tokens"/> scored positions.</summary>
+    public LogitsView Row(int row, int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(row);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, Rows);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(tokens, _stepTokens);
+        return new LogitsView(_buffer, row * _stepTokens * _vocab, tokens, _vocab);
+    }
+}

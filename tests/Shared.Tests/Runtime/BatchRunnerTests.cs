@@ -1,0 +1,174 @@
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Models.Onnx;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+using static SpecEdge.Shared.Tests.Runtime.LanguageModelParityTests;
+
+namespace SpecEdge.Shared.Tests.Runtime;
+
+/// <summary>
+/// Batched steps against the independent plain-C# reference forward pass: every row of a batch, whatever its length,
+/// its padding, its place in the arena and the other rows beside it, gets the logits its own sequence has alone.
+/// </summary>
+public sealed class BatchRunnerTests : IDisposable
+{
+    private readonly TempDirectory _temp = new("batch");
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void RunNextStage_RowsOfDifferentLengthsAndCounts_EachMatchesReference()
+    {
+        var spec = TestModels.Small(seed: 61) with { Layers = 4 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("mixed"), spec, new ConversionOptions { Exits = [2] });
+        var reference = model.Reference();
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 8, maxSequenceLength: 64, maxRows: 8, maxBatchTokens: 256);
+
+        // Five sequences; each step gives every sequence a different number of tokens (1 to 9), so rows are padded.
+        var random = new Random(5);
+        var sequences = Enumerable.Range(0, 5).Select(_ => new List<int>()).ToList();
+        var slots = sequences.Select(_ => runner.Allocate()).ToList();
+        for (var step = 0; step < 4; step++)
+        {
+            var rows = new List<BatchRow>();
+            var added = new List<int[]>();
+            for (var i = 0; i < sequences.Count; i++)
+            {
+                var tokens = Tokens(spec.Vocab, 1 + random.Next(9), seed: (step * 10) + i);
+                added.Add(tokens);
+                rows.Add(new BatchRow(slots[i], ToTokenIds(tokens)));
+            }
+
+            runner.BeginStep(rows);
+
+            // Each stage's logits live until the next stage runs: check the exit's first.
+            var expected = new List<ReferenceLlama.Result>();
+            for (var i = 0; i < sequences.Count; i++)
+            {
+                expected.Add(reference.Forward([.. sequences[i], .. added[i]]));
+            }
+
+            var exit = runner.RunNextStage();
+            for (var i = 0; i < sequences.Count; i++)
+            {
+                var rowsOf = exit.Row(i, added[i].Length);
+                for (var t = 0; t < added[i].Length; t++)
+                {
+                    var at = sequences[i].Count + t;
+                    AssertClose(reference.Head(expected[i].HiddenAfterLayer[2][at], null, null, null), rowsOf.Row(t), $"step {step} sequence {i} exit, position {at}");
+                }
+            }
+
+            var final = runner.RunNextStage();
+            for (var i = 0; i < sequences.Count; i++)
+            {
+                var before = sequences[i].Count;
+                sequences[i].AddRange(added[i]);
+                var finalRows = final.Row(i, added[i].Length);
+                for (var t = 0; t < added[i].Length; t++)
+                {
+                    AssertClose(expected[i].Logits[before + t], finalRows.Row(t), $"step {step} sequence {i} position {before + t}");
+                }
+
+                Assert.Equal(sequences[i].Count, slots[i].Length);
+            }
+        }
+    }
+
+    [Fact]
+    public void BeginStep_MembershipAndOrderChange_SlotsMoveAndResultsStayExact()
+    {
+        var spec = TestModels.Small(seed: 62) with { Layers = 3 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("moves"), spec);
+        var reference = model.Reference();
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 6, maxSequenceLength: 80, maxRows: 6, maxBatchTokens: 64);
+
+        var sequences = Enumerable.Range(0, 6).Select(_ => new List<int>()).ToList();
+        var slots = sequences.Select(_ => runner.Allocate()).ToList();
+        var random = new Random(9);
+        for (var step = 0; step < 8; step++)
+        {
+            // A different subset, in a different order, every step; one sequence rolls back first.
+            var members = Enumerable.Range(0, 6).OrderBy(_ => random.Next()).Take(1 + random.Next(6)).ToList();
+            var rolled = members[0];
+            if (sequences[rolled].Count > 2)
+            {
+                var keep = sequences[rolled].Count - 2;
+                sequences[rolled].RemoveRange(keep, 2);
+                slots[rolled].Rollback(keep);
+            }
+
+            var added = members.Select(m => Tokens(spec.Vocab, 1 + random.Next(5), seed: (step * 100) + m)).ToList();
+            runner.BeginStep([.. members.Select((m, r) => new BatchRow(slots[m], ToTokenIds(added[r])))]);
+            var logits = runner.RunNextStage();
+            for (var r = 0; r < members.Count; r++)
+            {
+                var sequence = sequences[members[r]];
+                var before = sequence.Count;
+                sequence.AddRange(added[r]);
+                var expected = reference.Forward(sequence);
+                var rows = logits.Row(r, added[r].Length);
+                for (var t = 0; t < added[r].Length; t++)
+                {
+                    AssertClose(expected.Logits[before + t], rows.Row(t), $"step {step} sequence {members[r]} position {before + t}");
+                }
+            }
+        }
+
+        Assert.True(runner.SlotMoves > 0, "membership changed every step, so slots must have moved");
+    }
+
+    [Fact]
+    public void Allocate_BeyondFirstCapacity_GrowsAndKeepsEarlierSequences()
+    {
+        var spec = TestModels.Small(seed: 63) with { Layers = 2 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("grow"), spec);
+        var reference = model.Reference();
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 9, maxSequenceLength: 40, maxRows: 9, maxBatchTokens: 128);
+
+        var first = runner.Allocate();
+        var prompt = Tokens(spec.Vocab, 7, seed: 1);
+        runner.BeginStep([new BatchRow(first, ToTokenIds(prompt))]);
+        runner.RunNextStage();
+        var others = Enumerable.Range(0, 8).Select(_ => runner.Allocate()).ToList();
+        Assert.Equal(9, runner.Capacity);
+        Assert.Throws<InvalidOperationException>(() => runner.Allocate());
+
+        var next = Tokens(spec.Vocab, 3, seed: 2);
+        runner.BeginStep([new BatchRow(others[^1], ToTokenIds(next)), new BatchRow(first, ToTokenIds(next))]);
+        var logits = runner.RunNextStage();
+        var expected = reference.Forward([.. prompt, .. next]);
+        for (var t = 0; t < next.Length; t++)
+        {
+            AssertClose(expected.Logits[prompt.Length + t], logits.Row(1, next.Length).Row(t), $"grown arena, position {prompt.Length + t}");
+        }
+
+        runner.Release(others[0]);
+        Assert.Equal(8, runner.Occupied);
+        Assert.NotNull(runner.Allocate());
+    }
+
+    [Fact]
+    public void BeginStep_BadRows_ThrowWithoutChangingAnySequence()
+    {
+        var spec = TestModels.Small(seed: 64) with { Layers = 2 };
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("bad"), spec);
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 2, maxSequenceLength: 8, maxRows: 2, maxBatchTokens: 64);
+        var a = runner.Allocate();
+        var b = runner.Allocate();
+
+        Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(a, new TokenId[] { new(1) }), new BatchRow(a, new TokenId[] { new(2) })]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => runner.BeginStep([new BatchRow(a, new TokenId[] { new(1) }), new BatchRow(b, new TokenId[] { new(spec.Vocab) })]));
+        runner.BeginStep([new BatchRow(b, ToTokenIds(Tokens(spec.Vocab, 6, seed: 3)))]);
+        runner.RunNextStage();
+        Assert.Throws<SequenceTooLongException>(() => runner.BeginStep([new BatchRow(b, ToTokenIds(Tokens(spec.Vocab, 3, seed: 4)))]));
+        Assert.Equal(6, b.Length);
+        Assert.Equal(0, a.Length);
+        Assert.Equal(-1, runner.NextStage);
+    }
+}

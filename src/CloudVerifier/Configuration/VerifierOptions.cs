@@ -34,9 +34,9 @@ public sealed class VerifierOptions
     [Range(0, 1024)]
     public int IntraOpThreads { get; set; }
 
-    /// <summary>How many model runs may go at once (default 1: sessions take turns on the device).</summary>
-    [Range(1, 256)]
-    public int MaxConcurrentRuns { get; set; } = 1;
+    /// <summary>How rounds of different sessions share the model's steps.</summary>
+    [Required]
+    public BatchingOptions Batching { get; set; } = new();
 
     /// <summary>Confidence an exit needs before its provisional verdict is sent, for exits without their own threshold (default 0.5).</summary>
     [Range(0.0, 1.0, ErrorMessage = "Verifier:DefaultExitThreshold must lie in [0, 1]")]
@@ -131,6 +131,44 @@ public sealed class ApiKeyOptions
 
     /// <summary>A revoked key is refused like an unknown one.</summary>
     public bool Revoked { get; set; }
+}
+
+/// <summary>
+/// Continuous batching (the <c>Verifier:Batching</c> section): rounds, prefills and cloud Generate steps of different
+/// sessions that are ready at the same time run as one model call per stage.
+/// </summary>
+public sealed class BatchingOptions
+{
+    /// <summary>Default for <see cref="MaxRows"/>.</summary>
+    public const int DefaultMaxRows = 32;
+
+    /// <summary>Default for <see cref="TokenBudget"/>.</summary>
+    public const int DefaultTokenBudget = 512;
+
+    /// <summary>Default for <see cref="PrefillChunkTokens"/>.</summary>
+    public const int DefaultPrefillChunkTokens = 32;
+
+    /// <summary>Batch sessions' steps (default true). Off: one session's step at a time, as a semaphore would.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>The most sessions one step serves (default 32).</summary>
+    [Range(1, 4096)]
+    public int MaxRows { get; set; } = DefaultMaxRows;
+
+    /// <summary>The most tokens one step runs, padding included: rows × the longest row (default 512).</summary>
+    [Range(1, 1_000_000)]
+    public int TokenBudget { get; set; } = DefaultTokenBudget;
+
+    /// <summary>A prompt longer than this is prefilled in chunks of this many tokens, one per step, between other sessions' rounds (default 32).</summary>
+    [Range(1, 4096)]
+    public int PrefillChunkTokens { get; set; } = DefaultPrefillChunkTokens;
+
+    /// <summary>
+    /// How long the scheduler waits after the first request for others to join its step, in microseconds (default 0:
+    /// a step takes what is ready; requests arriving while a step runs join the next).
+    /// </summary>
+    [Range(0, 1_000_000)]
+    public int WindowMicroseconds { get; set; }
 }
 
 /// <summary>What one verifier accepts.</summary>

@@ -34,6 +34,7 @@ public sealed class TargetModel : IDisposable
             DeviceId = o.DeviceId,
             IntraOpThreads = o.IntraOpThreads,
             MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + 1),
+            Attention = Shared.Models.Onnx.AttentionForm.Batched,
         }, logger);
         MaxSequenceLength = o.Limits.MaxSequenceLength > 0 ? Math.Min(o.Limits.MaxSequenceLength, Model.MaxSequenceLength) : Model.MaxSequenceLength;
         Profile = string.IsNullOrEmpty(o.ComputeProfile) ? ComputeProfile.Real : ComputeProfiles.Resolve(o.ComputeProfile);

@@ -98,7 +98,7 @@ public static class VerifierHost
             .ValidateOnStart();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<TargetModel>();
-        builder.Services.AddSingleton<ModelScheduler>();
+        builder.Services.AddSingleton<BatchScheduler>();
         builder.Services.AddSingleton<SessionRegistry>();
         builder.Services.AddSingleton<ApiKeyAuthenticator>();
         builder.Services.AddGrpc(o =>

@@ -37,4 +37,7 @@ internal static partial class VerifierLog
 
     [LoggerMessage(EventId = 2012, Level = LogLevel.Warning, Message = "Model runs still in flight after {Seconds} s at shutdown: the model is freed anyway")]
     public static partial void RunsInFlight(ILogger logger, int seconds);
+
+    [LoggerMessage(EventId = 2030, Level = LogLevel.Error, Message = "A batched model step failed; its sessions get Internal: {Reason}")]
+    public static partial void StepFailed(ILogger logger, string reason);
 }

@@ -10,10 +10,27 @@ using SpecEdge.Shared.Decoding;
 using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
 using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Runtime;
-using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.CloudVerifier.Services;
+
+/// <summary>
+/// Samples the token after a Generate step from the final stage's logits (on the scheduler's thread).
+/// </summary>
+internal sealed class NextToken(AcceptanceRule rule, SamplingConfig sampling, int finalStage) : IStageObserver
+{
+    public int Position { get; set; }
+
+    public TokenId Token { get; private set; }
+
+    public void OnStage(int stage, LogitsView logits)
+    {
+        if (stage == finalStage)
+        {
+            Token = rule.SampleTarget(logits.Last, sampling, Position);
+        }
+    }
+}
 
 /// <summary>
 /// The gRPC Verifier service. A Decode stream has one reader loop (client messages into a small bounded inbox), one
@@ -30,12 +47,12 @@ public sealed class VerifierService : Verifier.VerifierBase
     private static readonly TimeSpan HandOffTimeout = TimeSpan.FromSeconds(2);
 
     private readonly TargetModel _target;
-    private readonly ModelScheduler _scheduler;
+    private readonly BatchScheduler _scheduler;
     private readonly SessionRegistry _sessions;
     private readonly TimeProvider _time;
     private readonly ILogger<VerifierService> _logger;
 
-    public VerifierService(TargetModel target, ModelScheduler scheduler, SessionRegistry sessions, TimeProvider time, ILogger<VerifierService> logger)
+    public VerifierService(TargetModel target, BatchScheduler scheduler, SessionRegistry sessions, TimeProvider time, ILogger<VerifierService> logger)
     {
         _target = target;
         _scheduler = scheduler;
@@ -62,7 +79,7 @@ public sealed class VerifierService : Verifier.VerifierBase
             var open = await ReadOpenAsync(requestStream, idle.Token, stop.Token).ConfigureAwait(false);
             idle.CancelAfter(Timeout.InfiniteTimeSpan);
             var plan = DecodeSession.Plan(open, _target);
-            using var slot = _sessions.Reserve(Identity(context), plan.KvBytes);
+            using var slot = _sessions.Reserve(Identity(context), _scheduler.BytesPerSession);
             (session, var opened) = await DecodeSession.OpenAsync(plan, _target, _scheduler, _time, stop.Token).ConfigureAwait(false);
             sessionId = session.Id;
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
@@ -141,67 +158,102 @@ public sealed class VerifierService : Verifier.VerifierBase
             throw Refusal.InvalidArgument($"GenerateRequest.sampling: {problem}");
         }
 
-        var contextLength = Math.Min(_target.MaxSequenceLength, request.PromptIds.Count + request.MaxNewTokens + 1);
-        using var slot = _sessions.Reserve(Identity(context), model.KvBytesPerContext(contextLength));
-        using var decode = model.CreateContext(contextLength);
-        var rule = new AcceptanceRule(model.VocabSize);
-        var tokens = request.PromptIds.Select(id => new TokenId(id)).ToList();
-        var stopRule = new StopRule(tokens.Count, request.MaxNewTokens, _target.MaxSequenceLength, request.StopAtEos, model.Tokenizer.Eos);
-        var feed = tokens.ToArray();
-        for (uint index = 0; ; index++)
+        using var slot = _sessions.Reserve(Identity(context), _scheduler.BytesPerSession);
+        var sequence = _scheduler.OpenSlot();
+        try
         {
-            var start = _time.GetTimestamp();
-            TokenId next;
-            TimeSpan queued;
-            using (var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false))
+            var tokens = request.PromptIds.Select(id => new TokenId(id)).ToList();
+            var stopRule = new StopRule(tokens.Count, request.MaxNewTokens, _target.MaxSequenceLength, request.StopAtEos, model.Tokenizer.Eos);
+            var next = new NextToken(new AcceptanceRule(model.VocabSize), sampling, model.Stages.Count - 1);
+            var feed = tokens.ToArray();
+            for (uint index = 0; ; index++)
             {
-                queued = lease.Waited;
-                LogitsView last = default;
-                for (var chunk = 0; chunk < feed.Length; chunk += decode.MaxStepTokens)
+                // One row per token in the shared batches (the prompt first, in chunks).
+                var start = _time.GetTimestamp();
+                next.Position = tokens.Count;
+                var outcome = await _scheduler.RunAsync(sequence, feed, next, cancellationToken).ConfigureAwait(false);
+                var token = next.Token;
+                var (_, reason) = stopRule.Apply(tokens.Count, [token]);
+                tokens.Add(token);
+                await responseStream.WriteAsync(new GenerateReply
                 {
-                    var part = feed.AsMemory(chunk, Math.Min(decode.MaxStepTokens, feed.Length - chunk));
-                    decode.BeginStep(part.Span);
-                    var stageCount = model.Stages.Count;
-                    for (var stage = 0; stage < stageCount; stage++)
-                    {
-                        var stageStart = _time.GetTimestamp();
-                        var logits = decode.RunNextStage();
-                        await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, part.Length), cancellationToken).ConfigureAwait(false);
-                        if (stage == stageCount - 1)
-                        {
-                            last = logits;
-                        }
-                    }
+                    TokenId = token.Value,
+                    Index = index,
+                    Finished = reason != DomainFinish.None,
+                    FinishReason = reason.ToWire(),
+                    ComputeMicros = (long)(_time.GetElapsedTime(start) - outcome.Queued).TotalMicroseconds,
+                    QueueMicros = (long)outcome.Queued.TotalMicroseconds,
+                }, cancellationToken).ConfigureAwait(false);
+                if (reason != DomainFinish.None)
+                {
+                    return;
                 }
 
-                next = rule.SampleTarget(last.Last, sampling, tokens.Count);
-            }
+                if (_sessions.ShuttingDown)
+                {
+                    throw ShuttingDown(tokens.Count);
+                }
 
-            var (_, reason) = stopRule.Apply(tokens.Count, [next]);
-            tokens.Add(next);
-            var computeMicros = (long)(_time.GetElapsedTime(start) - queued).TotalMicroseconds;
-            await responseStream.WriteAsync(new GenerateReply
-            {
-                TokenId = next.Value,
-                Index = index,
-                Finished = reason != DomainFinish.None,
-                FinishReason = DecodeSession.ToWire(reason),
-                ComputeMicros = computeMicros,
-                QueueMicros = (long)queued.TotalMicroseconds,
-            }, cancellationToken).ConfigureAwait(false);
-            if (reason != DomainFinish.None)
-            {
-                return;
+                feed = [token];
             }
-
-            if (_sessions.ShuttingDown)
-            {
-                throw ShuttingDown(tokens.Count);
-            }
-
-            feed = [next];
+        }
+        finally
+        {
+            _scheduler.CloseSlot(sequence);
         }
     }
+
+    /// <summary>Wire form of a session's verdict on a round.</summary>
+    private static VerifierMessage ToWire(RoundVerdict verdict) => verdict switch
+    {
+        EarlyRoundVerdict early => new VerifierMessage
+        {
+            Early = new EarlyVerdict
+            {
+                Round = early.Round,
+                ExitLayer = (uint)early.ExitLayer,
+                Accepted = (uint)early.Verdict.Accepted,
+                NextId = early.Verdict.Next.Value,
+                Confidence = (float)early.Confidence,
+                ElapsedMicros = (long)early.Elapsed.TotalMicroseconds,
+            },
+        },
+        FinalRoundVerdict final => new VerifierMessage
+        {
+            Final = new FinalVerdict
+            {
+                Round = final.Round,
+                Accepted = (uint)final.Verdict.Accepted,
+                NextId = final.Verdict.Next.Value,
+                Finished = final.Finish != DomainFinish.None,
+                FinishReason = final.Finish.ToWire(),
+                CommittedLength = (uint)final.CommittedLength,
+                Timings = ToWire(final.Timings),
+            },
+        },
+        DroppedRound dropped => new VerifierMessage { Dropped = new RoundDropped { Round = dropped.Round, Reason = dropped.Reason, Invalid = dropped.Invalid } },
+        _ => throw new ArgumentOutOfRangeException(nameof(verdict), verdict.GetType().Name, "unknown round verdict"),
+    };
+
+    private static ServerTimings ToWire(RoundTimings timings)
+    {
+        var wire = new ServerTimings
+        {
+            QueueMicros = (long)timings.Queued.TotalMicroseconds,
+            TotalMicros = (long)timings.Total.TotalMicroseconds,
+            EmulatedMicros = (long)timings.Emulated.TotalMicroseconds,
+            ReceivedUnixMicros = ToUnixMicros(timings.Received),
+            VerdictUnixMicros = ToUnixMicros(timings.Decided),
+        };
+        foreach (var stage in timings.Stages)
+        {
+            wire.StageMicros.Add((long)stage.TotalMicroseconds);
+        }
+
+        return wire;
+    }
+
+    private static long ToUnixMicros(DateTimeOffset time) => (time - DateTimeOffset.UnixEpoch).Ticks / 10;
 
     private static async Task<Open> ReadOpenAsync(IAsyncStreamReader<EdgeMessage> requests, CancellationToken idle, CancellationToken stop)
     {
@@ -290,11 +342,14 @@ public sealed class VerifierService : Verifier.VerifierBase
                 idle.CancelAfter(Timeout.InfiniteTimeSpan);
                 if (draft.Condition is not null && session.CheckCondition(draft) is { } dropped)
                 {
-                    await outbox.WriteAsync(new VerifierMessage { Dropped = dropped }, stop).ConfigureAwait(false);
+                    await outbox.WriteAsync(ToWire(dropped), stop).ConfigureAwait(false);
                 }
                 else
                 {
-                    await session.VerifyAsync(draft, outbox, stop, receivedAt).ConfigureAwait(false);
+                    await foreach (var verdict in session.VerifyAsync(draft, stop, receivedAt).ConfigureAwait(false))
+                    {
+                        await outbox.WriteAsync(ToWire(verdict), stop).ConfigureAwait(false);
+                    }
                 }
 
                 if (session.Finished)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Scheduling;
@@ -5,10 +6,8 @@ using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Runtime;
-using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
-using WireFinish = SpecEdge.Protocol.V1.FinishReason;
 
 namespace SpecEdge.CloudVerifier.Sessions;
 
@@ -21,9 +20,10 @@ namespace SpecEdge.CloudVerifier.Sessions;
 internal sealed class DecodeSession : IDisposable
 {
     private readonly TargetModel _target;
-    private readonly ModelScheduler _scheduler;
+    private readonly BatchScheduler _scheduler;
     private readonly TimeProvider _time;
-    private readonly DecodeContext _context;
+    private readonly SequenceSlot _slot;
+    private readonly int _contextLength;
     private readonly AcceptanceRule _rule;
     private readonly TokenSampler _sampler;
     private readonly float[] _probabilities;
@@ -37,7 +37,7 @@ internal sealed class DecodeSession : IDisposable
     private readonly int _promptLength;
     private int _lastRoundDrafts;
 
-    private DecodeSession(TargetModel target, ModelScheduler scheduler, TimeProvider time, SessionPlan plan)
+    private DecodeSession(TargetModel target, BatchScheduler scheduler, TimeProvider time, SessionPlan plan)
     {
         _target = target;
         _scheduler = scheduler;
@@ -48,7 +48,8 @@ internal sealed class DecodeSession : IDisposable
         _sampling = plan.Sampling;
         _earlyVerdicts = plan.EarlyVerdicts;
         _thresholds = plan.Thresholds;
-        _context = target.Model.CreateContext(plan.ContextLength);
+        _contextLength = plan.ContextLength;
+        _slot = scheduler.OpenSlot();
         _rule = new AcceptanceRule(target.Model.VocabSize);
         _sampler = new TokenSampler(target.Model.VocabSize);
         _probabilities = new float[target.Model.VocabSize];
@@ -64,7 +65,8 @@ internal sealed class DecodeSession : IDisposable
 
     public uint LastRound { get; private set; }
 
-    public FinalVerdict? LastVerdict { get; private set; }
+    /// <summary>The last final verdict (accepted drafts and the token after them), or null before the first.</summary>
+    public Verdict? LastVerdict { get; private set; }
 
     public bool Finished { get; private set; }
 
@@ -153,7 +155,7 @@ internal sealed class DecodeSession : IDisposable
     }
 
     /// <summary>Allocates the session's cache, prefills the prefix, and returns the session and its Opened reply.</summary>
-    public static async Task<(DecodeSession Session, Opened Reply)> OpenAsync(SessionPlan plan, TargetModel target, ModelScheduler scheduler, TimeProvider time, CancellationToken cancellationToken)
+    public static async Task<(DecodeSession Session, Opened Reply)> OpenAsync(SessionPlan plan, TargetModel target, BatchScheduler scheduler, TimeProvider time, CancellationToken cancellationToken)
     {
         var session = new DecodeSession(target, scheduler, time, plan);
         try
@@ -181,7 +183,7 @@ internal sealed class DecodeSession : IDisposable
     /// RoundDropped to send: the condition did not hold, or the round cannot apply at all (marked invalid). The session
     /// is unchanged either way and still expects round <see cref="LastRound"/> + 1.
     /// </summary>
-    public RoundDropped? CheckCondition(Draft draft)
+    public DroppedRound? CheckCondition(Draft draft)
     {
         var condition = draft.Condition;
         string? invalid = null;
@@ -208,66 +210,45 @@ internal sealed class DecodeSession : IDisposable
 
         if (invalid is not null)
         {
-            return new RoundDropped { Round = draft.Round, Reason = invalid, Invalid = true };
+            return new DroppedRound(draft.Round, invalid, Invalid: true);
         }
 
-        return LastVerdict!.Accepted == condition.Accepted && LastVerdict.NextId == condition.NextId
+        var last = LastVerdict!.Value;
+        return last.Accepted == condition.Accepted && last.Next.Value == condition.NextId
             ? null
-            : new RoundDropped { Round = draft.Round, Reason = $"round {condition.Round} ended with {LastVerdict.Accepted} accepted and next {LastVerdict.NextId}, not {condition.Accepted} and {condition.NextId}" };
+            : new DroppedRound(draft.Round, $"round {condition.Round} ended with {last.Accepted} accepted and next {last.Next.Value}, not {condition.Accepted} and {condition.NextId}", Invalid: false);
     }
 
-    /// <summary>Verifies one round and writes its early verdicts and final verdict to <paramref name="output"/>.</summary>
+    /// <summary>
+    /// Verifies one round: its early verdicts as each exit stage of its batched step ends (those whose confidence clears
+    /// the exit's threshold), then its final verdict, which commits tokens.
+    /// </summary>
     /// <exception cref="Grpc.Core.RpcException">The round is out of order, does not match the session, or carries bad ids or distributions.</exception>
-    public async Task VerifyAsync(Draft draft, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken, DateTimeOffset? receivedAt = null)
+    public async IAsyncEnumerable<RoundVerdict> VerifyAsync(Draft draft, [EnumeratorCancellation] CancellationToken cancellationToken, DateTimeOffset? receivedAt = null)
     {
         var started = _time.GetTimestamp();
         var received = receivedAt ?? _time.GetUtcNow();
         var drafts = Validate(draft);
         var committed = _tokens.Count;
         var gamma = drafts.Length;
-        _step[0] = _tokens[^1];
-        drafts.CopyTo(_step.AsSpan(1));
-        var stepTokens = _step.AsMemory(0, gamma + 1);
+        var step = new TokenId[gamma + 1];
+        step[0] = _tokens[^1];
+        drafts.CopyTo(step.AsSpan(1));
 
-        var timings = new ServerTimings { ReceivedUnixMicros = ToUnixMicros(received) };
-        Verdict final;
-        using (var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false))
+        var round = new RoundCheck(this, draft.Round, drafts, committed, started);
+        var run = _scheduler.RunAsync(_slot, step, round, cancellationToken);
+        _ = run.ContinueWith(static (_, state) => ((Channel<EarlyRoundVerdict>)state!).Writer.TryComplete(), round.Early, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await foreach (var early in round.Early.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            timings.QueueMicros = (long)lease.Waited.TotalMicroseconds;
-            _context.BeginStep(stepTokens.Span);
-            var stageCount = _target.Model.Stages.Count;
-            LogitsView logits = default;
-            for (var stage = 0; stage < stageCount; stage++)
-            {
-                var stageStart = _time.GetTimestamp();
-                logits = _context.RunNextStage();
-                var waited = await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, gamma + 1), cancellationToken).ConfigureAwait(false);
-                timings.StageMicros.Add((long)_time.GetElapsedTime(stageStart).TotalMicroseconds);
-                timings.EmulatedMicros += (long)waited.TotalMicroseconds;
-                if (stage < stageCount - 1 && _earlyVerdicts)
-                {
-                    await WriteEarlyVerdictAsync(draft.Round, stage, drafts, logits, committed, started, output, cancellationToken).ConfigureAwait(false);
-                }
-            }
-
-            final = Decide(drafts, logits, committed);
+            yield return early;
         }
 
+        var outcome = await run.ConfigureAwait(false);
+        var final = round.Final ?? throw new InvalidOperationException("the round's step ended without its final stage");
         var (kept, reason) = Commit(drafts, final, committed);
-        timings.TotalMicros = (long)_time.GetElapsedTime(started).TotalMicroseconds;
-        timings.VerdictUnixMicros = ToUnixMicros(_time.GetUtcNow());
-        var verdict = new FinalVerdict
-        {
-            Round = draft.Round,
-            Accepted = (uint)(kept - 1),
-            NextId = _tokens[^1].Value,
-            Finished = reason != DomainFinish.None,
-            FinishReason = ToWire(reason),
-            CommittedLength = (uint)_tokens.Count,
-            Timings = timings,
-        };
-        LastVerdict = verdict;
-        await output.WriteAsync(new VerifierMessage { Final = verdict }, cancellationToken).ConfigureAwait(false);
+        LastVerdict = new Verdict(kept - 1, _tokens[^1]);
+        yield return new FinalRoundVerdict(draft.Round, LastVerdict.Value, reason, _tokens.Count, new RoundTimings(
+            outcome.Queued, outcome.Stages, _time.GetElapsedTime(started), outcome.Emulated, received, _time.GetUtcNow(), outcome.BatchRows, outcome.BatchTokens));
     }
 
     /// <summary>Prefills the committed prefix except its last token, which the first round feeds.</summary>
@@ -276,20 +257,7 @@ internal sealed class DecodeSession : IDisposable
         var start = _time.GetTimestamp();
         if (_tokens.Count > 1)
         {
-            using var lease = await _scheduler.AcquireAsync(cancellationToken).ConfigureAwait(false);
-            var prefix = _tokens.ToArray().AsMemory(0, _tokens.Count - 1);
-            for (var chunk = 0; chunk < prefix.Length; chunk += _context.MaxStepTokens)
-            {
-                var part = prefix.Slice(chunk, Math.Min(_context.MaxStepTokens, prefix.Length - chunk));
-                var stageCount = _target.Model.Stages.Count;
-                _context.BeginStep(part.Span);
-                for (var stage = 0; stage < stageCount; stage++)
-                {
-                    var stageStart = _time.GetTimestamp();
-                    _context.RunNextStage();
-                    await ComputeFloor.WaitAsync(_time, stageStart, _target.Profile.StageFloor(stage, stageCount, part.Length), cancellationToken).ConfigureAwait(false);
-                }
-            }
+            await _scheduler.RunAsync(_slot, _tokens.ToArray().AsMemory(0, _tokens.Count - 1), null, cancellationToken).ConfigureAwait(false);
         }
 
         return _time.GetElapsedTime(start);
@@ -318,9 +286,9 @@ internal sealed class DecodeSession : IDisposable
             throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts are over the verifier's limit of {limits.MaxDraftTokens} per round");
         }
 
-        if (_tokens.Count + draft.Ids.Count >= _context.MaxLength)
+        if (_tokens.Count + draft.Ids.Count >= _contextLength)
         {
-            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the session's maximum sequence length of {_context.MaxLength}");
+            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the session's maximum sequence length of {_contextLength}");
         }
 
         CheckIds(draft.Ids, $"round {draft.Round}: Draft.ids", _target.Model.VocabSize);
@@ -369,28 +337,15 @@ internal sealed class DecodeSession : IDisposable
     private Verdict Decide(TokenId[] drafts, LogitsView logits, int committed) =>
         _rule.Verify(drafts, _sampling.IsGreedy ? null : _distributions, i => logits.Row(i), _sampling, committed);
 
-    private async Task WriteEarlyVerdictAsync(uint round, int exit, TokenId[] drafts, LogitsView exitLogits, int committed, long started, ChannelWriter<VerifierMessage> output, CancellationToken cancellationToken)
+    /// <summary>An exit's provisional verdict on a round, or null when its confidence is under the exit's threshold.</summary>
+    private EarlyRoundVerdict? EarlyVerdict(uint round, int exit, TokenId[] drafts, LogitsView exitLogits, int committed, long started)
     {
         var verdict = Decide(drafts, exitLogits, committed);
         var (kept, next) = Truncate(drafts, verdict, committed);
         var confidence = Confidence(exitLogits, kept);
-        if (confidence < _thresholds[exit])
-        {
-            return;
-        }
-
-        await output.WriteAsync(new VerifierMessage
-        {
-            Early = new EarlyVerdict
-            {
-                Round = round,
-                ExitLayer = (uint)_target.Model.Manifest.Exits[exit],
-                Accepted = (uint)(kept - 1),
-                NextId = next.Value,
-                Confidence = (float)confidence,
-                ElapsedMicros = (long)_time.GetElapsedTime(started).TotalMicroseconds,
-            },
-        }, cancellationToken).ConfigureAwait(false);
+        return confidence < _thresholds[exit]
+            ? null
+            : new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], new Verdict(kept - 1, next), confidence, _time.GetElapsedTime(started));
     }
 
     /// <summary>
@@ -440,7 +395,7 @@ internal sealed class DecodeSession : IDisposable
         _tokens.AddRange(tokens);
 
         // Keep the cache of everything but the new last token: [old last, the kept drafts].
-        _context.Rollback(_tokens.Count - 1);
+        _slot.Rollback(_tokens.Count - 1);
         if (reason != DomainFinish.None)
         {
             Finished = true;
@@ -450,15 +405,30 @@ internal sealed class DecodeSession : IDisposable
         return (tokens.Length, reason);
     }
 
-    public static WireFinish ToWire(DomainFinish reason) => reason switch
-    {
-        DomainFinish.EndOfSequence => WireFinish.Eos,
-        DomainFinish.Length => WireFinish.Length,
-        DomainFinish.Context => WireFinish.Context,
-        _ => WireFinish.Unspecified,
-    };
+    public void Dispose() => _scheduler.CloseSlot(_slot);
 
-    public void Dispose() => _context.Dispose();
+    /// <summary>
+    /// One round in its batched step: after each exit stage, the exit's verdict (sent at once when confident); after the
+    /// last stage, the final verdict. Runs on the scheduler's thread while the session awaits the step.
+    /// </summary>
+    private sealed class RoundCheck(DecodeSession session, uint round, TokenId[] drafts, int committed, long started) : IStageObserver
+    {
+        public Channel<EarlyRoundVerdict> Early { get; } = Channel.CreateUnbounded<EarlyRoundVerdict>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+
+        public Verdict? Final { get; private set; }
+
+        public void OnStage(int stage, LogitsView logits)
+        {
+            if (stage == session._target.Model.Stages.Count - 1)
+            {
+                Final = session.Decide(drafts, logits, committed);
+            }
+            else if (session._earlyVerdicts && session.EarlyVerdict(round, stage, drafts, logits, committed, started) is { } early)
+            {
+                Early.Writer.TryWrite(early);
+            }
+        }
+    }
 
     private static long ToUnixMicros(DateTimeOffset time) => (time - DateTimeOffset.UnixEpoch).Ticks / 10;
 

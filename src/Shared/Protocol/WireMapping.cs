@@ -1,5 +1,7 @@
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
+using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
+using WireFinish = SpecEdge.Protocol.V1.FinishReason;
 
 namespace SpecEdge.Shared.Protocol;
 
@@ -22,6 +24,14 @@ public static class WireMapping
         TopK = config.TopK,
         TopP = config.TopP,
         Seed = config.Seed,
+    };
+
+    public static WireFinish ToWire(this DomainFinish reason) => reason switch
+    {
+        DomainFinish.EndOfSequence => WireFinish.Eos,
+        DomainFinish.Length => WireFinish.Length,
+        DomainFinish.Context => WireFinish.Context,
+        _ => WireFinish.Unspecified,
     };
 
     public static SparseDistribution ToDomain(this DraftDistribution distribution) =>

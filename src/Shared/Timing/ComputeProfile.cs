@@ -37,6 +37,14 @@ public sealed record ComputeProfile
     public double VerifyMsPerToken { get; init; }
 
     /// <summary>
+    /// What each token of a batched step's rows after the first adds to the step's floor, in milliseconds
+    /// (<c>verify_ms_per_batched_token</c>). A GPU verifying a few sequences at once is bound by reading the weights,
+    /// so a step of B rows costs about what one row costs until the batch is large: this is the marginal cost that
+    /// remains. 0 makes extra rows free.
+    /// </summary>
+    public double VerifyMsPerBatchedToken { get; init; }
+
+    /// <summary>
     /// The share of a verification step each stage takes, in stage order (for a staged target; they are scaled to sum
     /// to 1). Empty: the step's time is spread evenly over the stages. When the target has a different number of
     /// stages, the first stage keeps its share (what "the first exit stage costs a quarter of the step" means) and the
@@ -52,9 +60,16 @@ public sealed record ComputeProfile
     public TimeSpan DraftFloor(int tokens) => TimeSpan.FromMilliseconds(DraftMsPerToken * tokens);
 
     /// <summary>The floor on running stage <paramref name="stage"/> of <paramref name="stageCount"/> over <paramref name="tokens"/> scored tokens.</summary>
-    public TimeSpan StageFloor(int stage, int stageCount, int tokens)
+    public TimeSpan StageFloor(int stage, int stageCount, int tokens) => BatchStageFloor(stage, stageCount, 1, tokens);
+
+    /// <summary>
+    /// The floor on running stage <paramref name="stage"/> of a batched step of <paramref name="rows"/> rows of
+    /// <paramref name="tokensPerRow"/> tokens (padding included): the per-step floor once, the per-token floor for one
+    /// row, and <see cref="VerifyMsPerBatchedToken"/> for each token of the other rows.
+    /// </summary>
+    public TimeSpan BatchStageFloor(int stage, int stageCount, int rows, int tokensPerRow)
     {
-        var step = VerifyMsPerStep + (VerifyMsPerToken * tokens);
+        var step = VerifyMsPerStep + (VerifyMsPerToken * tokensPerRow) + (VerifyMsPerBatchedToken * Math.Max(rows - 1, 0) * tokensPerRow);
         if (step <= 0)
         {
             return TimeSpan.Zero;
@@ -86,9 +101,9 @@ public sealed record ComputeProfile
             return "a compute profile needs a name";
         }
 
-        if (!(DraftMsPerToken >= 0) || !(VerifyMsPerStep >= 0) || !(VerifyMsPerToken >= 0))
+        if (!(DraftMsPerToken >= 0) || !(VerifyMsPerStep >= 0) || !(VerifyMsPerToken >= 0) || !(VerifyMsPerBatchedToken >= 0))
         {
-            return $"compute profile '{Name}': draft_ms_per_token, verify_ms_per_step and verify_ms_per_token must be non-negative numbers";
+            return $"compute profile '{Name}': draft_ms_per_token, verify_ms_per_step, verify_ms_per_token and verify_ms_per_batched_token must be non-negative numbers";
         }
 
         if (StageFractions.Any(f => !(f > 0)))

@@ -6,7 +6,7 @@ using SpecEdge.TestUtilities;
 
 namespace SpecEdge.CloudVerifier.Tests.Services;
 
-/// <summary>A verifier torn down while its model is busy frees the model only after the runs in flight.</summary>
+/// <summary>A verifier torn down while its model is busy frees the model only after the step in flight.</summary>
 public sealed class ShutdownTests : IDisposable
 {
     private readonly TempDirectory _temp = new("shutdown");
@@ -15,7 +15,7 @@ public sealed class ShutdownTests : IDisposable
 
     /// <summary>
     /// Disposing the host while four calls decode at once. Before the scheduler drained its runs on disposal, ONNX
-    /// Runtime freed the session under a running stage and the whole process died (SIGSEGV) within a few rounds of this
+    /// Runtime freed the session under a running stage (the four calls now share batched steps) and the whole process died (SIGSEGV) within a few rounds of this
     /// loop; a crash here takes the test host down, which the run reports as a failure.
     /// </summary>
     [Fact]
@@ -24,11 +24,7 @@ public sealed class ShutdownTests : IDisposable
         var pair = TestModels.WritePair(_temp.Path);
         for (var i = 0; i < 20; i++)
         {
-            var (app, address) = await VerifierHost.StartLoopbackAsync(pair.TargetDir, o =>
-            {
-                o.IntraOpThreads = 1;
-                o.MaxConcurrentRuns = 4;
-            }).DefaultTimeout();
+            var (app, address) = await VerifierHost.StartLoopbackAsync(pair.TargetDir, o => o.IntraOpThreads = 1).DefaultTimeout();
             using var channel = GrpcChannel.ForAddress(address);
             var client = new Verifier.VerifierClient(channel);
             var calls = Enumerable.Range(0, 4).Select(async _ =>

@@ -17,6 +17,9 @@ public abstract class KestrelVerifier : IAsyncLifetime
 
     public Uri Address { get; private set; } = null!;
 
+    /// <summary>The running host (for its services, such as the batch scheduler's counters).</summary>
+    public WebApplication App => _app ?? throw new InvalidOperationException("the verifier has not started");
+
     protected abstract TestPair CreatePair(string root);
 
     protected virtual void Configure(VerifierOptions options)

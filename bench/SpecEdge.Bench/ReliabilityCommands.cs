@@ -65,9 +65,9 @@ internal static class ReliabilityCommands
         {
             var (target, draft) = Pair();
             var report = await ProtocolFuzzer.RunAsync(target, draft, parse.GetValue(sequences), parse.GetValue(seed), parse.GetValue(parallel), Console.Error, cancellationToken);
-            Console.WriteLine("| sequences | seconds | outcomes | undefined statuses | valid sequences refused | healthy generations | identical |");
-            Console.WriteLine("|---|---|---|---|---|---|---|");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Sequences} | {report.Seconds:F0} | {string.Join(", ", report.Outcomes.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.Undefined} | {report.ValidRefused} | {report.HealthyGenerations} | {report.HealthyIdentical} |"));
+            Console.WriteLine("| sequences | seconds | outcomes | undefined statuses | valid sequences refused | healthy generations | identical | batched steps shared by sessions |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Sequences} | {report.Seconds:F0} | {string.Join(", ", report.Outcomes.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.Undefined} | {report.ValidRefused} | {report.HealthyGenerations} | {report.HealthyIdentical} | {report.SharedSteps} |"));
             foreach (var problem in report.Problems)
             {
                 Console.WriteLine($"- {problem}");

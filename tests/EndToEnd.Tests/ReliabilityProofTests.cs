@@ -56,6 +56,7 @@ public sealed class ReliabilityProofTests : IDisposable
         Assert.True(report.Outcomes.GetValueOrDefault("FailedPrecondition") > 0);
         Assert.True(report.HealthyGenerations > 0);
         Assert.Equal(report.HealthyGenerations, report.HealthyIdentical);
+        Assert.True(report.SharedSteps > 0, "the fuzzed sessions never shared a batched step with another session");
     }
 
     public void Dispose() => _temp.Dispose();

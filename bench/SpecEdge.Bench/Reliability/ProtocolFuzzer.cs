@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Grpc.Core;
@@ -12,7 +13,7 @@ using SpecEdge.Shared.Tokenization;
 namespace SpecEdge.Bench.Reliability;
 
 /// <summary>What a fuzzing run found.</summary>
-internal sealed record FuzzReport(int Sequences, double Seconds, IReadOnlyDictionary<string, int> Outcomes, int Undefined, int ValidRefused, int HealthyGenerations, int HealthyIdentical, IReadOnlyList<string> Problems);
+internal sealed record FuzzReport(int Sequences, double Seconds, IReadOnlyDictionary<string, int> Outcomes, int Undefined, int ValidRefused, int HealthyGenerations, int HealthyIdentical, IReadOnlyList<string> Problems, long SharedSteps = 0);
 
 /// <summary>
 /// Protocol fuzzing: generated and mutated Decode message sequences against a verifier on Kestrel. A sequence starts
@@ -134,7 +135,9 @@ internal static class ProtocolFuzzer
         log.WriteLine($"[fuzz] {throttled} sequence(s) were replayed on a new connection after Kestrel's rapid-reset protection closed one");
         await stopHealthy.CancelAsync();
         await healthyTask;
-        return new FuzzReport(sequences, watch.Elapsed.TotalSeconds, outcomes, undefined, validRefused, healthy, healthyIdentical, [.. problems.Take(20)]);
+        // The healthy session and the fuzzed ones share the verifier's batched steps: how many steps served several.
+        var sharedSteps = app.Services.GetRequiredService<SpecEdge.CloudVerifier.Scheduling.BatchScheduler>().Counters.SharedSteps;
+        return new FuzzReport(sequences, watch.Elapsed.TotalSeconds, outcomes, undefined, validRefused, healthy, healthyIdentical, [.. problems.Take(20)], sharedSteps);
     }
 
     /// <summary>

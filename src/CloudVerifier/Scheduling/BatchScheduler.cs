@@ -61,6 +61,7 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<BatchRow> _rows = [];
     private volatile bool _stopping;
     private long _steps;
+    private long _sharedSteps;
     private long _rowsRun;
     private long _tokensRun;
     private long _paddedTokens;
@@ -84,6 +85,18 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>The most tokens one row of a step scores.</summary>
     public int MaxStepTokens => _runner.MaxStepTokens;
 
+    /// <summary>Sessions holding a KV slot right now.</summary>
+    public int OpenSlots
+    {
+        get
+        {
+            lock (_modelLock)
+            {
+                return _runner.Occupied;
+            }
+        }
+    }
+
     /// <summary>Requests waiting for a step right now.</summary>
     public int Waiting
     {
@@ -97,7 +110,7 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>Counters since start: steps, rows, real tokens, tokens with padding, and time spent running steps.</summary>
-    public BatchCounters Counters => new(Interlocked.Read(ref _steps), Interlocked.Read(ref _rowsRun), Interlocked.Read(ref _tokensRun), Interlocked.Read(ref _paddedTokens), TimeSpan.FromTicks(Interlocked.Read(ref _busyTicks)), _runner.SlotMoves);
+    public BatchCounters Counters => new(Interlocked.Read(ref _steps), Interlocked.Read(ref _sharedSteps), Interlocked.Read(ref _rowsRun), Interlocked.Read(ref _tokensRun), Interlocked.Read(ref _paddedTokens), TimeSpan.FromTicks(Interlocked.Read(ref _busyTicks)), _runner.SlotMoves);
 
     /// <summary>A KV slot for a new session (waits for the step in flight, if any).</summary>
     internal SequenceSlot OpenSlot()
@@ -323,6 +336,11 @@ public sealed class BatchScheduler : IDisposable
 
         var busy = _time.GetElapsedTime(started);
         Interlocked.Increment(ref _steps);
+        if (rows > 1)
+        {
+            Interlocked.Increment(ref _sharedSteps);
+        }
+
         Interlocked.Add(ref _rowsRun, rows);
         Interlocked.Add(ref _paddedTokens, (long)rows * stepTokens);
         Interlocked.Add(ref _busyTicks, busy.Ticks);
@@ -401,9 +419,10 @@ public sealed class BatchScheduler : IDisposable
 
 /// <summary>What the scheduler has run since start.</summary>
 /// <param name="Steps">Batched steps (one ONNX Runtime call per stage each).</param>
+/// <param name="SharedSteps">Steps that served more than one session.</param>
 /// <param name="Rows">Rows over all steps (mean rows per step = Rows / Steps).</param>
 /// <param name="Tokens">Real tokens scored.</param>
 /// <param name="PaddedTokens">Tokens run including padding (rows × the longest row).</param>
 /// <param name="Busy">Time spent running steps (floors included).</param>
 /// <param name="SlotMoves">KV slot moves made to put a batch's rows side by side.</param>
-public readonly record struct BatchCounters(long Steps, long Rows, long Tokens, long PaddedTokens, TimeSpan Busy, long SlotMoves);
+public readonly record struct BatchCounters(long Steps, long SharedSteps, long Rows, long Tokens, long PaddedTokens, TimeSpan Busy, long SlotMoves);

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
+using SpecEdge.CloudVerifier.Scheduling;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Tokenization;
@@ -17,7 +19,8 @@ public sealed class SmallVocabularyVerifier : KestrelVerifier
 /// <summary>
 /// Sampling stays exact end to end: the first two tokens that speculative decoding (plain, pre-emptive, conditional)
 /// generates over gRPC follow the target's own joint distribution, computed exactly from the independent reference
-/// forward pass. A chi-square goodness-of-fit test with its threshold fixed here.
+/// forward pass, alone and with four edges sharing batched steps. A chi-square goodness-of-fit test with its threshold
+/// fixed here.
 /// </summary>
 public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) : IClassFixture<SmallVocabularyVerifier>
 {
@@ -30,30 +33,59 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
     [MemberData(nameof(Modes))]
     public async Task FirstTwoTokens_FollowTargetJointDistribution(GenerationMode mode)
     {
-        var expected = ExactJoint();
+        var (counts, acceptance) = await DrawAsync(mode, clients: 1);
+
+        AssertFollowsTarget(counts, acceptance, $"{mode}");
+    }
+
+    /// <summary>
+    /// The same draws from four edges at once, so their rounds share the verifier's batched steps (the scheduler's
+    /// counters prove it): batching leaves the distribution unchanged.
+    /// </summary>
+    [Fact]
+    public async Task FirstTwoTokens_FourEdgesSharingBatches_FollowTargetJointDistribution()
+    {
+        var scheduler = verifier.App.Services.GetRequiredService<BatchScheduler>();
+        var before = scheduler.Counters.SharedSteps;
+
+        var (counts, acceptance) = await DrawAsync(GenerationMode.Conditional, clients: 4);
+
+        AssertFollowsTarget(counts, acceptance, "conditional, four edges batched");
+        Assert.True(scheduler.Counters.SharedSteps - before > Samples / 10, "the four edges' rounds seldom shared a step");
+    }
+
+    private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients)
+    {
         var counts = new long[SmallVocabularyVerifier.Vocab * SmallVocabularyVerifier.Vocab];
-        await using var client = await verifier.ConnectAsync();
         var drafted = 0;
         var accepted = 0;
-        for (var seed = 0UL; seed < Samples; seed++)
+        await Task.WhenAll(Enumerable.Range(0, clients).Select(async c =>
         {
-            var report = await client.Generate(new GenerationRequest
+            await using var client = await verifier.ConnectAsync();
+            for (var seed = (ulong)c; seed < Samples; seed += (ulong)clients)
             {
-                PromptIds = Prompt.Select(t => new TokenId(t)).ToList(),
-                Mode = mode,
-                DraftTokens = 2,
-                MaxNewTokens = 2,
-                Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) },
-            }).RunToEndAsync().DefaultTimeout();
-            counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]++;
-            drafted += report.DraftTokens;
-            accepted += report.AcceptedTokens;
-        }
+                var report = await client.Generate(new GenerationRequest
+                {
+                    PromptIds = Prompt.Select(t => new TokenId(t)).ToList(),
+                    Mode = mode,
+                    DraftTokens = 2,
+                    MaxNewTokens = 2,
+                    Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) },
+                }).RunToEndAsync().DefaultTimeout();
+                Interlocked.Increment(ref counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]);
+                Interlocked.Add(ref drafted, report.DraftTokens);
+                Interlocked.Add(ref accepted, report.AcceptedTokens);
+            }
+        })).WaitAsync(TimeSpan.FromMinutes(3));
+        return (counts, accepted / (double)drafted);
+    }
 
-        var (chi2, dof) = ChiSquare(counts, expected);
+    private void AssertFollowsTarget(long[] counts, double acceptance, string what)
+    {
+        var (chi2, dof) = ChiSquare(counts, ExactJoint());
         var critical = ChiSquareCritical(dof);
-        Assert.True(chi2 < critical, $"{mode}: chi-square {chi2:F1} ≥ {critical:F1} with {dof} degrees of freedom");
-        Assert.InRange(accepted / (double)drafted, 0.05, 0.95);
+        Assert.True(chi2 < critical, $"{what}: chi-square {chi2:F1} ≥ {critical:F1} with {dof} degrees of freedom");
+        Assert.InRange(acceptance, 0.05, 0.95);
     }
 
     /// <summary>p(t1, t2) = p(t1 | prompt) · p(t2 | prompt, t1), from the reference forward pass and a plain softmax.</summary>

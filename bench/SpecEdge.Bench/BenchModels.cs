@@ -23,7 +23,7 @@ internal static class BenchModels
     public static string Converted(string name, SyntheticModelSpec spec, IReadOnlyList<int>? exits = null)
     {
         var exitsKey = exits is { Count: > 0 } ? "-exits" + string.Join("_", exits) : string.Empty;
-        var root = Path.Combine(CacheRoot, $"{name}-s{spec.Seed}{exitsKey}");
+        var root = Path.Combine(CacheRoot, $"{name}-s{spec.Seed}{exitsKey}-g{ModelConverter.GraphFormat}");
         var checkpoint = Path.Combine(root, "checkpoint");
         var converted = Path.Combine(root, "converted");
         if (File.Exists(Path.Combine(converted, "specedge.json")))

@@ -12,6 +12,8 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     ReliabilityCommands.Soak(),
     ReliabilityCommands.Load(),
     ReliabilityCommands.Fuzz(),
+    ServeBenchmark.Create(),
+    BatchDriftCommand.Create(),
     QualityCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

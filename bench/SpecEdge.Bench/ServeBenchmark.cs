@@ -61,8 +61,9 @@ internal static class ServeBenchmark
         var tokens = new Option<int>("--tokens") { Description = "New tokens per generation.", DefaultValueFactory = _ => 32 };
         var mode = new Option<string>("--mode") { Description = "The clients' decoding mode.", DefaultValueFactory = _ => "preemptive" };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
+        var window = new Option<int>("--window-us") { Description = "The verifier's batching window (Verifier:Batching:WindowMicroseconds).", DefaultValueFactory = _ => 0 };
         var output = new Option<string?>("--out") { Description = "Folder for results.json, results.csv, throughput.png and report.md." };
-        var command = new Command("serve", "One verifier, many edges: throughput and per-client latency with continuous batching on and off.") { clients, batching, profiles, seconds, tokens, mode, gamma, output };
+        var command = new Command("serve", "One verifier, many edges: throughput and per-client latency with continuous batching on and off.") { clients, batching, profiles, seconds, tokens, mode, gamma, window, output };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var clientCounts = Parse(parse.GetValue(clients)!, "--clients");
@@ -79,7 +80,7 @@ internal static class ServeBenchmark
             }
 
             var pair = DefaultModels.Resolve();
-            var header = $"models: {pair.Description}; mode {generationMode}, γ = {parse.GetValue(gamma)}, {parse.GetValue(tokens)} tokens per generation, greedy; {parse.GetValue(seconds)} s per cell; no link emulation (loopback)";
+            var header = $"models: {pair.Description}; mode {generationMode}, γ = {parse.GetValue(gamma)}, {parse.GetValue(tokens)} tokens per generation, greedy; {parse.GetValue(seconds)} s per cell; batching window {parse.GetValue(window)} µs; no link emulation (loopback)";
             Console.WriteLine(header);
             var cells = new List<ServeCell>();
             foreach (var profile in profileList)
@@ -88,7 +89,7 @@ internal static class ServeBenchmark
                 {
                     foreach (var on in batchingValues)
                     {
-                        var cell = await RunCellAsync(pair, profile, on, count, TimeSpan.FromSeconds(parse.GetValue(seconds)), parse.GetValue(tokens), generationMode, parse.GetValue(gamma), cancellationToken);
+                        var cell = await RunCellAsync(pair, profile, on, parse.GetValue(window), count, TimeSpan.FromSeconds(parse.GetValue(seconds)), parse.GetValue(tokens), generationMode, parse.GetValue(gamma), cancellationToken);
                         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[serve] {profile.Name} batching {(on ? "on" : "off")} × {count}: {cell.TokensPerSecond:F1} tok/s, {cell.ClientMsPerTokenMedian:F1} ms/token, rows {cell.MeanBatchRows:F2}"));
                         cells.Add(cell);
                     }
@@ -111,7 +112,7 @@ internal static class ServeBenchmark
         return command;
     }
 
-    private static async Task<ServeCell> RunCellAsync(ModelPair pair, ComputeProfile profile, bool batching, int clients, TimeSpan duration, int tokens, GenerationMode mode, int gamma, CancellationToken cancellationToken)
+    private static async Task<ServeCell> RunCellAsync(ModelPair pair, ComputeProfile profile, bool batching, int windowMicroseconds, int clients, TimeSpan duration, int tokens, GenerationMode mode, int gamma, CancellationToken cancellationToken)
     {
         var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
         {
@@ -119,6 +120,7 @@ internal static class ServeBenchmark
             o.IntraOpThreads = 1;
             o.ComputeProfile = profile.IsEmulated ? profile.Name : null;
             o.Batching.Enabled = batching;
+            o.Batching.WindowMicroseconds = windowMicroseconds;
             o.Limits.MaxSessions = clients + 8;
         }, cancellationToken: cancellationToken);
         await using var _ = app;

@@ -50,6 +50,8 @@ public sealed class BatchRunner : IDisposable
     private readonly List<OrtValue> _stepTensors = [];
     private readonly List<SequenceSlot?> _occupants = [];
     private readonly List<BatchRow> _rows = [];
+    private readonly int[] _positions;
+    private readonly bool[] _held;
     private float[][] _keys = [];
     private float[][] _values = [];
     private OrtValue?[][] _kvViews = [];
@@ -106,6 +108,8 @@ public sealed class BatchRunner : IDisposable
         _hiddenBuffers = [new float[(long)tokens * _hidden], new float[(long)tokens * _hidden]];
         _logits = new float[(long)tokens * _vocab];
         _swap = new float[(long)_slotLength * _headDim];
+        _positions = new int[maxRows];
+        _held = new bool[maxRows];
         _bindings = new OrtIoBinding[model.Stages.Count];
         try
         {
@@ -276,7 +280,7 @@ public sealed class BatchRunner : IDisposable
             var baseLength = row.Slot.Length;
             for (var i = 0; i < t; i++)
             {
-                var at = (r * t) + i;
+                var at = (_positions[r] * t) + i;
                 _inputIds[at] = i < span.Length ? span[i].Value : span[^1].Value;
                 _positionIds[at] = Math.Min(baseLength + i, maxPosition);
 
@@ -360,7 +364,7 @@ public sealed class BatchRunner : IDisposable
             _nextStage = -1;
         }
 
-        return new BatchLogits(_logits, _rows.Count, _stepTokens, _vocab);
+        return new BatchLogits(_logits, _positions, _rows.Count, _stepTokens, _vocab);
     }
 
     /// <summary>Drops the pending step (no sequence changes).</summary>
@@ -427,29 +431,48 @@ public sealed class BatchRunner : IDisposable
         _boundRows = -1;
     }
 
-    // Moves the batch's rows into slots 0..k-1, in row order.
+    // Moves the batch's rows into slots 0..k-1 with as few moves as possible: a row already there stays, and each
+    // other row takes a free position (swapping with a sequence that is not in the batch). Row r then sits at
+    // position _positions[r].
     private void Arrange()
     {
-        for (var r = 0; r < _rows.Count; r++)
+        var k = _rows.Count;
+        Array.Clear(_held, 0, k);
+        foreach (var row in _rows)
+        {
+            if (row.Slot.Index < k)
+            {
+                _held[row.Slot.Index] = true;
+            }
+        }
+
+        var free = 0;
+        for (var r = 0; r < k; r++)
         {
             var slot = _rows[r].Slot;
-            if (slot.Index == r)
+            if (slot.Index >= k)
             {
-                continue;
+                while (_held[free])
+                {
+                    free++;
+                }
+
+                var other = _occupants[free];
+                var from = slot.Index;
+                Swap(free, other?.Length ?? 0, from, slot.Length);
+                _occupants[free] = slot;
+                _occupants[from] = other;
+                slot.Index = free;
+                if (other is not null)
+                {
+                    other.Index = from;
+                }
+
+                _held[free] = true;
+                SlotMoves++;
             }
 
-            var other = _occupants[r];
-            var from = slot.Index;
-            Swap(r, other?.Length ?? 0, from, slot.Length);
-            _occupants[r] = slot;
-            _occupants[from] = other;
-            slot.Index = r;
-            if (other is not null)
-            {
-                other.Index = from;
-            }
-
-            SlotMoves++;
+            _positions[r] = slot.Index;
         }
     }
 
@@ -503,11 +526,12 @@ public sealed class BatchRunner : IDisposable
                 for (var r = 0; r < _rows.Count; r++)
                 {
                     var row = _rows[r];
+                    var at = _positions[r];
                     var count = row.Tokens.Length * _headDim;
                     for (var h = 0; h < _kvHeads; h++)
                     {
-                        var from = step.AsSpan(((r * _kvHeads) + h) * t * _headDim, count);
-                        var to = (((long)r * _kvHeads) + h) * _slotLength + row.Slot.Length;
+                        var from = step.AsSpan(((at * _kvHeads) + h) * t * _headDim, count);
+                        var to = (((long)at * _kvHeads) + h) * _slotLength + row.Slot.Length;
                         from.CopyTo(arena.AsSpan((int)(to * _headDim), count));
                     }
                 }
@@ -598,16 +622,18 @@ public sealed class SequenceSlot
 /// <summary>One row of a batched step: a sequence and the tokens to score after it.</summary>
 public readonly record struct BatchRow(SequenceSlot Slot, ReadOnlyMemory<TokenId> Tokens);
 
-/// <summary>A batched stage's logits: per row, one row of logits per scored token (padding excluded).</summary>
+/// <summary>A batched stage's logits: per row (in the order the step was given), one row of logits per scored token (padding excluded).</summary>
 public readonly struct BatchLogits
 {
     private readonly float[] _buffer;
+    private readonly int[] _positions;
     private readonly int _stepTokens;
     private readonly int _vocab;
 
-    internal BatchLogits(float[] buffer, int rows, int stepTokens, int vocab)
+    internal BatchLogits(float[] buffer, int[] positions, int rows, int stepTokens, int vocab)
     {
         _buffer = buffer;
+        _positions = positions;
         Rows = rows;
         _stepTokens = stepTokens;
         _vocab = vocab;
@@ -621,6 +647,6 @@ public readonly struct BatchLogits
         ArgumentOutOfRangeException.ThrowIfNegative(row);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, Rows);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(tokens, _stepTokens);
-        return new LogitsView(_buffer, row * _stepTokens * _vocab, tokens, _vocab);
+        return new LogitsView(_buffer, _positions[row] * _stepTokens * _vocab, tokens, _vocab);
     }
 }

@@ -47,8 +47,8 @@ public static class ModelConverter
 {
     public const string DraftGraphFile = "model.onnx";
 
-    /// <summary>The layout of what a conversion writes; part of the conversion cache key, raised when it changes (2: batched graphs).</summary>
-    public const int GraphFormat = 2;
+    /// <summary>The layout of what a conversion writes; part of the conversion cache key, raised when it changes (2: batched graphs; 3: their attention without concatenating the past).</summary>
+    public const int GraphFormat = 3;
     public const string ExternalDataFile = "weights.bin";
 
     /// <summary>The exit-adapter file a checkpoint folder may hold (and a converted folder keeps).</summary>

@@ -131,7 +131,7 @@ internal sealed class LlamaGraphWriter
             hidden = GraphNames.HiddenStates;
         }
 
-        string seqLensK = string.Empty, totalLength = string.Empty, pastEnd = string.Empty, bias = string.Empty;
+        string seqLensK = string.Empty, totalLength = string.Empty, pastEnd = string.Empty, splitSizes = string.Empty, bias = string.Empty;
         if (batched)
         {
             // The past each row reads: bias width − step tokens positions; the bias, repeated for each query head of a
@@ -140,6 +140,7 @@ internal sealed class LlamaGraphWriter
             var total = g.Node("Gather", [biasShape, g.AddInt64Constant("/const/index3", [1], 3)], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
             var steps = g.Node("Gather", [biasShape, g.AddInt64Constant("/const/index2", [1], 2)], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
             pastEnd = g.Node("Sub", [total, steps], ["/attn/past_end"])[0];
+            splitSizes = g.Node("Concat", [pastEnd, steps], ["/attn/split_sizes"], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
             var group = c.NumAttentionHeads / c.NumKeyValueHeads;
             bias = group == 1 ? GraphNames.AttentionBias : g.Node("Tile", [GraphNames.AttentionBias, g.AddInt64Constant("/const/bias_repeats", [4], 1, 1, group, 1)], ["/attn/bias_grouped"])[0];
         }
@@ -184,7 +185,7 @@ internal sealed class LlamaGraphWriter
             var qRot = g.Node("RotaryEmbedding", [q, GraphNames.PositionIds, cos, sin], [$"{p}/q_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumAttentionHeads)])[0];
             var kRot = g.Node("RotaryEmbedding", [k, GraphNames.PositionIds, cos, sin], [$"{p}/k_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumKeyValueHeads)])[0];
             var attention = batched
-                ? BatchedAttention(g, p, layer, qRot, kRot, v, pastEnd, bias)
+                ? BatchedAttention(g, p, layer, qRot, kRot, v, pastEnd, splitSizes, bias)
                 : g.Node(
                 "GroupQueryAttention",
                 [qRot, kRot, v, GraphNames.PastKey(layer), GraphNames.PastValue(layer), seqLensK, totalLength],
@@ -252,11 +253,11 @@ internal sealed class LlamaGraphWriter
 
     /// <summary>
     /// Grouped-query attention from standard operators: queries [B, T, H·D] grouped by key/value head as
-    /// [B, Hkv, G·T, D] (query head h uses key/value head h / G, as Hugging Face's repeat_kv), keys and values the
-    /// first past_end positions of the cache followed by this step's, scores plus the bias, softmax, and back to
-    /// [B, T, H·D]. This step's keys and values leave the graph as outputs.
+    /// [B, Hkv, G·T, D] (query head h uses key/value head h / G, as Hugging Face's repeat_kv), scored against the
+    /// first past_end positions of the cache and against this step's keys, plus the bias, softmax over both, and the
+    /// two value products summed, back to [B, T, H·D]. This step's keys and values leave the graph as outputs.
     /// </summary>
-    private string BatchedAttention(OnnxGraphBuilder g, string p, int layer, string q, string k, string v, string pastEnd, string bias)
+    private string BatchedAttention(OnnxGraphBuilder g, string p, int layer, string q, string k, string v, string pastEnd, string splitSizes, string bias)
     {
         var c = _config;
         var heads = c.NumAttentionHeads;
@@ -278,14 +279,18 @@ internal sealed class LlamaGraphWriter
         var vNew = g.Node("Transpose", [g.Node("Reshape", [v, kvShape])[0]], [GraphNames.StepValue(layer)], attributes: [perm0213])[0];
         var kPast = g.Node("Slice", [GraphNames.PastKey(layer), zero, pastEnd, axis2])[0];
         var vPast = g.Node("Slice", [GraphNames.PastValue(layer), zero, pastEnd, axis2])[0];
-        var kAll = g.Node("Concat", [kPast, kNew], attributes: [OnnxGraphBuilder.Int("axis", 2)])[0];
-        var vAll = g.Node("Concat", [vPast, vNew], attributes: [OnnxGraphBuilder.Int("axis", 2)])[0];
-        var kT = g.Node("Transpose", [kAll], attributes: [OnnxGraphBuilder.Ints("perm", 0, 1, 3, 2)])[0];
-        var scores = g.Node("MatMul", [qGrouped, kT], [$"{p}/attn/scores"])[0];
+
+        // Scores against the past and against this step's keys apart, joined only as scores (G·T rows, far smaller
+        // than the keys): no copy of the whole past for a concatenation.
+        var transposeLast = OnnxGraphBuilder.Ints("perm", 0, 1, 3, 2);
+        var pastScores = g.Node("MatMul", [qGrouped, g.Node("Transpose", [kPast], attributes: [transposeLast])[0]])[0];
+        var newScores = g.Node("MatMul", [qGrouped, g.Node("Transpose", [kNew], attributes: [transposeLast])[0]])[0];
+        var scores = g.Node("Concat", [pastScores, newScores], [$"{p}/attn/scores"], attributes: [OnnxGraphBuilder.Int("axis", 3)])[0];
         var scaled = g.Node("Mul", [scores, scale])[0];
         var biased = g.Node("Add", [scaled, bias])[0];
         var probs = g.Node("Softmax", [biased], [$"{p}/attn/probs"], attributes: [OnnxGraphBuilder.Int("axis", -1)])[0];
-        var context = g.Node("MatMul", [probs, vAll])[0];
+        var parts = g.Node("Split", [probs, splitSizes], [$"{p}/attn/probs_past", $"{p}/attn/probs_new"], attributes: [OnnxGraphBuilder.Int("axis", 3)]);
+        var context = g.Node("Add", [g.Node("MatMul", [parts[0], vPast])[0], g.Node("MatMul", [parts[1], vNew])[0]])[0];
         var ungrouped = g.Node("Reshape", [context, ungroupedShape])[0];
         var merged = g.Node("Transpose", [ungrouped], attributes: [perm0213])[0];
         return g.Node("Reshape", [merged, mergedShape], [$"{p}/attn/output"])[0];

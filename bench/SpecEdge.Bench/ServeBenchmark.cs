@@ -31,6 +31,8 @@ internal sealed record ServeCell(
     double MeanBatchRows,
     double MeanBatchTokens,
     double BusyShare,
+    double StepMs,
+    double FloorShareOfStep,
     long Steps);
 
 /// <summary>
@@ -201,6 +203,8 @@ internal static class ServeBenchmark
                 steps == 0 ? 0 : (after.Rows - before.Rows) / (double)steps,
                 steps == 0 ? 0 : (after.Tokens - before.Tokens) / (double)steps,
                 (after.Busy - before.Busy) / elapsed,
+                steps == 0 ? 0 : (after.Busy - before.Busy).TotalMilliseconds / steps,
+                after.Busy == before.Busy ? 0 : (after.Floors - before.Floors) / (after.Busy - before.Busy),
                 steps);
         }
         finally
@@ -219,15 +223,15 @@ internal static class ServeBenchmark
         foreach (var profile in profiles)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## {profile.Label}").AppendLine();
-            text.AppendLine("| clients | batching | tokens/s | × unbatched | client ms/token (median) | worst client | × lone client | round p50 ms | round p99 ms | rows/step | tokens/step | verifier busy | failed |");
-            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            text.AppendLine("| clients | batching | tokens/s | × unbatched | client ms/token (median) | worst client | × lone client | round p50 ms | round p99 ms | rows/step | tokens/step | step ms | floor share of step | verifier busy | failed |");
+            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             var ofProfile = cells.Where(c => c.Profile == profile.Name).ToList();
             foreach (var cell in ofProfile.OrderBy(c => c.Clients).ThenByDescending(c => c.Batching))
             {
                 var unbatched = ofProfile.FirstOrDefault(c => c.Clients == cell.Clients && !c.Batching);
                 var lone = ofProfile.FirstOrDefault(c => c.Clients == 1 && c.Batching == cell.Batching);
                 text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {cell.Clients} | {(cell.Batching ? "on" : "off")} | {cell.TokensPerSecond:F1} | {(unbatched is null ? "-" : $"{cell.TokensPerSecond / unbatched.TokensPerSecond:F2}x")} | {cell.ClientMsPerTokenMedian:F2} | {cell.ClientMsPerTokenWorst:F2} | {(lone is null ? "-" : $"{cell.ClientMsPerTokenMedian / lone.ClientMsPerTokenMedian:F2}x")} | {cell.RoundP50Ms:F1} | {cell.RoundP99Ms:F1} | {cell.MeanBatchRows:F2} | {cell.MeanBatchTokens:F1} | {cell.BusyShare:P0} | {cell.Failed} |"));
+                    $"| {cell.Clients} | {(cell.Batching ? "on" : "off")} | {cell.TokensPerSecond:F1} | {(unbatched is null ? "-" : $"{cell.TokensPerSecond / unbatched.TokensPerSecond:F2}x")} | {cell.ClientMsPerTokenMedian:F2} | {cell.ClientMsPerTokenWorst:F2} | {(lone is null ? "-" : $"{cell.ClientMsPerTokenMedian / lone.ClientMsPerTokenMedian:F2}x")} | {cell.RoundP50Ms:F1} | {cell.RoundP99Ms:F1} | {cell.MeanBatchRows:F2} | {cell.MeanBatchTokens:F1} | {cell.StepMs:F1} | {cell.FloorShareOfStep:P0} | {cell.BusyShare:P0} | {cell.Failed} |"));
             }
 
             text.AppendLine();
@@ -238,10 +242,10 @@ internal static class ServeBenchmark
 
     private static string Csv(List<ServeCell> cells)
     {
-        var text = new StringBuilder("profile,batching,clients,seconds,generations,failed,tokens,tokens_per_second,client_ms_per_token_median,client_ms_per_token_worst,round_p50_ms,round_p99_ms,mean_batch_rows,mean_batch_tokens,busy_share,steps\n");
+        var text = new StringBuilder("profile,batching,clients,seconds,generations,failed,tokens,tokens_per_second,client_ms_per_token_median,client_ms_per_token_worst,round_p50_ms,round_p99_ms,mean_batch_rows,mean_batch_tokens,busy_share,step_ms,floor_share_of_step,steps\n");
         foreach (var c in cells)
         {
-            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"{c.Profile},{(c.Batching ? "on" : "off")},{c.Clients},{c.Seconds:F2},{c.Generations},{c.Failed},{c.Tokens},{c.TokensPerSecond:F3},{c.ClientMsPerTokenMedian:F3},{c.ClientMsPerTokenWorst:F3},{c.RoundP50Ms:F3},{c.RoundP99Ms:F3},{c.MeanBatchRows:F3},{c.MeanBatchTokens:F3},{c.BusyShare:F4},{c.Steps}"));
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"{c.Profile},{(c.Batching ? "on" : "off")},{c.Clients},{c.Seconds:F2},{c.Generations},{c.Failed},{c.Tokens},{c.TokensPerSecond:F3},{c.ClientMsPerTokenMedian:F3},{c.ClientMsPerTokenWorst:F3},{c.RoundP50Ms:F3},{c.RoundP99Ms:F3},{c.MeanBatchRows:F3},{c.MeanBatchTokens:F3},{c.BusyShare:F4},{c.StepMs:F3},{c.FloorShareOfStep:F4},{c.Steps}"));
         }
 
         return text.ToString();

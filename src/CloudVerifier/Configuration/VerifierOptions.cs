@@ -164,8 +164,11 @@ public sealed class BatchingOptions
     public int PrefillChunkTokens { get; set; } = DefaultPrefillChunkTokens;
 
     /// <summary>
-    /// How long the scheduler waits after the first request for others to join its step, in microseconds (default 0:
-    /// a step takes what is ready; requests arriving while a step runs join the next).
+    /// How long a step may wait, in microseconds, for the sessions the previous step served to send their next round
+    /// (default 0: a step takes what is ready, and rounds arriving while it runs join the next one). Worth about the
+    /// edges' round trip when that is short next to a step (a GPU step of tens of ms, edges on a fast network): a
+    /// session whose next round misses the step's start otherwise waits a whole step. It waits for nobody else, and
+    /// not at all once they are back.
     /// </summary>
     [Range(0, 1_000_000)]
     public int WindowMicroseconds { get; set; }

@@ -94,8 +94,8 @@ public static class VerifierHost
         builder.Services.AddOptions<VerifierOptions>()
             .Bind(builder.Configuration.GetSection(VerifierOptions.SectionName))
             .ValidateDataAnnotations()
-            .Validate(o => o.Limits is not null, "Verifier:Limits is required")
             .ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<VerifierOptions>, NestedOptionsValidator>();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<TargetModel>();
         builder.Services.AddSingleton<BatchScheduler>();

@@ -59,6 +59,7 @@ public sealed class BatchScheduler : IDisposable
     private readonly Thread _thread;
     private readonly List<(StepRequest Request, int Tokens)> _taken = [];
     private readonly List<BatchRow> _rows = [];
+    private readonly HashSet<SequenceSlot> _returning = [];
     private volatile bool _stopping;
     private long _steps;
     private long _sharedSteps;
@@ -66,6 +67,7 @@ public sealed class BatchScheduler : IDisposable
     private long _tokensRun;
     private long _paddedTokens;
     private long _busyTicks;
+    private long _floorTicks;
 
     public BatchScheduler(TargetModel target, IOptions<VerifierOptions> options, TimeProvider time, ILogger<BatchScheduler> logger)
     {
@@ -110,7 +112,7 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>Counters since start: steps, rows, real tokens, tokens with padding, and time spent running steps.</summary>
-    public BatchCounters Counters => new(Interlocked.Read(ref _steps), Interlocked.Read(ref _sharedSteps), Interlocked.Read(ref _rowsRun), Interlocked.Read(ref _tokensRun), Interlocked.Read(ref _paddedTokens), TimeSpan.FromTicks(Interlocked.Read(ref _busyTicks)), _runner.SlotMoves);
+    public BatchCounters Counters => new(Interlocked.Read(ref _steps), Interlocked.Read(ref _sharedSteps), Interlocked.Read(ref _rowsRun), Interlocked.Read(ref _tokensRun), Interlocked.Read(ref _paddedTokens), TimeSpan.FromTicks(Interlocked.Read(ref _busyTicks)), TimeSpan.FromTicks(Interlocked.Read(ref _floorTicks)), _runner.SlotMoves);
 
     /// <summary>A KV slot for a new session (waits for the step in flight, if any).</summary>
     internal SequenceSlot OpenSlot()
@@ -129,6 +131,24 @@ public sealed class BatchScheduler : IDisposable
         {
             _runner.Release(slot);
         }
+
+        lock (_queueLock)
+        {
+            _returning.Remove(slot);
+        }
+    }
+
+    /// <summary>
+    /// Says a session will send no more requests (its generation ended), so a batching window stops waiting for it.
+    /// </summary>
+    internal void Finished(SequenceSlot slot)
+    {
+        lock (_queueLock)
+        {
+            _returning.Remove(slot);
+        }
+
+        _signal.Release();
     }
 
     /// <summary>
@@ -239,17 +259,72 @@ public sealed class BatchScheduler : IDisposable
                 return;
             }
 
-            if (_options.Enabled && _options.WindowMicroseconds > 0 && Waiting < _runner.MaxRows)
-            {
-                // Let more rounds arrive: a fuller step serves more sessions for about the same cost.
-                Task.Delay(TimeSpan.FromMicroseconds(_options.WindowMicroseconds), _time).Wait();
-            }
-
+            AwaitReturning();
             while (!_stopping && Take())
             {
                 RunStep();
+                AwaitReturning();
             }
         }
+    }
+
+    /// <summary>
+    /// With a batching window: waits, at most the window, for the sessions the last step served to queue their next
+    /// request. Their verdicts went out as the step ended and their next rounds follow within a round trip; a step
+    /// started without them would leave each of them a whole step behind. Waits for nobody else, and not at all when
+    /// they are all back.
+    /// </summary>
+    private void AwaitReturning()
+    {
+        if (!_options.Enabled || _options.WindowMicroseconds <= 0)
+        {
+            return;
+        }
+
+        var deadline = _time.GetTimestamp() + (long)(_options.WindowMicroseconds * (_time.TimestampFrequency / 1e6));
+        while (!_stopping)
+        {
+            lock (_queueLock)
+            {
+                if (_queue.Count >= _runner.MaxRows || AllReturned())
+                {
+                    return;
+                }
+            }
+
+            var left = deadline - _time.GetTimestamp();
+            if (left <= 0)
+            {
+                return;
+            }
+
+            // A request arriving releases the signal; the count it leaves behind only costs the loop one empty look.
+            _signal.Wait(TimeSpan.FromSeconds(left / (double)_time.TimestampFrequency));
+        }
+    }
+
+    // Under the queue lock: whether every session the last step served (and still open) has a request queued.
+    private bool AllReturned()
+    {
+        foreach (var slot in _returning)
+        {
+            var queued = false;
+            foreach (var request in _queue)
+            {
+                if (ReferenceEquals(request.Slot, slot))
+                {
+                    queued = true;
+                    break;
+                }
+            }
+
+            if (!queued)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     // Takes the next step's rows from the head of the queue (under the queue lock).
@@ -344,7 +419,13 @@ public sealed class BatchScheduler : IDisposable
         Interlocked.Add(ref _rowsRun, rows);
         Interlocked.Add(ref _paddedTokens, (long)rows * stepTokens);
         Interlocked.Add(ref _busyTicks, busy.Ticks);
+        Interlocked.Add(ref _floorTicks, emulated.Ticks);
         var requeue = new List<StepRequest>();
+        lock (_queueLock)
+        {
+            _returning.Clear();
+        }
+
         foreach (var (request, tokens) in _taken)
         {
             if (failure is not null)
@@ -358,6 +439,11 @@ public sealed class BatchScheduler : IDisposable
             request.Remaining = request.Remaining[tokens..];
             if (request.Remaining.IsEmpty)
             {
+                lock (_queueLock)
+                {
+                    _returning.Add(request.Slot);
+                }
+
                 request.Cancellation.Dispose();
                 request.Completion.TrySetResult(new StepOutcome(_time.GetElapsedTime(request.Queued, request.Started), stageTimes, emulated, rows, rows * stepTokens));
             }
@@ -424,5 +510,6 @@ public sealed class BatchScheduler : IDisposable
 /// <param name="Tokens">Real tokens scored.</param>
 /// <param name="PaddedTokens">Tokens run including padding (rows × the longest row).</param>
 /// <param name="Busy">Time spent running steps (floors included).</param>
+/// <param name="Floors">The part of <paramref name="Busy"/> that was emulated compute floors.</param>
 /// <param name="SlotMoves">KV slot moves made to put a batch's rows side by side.</param>
-public readonly record struct BatchCounters(long Steps, long SharedSteps, long Rows, long Tokens, long PaddedTokens, TimeSpan Busy, long SlotMoves);
+public readonly record struct BatchCounters(long Steps, long SharedSteps, long Rows, long Tokens, long PaddedTokens, TimeSpan Busy, TimeSpan Floors, long SlotMoves);

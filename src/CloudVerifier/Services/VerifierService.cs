@@ -186,6 +186,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 }, cancellationToken).ConfigureAwait(false);
                 if (reason != DomainFinish.None)
                 {
+                    _scheduler.Finished(sequence);
                     return;
                 }
 

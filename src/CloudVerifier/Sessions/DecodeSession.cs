@@ -400,6 +400,7 @@ internal sealed class DecodeSession : IDisposable
         {
             Finished = true;
             FinishReason = reason;
+            _scheduler.Finished(_slot);
         }
 
         return (tokens.Length, reason);

@@ -24,7 +24,11 @@ public static class ComputeFloor
         return remaining;
     }
 
-    /// <summary>Blocking form of <see cref="WaitAsync"/>, for code that already runs on its own thread.</summary>
+    /// <summary>
+    /// Blocking form of <see cref="WaitAsync"/>, for code that already runs on its own thread. On the system clock it
+    /// waits on a kernel timeout rather than a timer task: a timer's completion runs on the thread pool, and a busy pool
+    /// (many edges drafting in one process) stretched a 15 ms floor to tens of milliseconds.
+    /// </summary>
     public static TimeSpan Wait(TimeProvider time, long startTimestamp, TimeSpan floor, CancellationToken cancellationToken)
     {
         if (floor <= TimeSpan.Zero)
@@ -38,7 +42,18 @@ public static class ComputeFloor
             return TimeSpan.Zero;
         }
 
-        Task.Delay(remaining, time, cancellationToken).GetAwaiter().GetResult();
+        if (ReferenceEquals(time, TimeProvider.System))
+        {
+            Never.Wait(remaining, cancellationToken);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+        else
+        {
+            Task.Delay(remaining, time, cancellationToken).GetAwaiter().GetResult();
+        }
+
         return remaining;
     }
+
+    private static readonly ManualResetEventSlim Never = new(initialState: false, spinCount: 0);
 }

@@ -151,7 +151,10 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     [Theory]
     [InlineData("Verifier:DefaultExitThreshold", "1.5", "DefaultExitThreshold must lie in [0, 1]")]
     [InlineData("Verifier:ExitThresholds:0", "-0.2", "exit threshold -0.2 is outside [0, 1]")]
-    public void Startup_ThresholdOutOfRange_FailsWithClearError(string key, string value, string message)
+    [InlineData("Verifier:Batching:MaxRows", "0", "Verifier:Batching:MaxRows: The field MaxRows must be between 1 and 4096")]
+    [InlineData("Verifier:Batching:TokenBudget", "-5", "Verifier:Batching:TokenBudget")]
+    [InlineData("Verifier:Limits:MaxSessions", "0", "Verifier:Limits:MaxSessions")]
+    public void Startup_SettingOutOfRange_FailsWithClearError(string key, string value, string message)
     {
         var app = VerifierHost.Create([], builder => builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
         {

@@ -29,4 +29,33 @@ public sealed class ComputeProfileTests
 
         Assert.Equal(TimeSpan.FromMilliseconds(10), even.StageFloor(2, 4, 5));
     }
+
+    [Fact]
+    public void BatchStageFloor_MoreRows_StepFloorOnceAndTheOtherRowsAtTheBatchedRate()
+    {
+        var gpu = QuarterFirst with { VerifyMsPerToken = 1, VerifyMsPerBatchedToken = 0.5 };
+
+        // 16 rows of 5 tokens: 40 + 1·5 + 0.5·15·5 = 82.5 ms for the step, a quarter of it in the first stage.
+        Assert.Equal(82.5 / 4, gpu.BatchStageFloor(0, 2, 16, 5).TotalMilliseconds, 9);
+        Assert.Equal(gpu.StageFloor(1, 2, 5), gpu.BatchStageFloor(1, 2, 1, 5));
+    }
+
+    [Fact]
+    public void Load_BatchedTokenField_ReadFromSnakeCaseAndNegativeRefused()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"profile-{Guid.NewGuid():N}.json");
+        try
+        {
+            File.WriteAllText(path, """{"name": "gpu", "verify_ms_per_step": 60, "verify_ms_per_batched_token": 0.05}""");
+            Assert.Equal(0.05, ComputeProfile.Load(path).VerifyMsPerBatchedToken);
+
+            File.WriteAllText(path, """{"name": "gpu", "verify_ms_per_step": 60, "verify_ms_per_batched_token": -1}""");
+            var error = Assert.Throws<FormatException>(() => ComputeProfile.Load(path));
+            Assert.Contains("verify_ms_per_batched_token", error.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }

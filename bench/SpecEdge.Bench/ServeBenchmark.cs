@@ -28,6 +28,7 @@ internal sealed record ServeCell(
     double ClientMsPerTokenWorst,
     double RoundP50Ms,
     double RoundP99Ms,
+    double DraftMsPerRound,
     double MeanBatchRows,
     double MeanBatchTokens,
     double BusyShare,
@@ -64,10 +65,17 @@ internal static class ServeBenchmark
         var mode = new Option<string>("--mode") { Description = "The clients' decoding mode.", DefaultValueFactory = _ => "preemptive" };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
         var window = new Option<int>("--window-us") { Description = "The verifier's batching window (Verifier:Batching:WindowMicroseconds).", DefaultValueFactory = _ => 0 };
-        var output = new Option<string?>("--out") { Description = "Folder for results.json, results.csv, throughput.png and report.md." };
-        var command = new Command("serve", "One verifier, many edges: throughput and per-client latency with continuous batching on and off.") { clients, batching, profiles, seconds, tokens, mode, gamma, window, output };
+        var output = new Option<string?>("--out") { Description = "Folder for results.json, results.csv, report.md and the plots (throughput_ratio.png, client_latency_ratio.png)." };
+        var replot = new Option<string?>("--replot") { Description = "Only redraw the plots of a finished run from its results.json in this folder (nothing is measured)." };
+        var command = new Command("serve", "One verifier, many edges: throughput and per-client latency with continuous batching on and off.") { clients, batching, profiles, seconds, tokens, mode, gamma, window, output, replot };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            if (parse.GetValue(replot) is { } finished)
+            {
+                Plot(finished, JsonSerializer.Deserialize<List<ServeCell>>(File.ReadAllText(Path.Combine(finished, "results.json")), Json)!);
+                return 0;
+            }
+
             var clientCounts = Parse(parse.GetValue(clients)!, "--clients");
             var batchingValues = parse.GetValue(batching)!.Split(',', StringSplitOptions.TrimEntries).Select(v => v switch
             {
@@ -105,8 +113,8 @@ internal static class ServeBenchmark
                 Directory.CreateDirectory(folder);
                 File.WriteAllText(Path.Combine(folder, "results.json"), JsonSerializer.Serialize(cells, Json));
                 File.WriteAllText(Path.Combine(folder, "results.csv"), Csv(cells));
-                File.WriteAllText(Path.Combine(folder, "report.md"), $"# serve\n\nCommand: `specedge-bench serve {string.Join(' ', parse.Tokens.Select(t => t.Value))}`\n\n{report}");
-                Plot(Path.Combine(folder, "throughput.png"), cells);
+                File.WriteAllText(Path.Combine(folder, "report.md"), $"# serve\n\nCommand: `specedge-bench {string.Join(' ', parse.Tokens.Select(t => t.Value))}`\n\n{report}");
+                Plot(folder, cells);
             }
 
             return cells.Sum(c => c.Failed) == 0 ? 0 : 1;
@@ -150,6 +158,7 @@ internal static class ServeBenchmark
 
             var before = scheduler.Counters;
             var rounds = new ConcurrentBag<double>();
+            var drafts = new ConcurrentBag<double>();
             var perClient = new double[clients];
             long tokenCount = 0;
             int generations = 0, failed = 0;
@@ -169,6 +178,7 @@ internal static class ServeBenchmark
                         foreach (var round in report.PerRound)
                         {
                             rounds.Add(round.WallMs);
+                            drafts.Add(round.DraftMs);
                         }
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
@@ -200,6 +210,7 @@ internal static class ServeBenchmark
                 clientMs.Count == 0 ? double.NaN : clientMs.Max(),
                 Stats.Median(sortedRounds),
                 Stats.Percentile(sortedRounds, 0.99),
+                drafts.IsEmpty ? 0 : drafts.Average(),
                 steps == 0 ? 0 : (after.Rows - before.Rows) / (double)steps,
                 steps == 0 ? 0 : (after.Tokens - before.Tokens) / (double)steps,
                 (after.Busy - before.Busy) / elapsed,
@@ -223,15 +234,15 @@ internal static class ServeBenchmark
         foreach (var profile in profiles)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## {profile.Label}").AppendLine();
-            text.AppendLine("| clients | batching | tokens/s | × unbatched | client ms/token (median) | worst client | × lone client | round p50 ms | round p99 ms | rows/step | tokens/step | step ms | floor share of step | verifier busy | failed |");
-            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            text.AppendLine("| clients | batching | tokens/s | × unbatched | client ms/token (median) | worst client | × lone client | round p50 ms | round p99 ms | edge draft ms/round | rows/step | tokens/step | step ms | floor share of step | verifier busy | failed |");
+            text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             var ofProfile = cells.Where(c => c.Profile == profile.Name).ToList();
             foreach (var cell in ofProfile.OrderBy(c => c.Clients).ThenByDescending(c => c.Batching))
             {
                 var unbatched = ofProfile.FirstOrDefault(c => c.Clients == cell.Clients && !c.Batching);
                 var lone = ofProfile.FirstOrDefault(c => c.Clients == 1 && c.Batching == cell.Batching);
                 text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {cell.Clients} | {(cell.Batching ? "on" : "off")} | {cell.TokensPerSecond:F1} | {(unbatched is null ? "-" : $"{cell.TokensPerSecond / unbatched.TokensPerSecond:F2}x")} | {cell.ClientMsPerTokenMedian:F2} | {cell.ClientMsPerTokenWorst:F2} | {(lone is null ? "-" : $"{cell.ClientMsPerTokenMedian / lone.ClientMsPerTokenMedian:F2}x")} | {cell.RoundP50Ms:F1} | {cell.RoundP99Ms:F1} | {cell.MeanBatchRows:F2} | {cell.MeanBatchTokens:F1} | {cell.StepMs:F1} | {cell.FloorShareOfStep:P0} | {cell.BusyShare:P0} | {cell.Failed} |"));
+                    $"| {cell.Clients} | {(cell.Batching ? "on" : "off")} | {cell.TokensPerSecond:F1} | {(unbatched is null ? "-" : $"{cell.TokensPerSecond / unbatched.TokensPerSecond:F2}x")} | {cell.ClientMsPerTokenMedian:F2} | {cell.ClientMsPerTokenWorst:F2} | {(lone is null ? "-" : $"{cell.ClientMsPerTokenMedian / lone.ClientMsPerTokenMedian:F2}x")} | {cell.RoundP50Ms:F1} | {cell.RoundP99Ms:F1} | {cell.DraftMsPerRound:F1} | {cell.MeanBatchRows:F2} | {cell.MeanBatchTokens:F1} | {cell.StepMs:F1} | {cell.FloorShareOfStep:P0} | {cell.BusyShare:P0} | {cell.Failed} |"));
             }
 
             text.AppendLine();
@@ -242,43 +253,49 @@ internal static class ServeBenchmark
 
     private static string Csv(List<ServeCell> cells)
     {
-        var text = new StringBuilder("profile,batching,clients,seconds,generations,failed,tokens,tokens_per_second,client_ms_per_token_median,client_ms_per_token_worst,round_p50_ms,round_p99_ms,mean_batch_rows,mean_batch_tokens,busy_share,step_ms,floor_share_of_step,steps\n");
+        var text = new StringBuilder("profile,batching,clients,seconds,generations,failed,tokens,tokens_per_second,client_ms_per_token_median,client_ms_per_token_worst,round_p50_ms,round_p99_ms,draft_ms_per_round,mean_batch_rows,mean_batch_tokens,busy_share,step_ms,floor_share_of_step,steps\n");
         foreach (var c in cells)
         {
-            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"{c.Profile},{(c.Batching ? "on" : "off")},{c.Clients},{c.Seconds:F2},{c.Generations},{c.Failed},{c.Tokens},{c.TokensPerSecond:F3},{c.ClientMsPerTokenMedian:F3},{c.ClientMsPerTokenWorst:F3},{c.RoundP50Ms:F3},{c.RoundP99Ms:F3},{c.MeanBatchRows:F3},{c.MeanBatchTokens:F3},{c.BusyShare:F4},{c.StepMs:F3},{c.FloorShareOfStep:F4},{c.Steps}"));
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"{c.Profile},{(c.Batching ? "on" : "off")},{c.Clients},{c.Seconds:F2},{c.Generations},{c.Failed},{c.Tokens},{c.TokensPerSecond:F3},{c.ClientMsPerTokenMedian:F3},{c.ClientMsPerTokenWorst:F3},{c.RoundP50Ms:F3},{c.RoundP99Ms:F3},{c.DraftMsPerRound:F3},{c.MeanBatchRows:F3},{c.MeanBatchTokens:F3},{c.BusyShare:F4},{c.StepMs:F3},{c.FloorShareOfStep:F4},{c.Steps}"));
         }
 
         return text.ToString();
     }
 
-    private static void Plot(string path, List<ServeCell> cells)
+    private static void Plot(string folder, List<ServeCell> cells)
+    {
+        // Ratios, measured side by side: batching on against off at each client count, and each client's ms per token
+        // against a lone client's (same profile and batching).
+        RatioPlot(Path.Combine(folder, "throughput_ratio.png"), cells, c => c.Batching, (cell, all) => all.FirstOrDefault(o => o.Profile == cell.Profile && o.Clients == cell.Clients && !o.Batching) is { } off ? cell.TokensPerSecond / off.TokensPerSecond : double.NaN, "total throughput, batching on ÷ off", "one verifier, many edges: throughput gained by batching");
+        RatioPlot(Path.Combine(folder, "client_latency_ratio.png"), cells, _ => true, (cell, all) => all.FirstOrDefault(o => o.Profile == cell.Profile && o.Clients == 1 && o.Batching == cell.Batching) is { } lone ? cell.ClientMsPerTokenMedian / lone.ClientMsPerTokenMedian : double.NaN, "client ms per token ÷ a lone client's", "what sharing the verifier costs each client");
+    }
+
+    private static void RatioPlot(string path, List<ServeCell> cells, Func<ServeCell, bool> include, Func<ServeCell, List<ServeCell>, double> ratio, string yLabel, string title)
     {
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
         var index = 0;
-        foreach (var series in cells.GroupBy(c => $"{c.Profile}, batching {(c.Batching ? "on" : "off")}").OrderBy(g => g.Key, StringComparer.Ordinal))
+        foreach (var series in cells.Where(include).GroupBy(c => $"{c.Profile}, batching {(c.Batching ? "on" : "off")}").OrderBy(g => g.Key, StringComparer.Ordinal))
         {
-            var points = series.OrderBy(c => c.Clients).ToList();
-            var scatter = plot.Add.Scatter(points.Select(c => Math.Log2(c.Clients)).ToArray(), points.Select(c => c.TokensPerSecond).ToArray());
+            var points = series.OrderBy(c => c.Clients).Select(c => (X: Math.Log2(c.Clients), Y: ratio(c, cells))).Where(p => !double.IsNaN(p.Y)).ToList();
+            if (points.Count == 0)
+            {
+                continue;
+            }
+
+            var scatter = plot.Add.Scatter(points.Select(p => p.X).ToArray(), points.Select(p => p.Y).ToArray());
             scatter.LegendText = series.Key;
             scatter.Color = palette.GetColor(index++);
             scatter.LineWidth = 2;
             scatter.MarkerSize = 7;
-            if (series.First().Batching)
-            {
-                scatter.LinePattern = LinePattern.Solid;
-            }
-            else
-            {
-                scatter.LinePattern = LinePattern.Dashed;
-            }
+            scatter.LinePattern = series.First().Batching ? LinePattern.Solid : LinePattern.Dashed;
         }
 
         var ticks = cells.Select(c => c.Clients).Distinct().Order().Select(n => new Tick(Math.Log2(n), n.ToString(CultureInfo.InvariantCulture))).ToArray();
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
         plot.XLabel("clients");
-        plot.YLabel("committed tokens per second (all clients)");
-        plot.Title("one verifier, many edges: continuous batching on and off");
+        plot.YLabel(yLabel);
+        plot.Title(title);
         plot.ShowLegend(Alignment.UpperLeft);
         plot.SavePng(path, 1000, 600);
     }

@@ -1,9 +1,12 @@
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Transport;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Runtime;
@@ -222,6 +225,33 @@ public sealed class ResilienceTests : IAsyncLifetime
         Assert.Contains("no verifier could finish the generation after 2 retries", ex.Message);
     }
 
+    /// <summary>
+    /// A verifier that answers Open with a final verdict breaks the protocol: the edge fails at once with
+    /// <see cref="ProtocolViolationException"/> after one attempt, instead of retrying a bug as if it were an outage.
+    /// </summary>
+    [Fact]
+    public async Task ProtocolBreakingVerifier_FailsOnceWithProtocolViolation_NotRetried()
+    {
+        var real = await StartVerifierAsync();
+        using var realChannel = GrpcChannel.ForAddress(real);
+        var broken = new ProtocolBreakingVerifier(new Verifier.VerifierClient(realChannel));
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0, l => l.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2));
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(broken);
+        var app = builder.Build();
+        app.MapGrpcService<ProtocolBreakingVerifier>();
+        await app.StartAsync().DefaultTimeout();
+        _apps.Add(app);
+        var address = new Uri(app.Urls.First());
+        await using var client = await ConnectAsync([address], retries: 8);
+
+        var error = await Assert.ThrowsAsync<ProtocolViolationException>(() => client.Generate(Request(GenerationMode.Speculative)).RunToEndAsync().DefaultTimeout());
+
+        Assert.Contains("answered Open with Final", error.Message);
+        Assert.Equal(1, broken.DecodeCalls);
+    }
+
     private GenerationRequest Request(GenerationMode mode) => new()
     {
         PromptIds = Prompt,
@@ -260,4 +290,24 @@ public sealed class ResilienceTests : IAsyncLifetime
             ProbeInterval = probeInterval ?? TimeSpan.FromSeconds(1),
             Profile = new SpecEdge.Shared.Timing.ComputeProfile { Name = "slow-edge", DraftMsPerToken = draftMsPerToken },
         }).DefaultTimeout();
+}
+
+/// <summary>Describes the real verifier's model (so the edge connects), then answers every Open with a final verdict.</summary>
+public sealed class ProtocolBreakingVerifier(Verifier.VerifierClient real) : Verifier.VerifierBase
+{
+    private int _decodeCalls;
+
+    public int DecodeCalls => Volatile.Read(ref _decodeCalls);
+
+    public override async Task<ModelDescription> Describe(DescribeRequest request, ServerCallContext context) =>
+        await real.DescribeAsync(request, cancellationToken: context.CancellationToken);
+
+    public override async Task Decode(IAsyncStreamReader<EdgeMessage> requestStream, IServerStreamWriter<VerifierMessage> responseStream, ServerCallContext context)
+    {
+        Interlocked.Increment(ref _decodeCalls);
+        if (await requestStream.MoveNext(context.CancellationToken))
+        {
+            await responseStream.WriteAsync(new VerifierMessage { Final = new FinalVerdict { Round = 1, NextId = 1 } });
+        }
+    }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Transport;
 using SpecEdge.Shared.Models;
 
 namespace SpecEdge.EdgeClient.Cli;
@@ -16,7 +17,7 @@ internal static class EdgeCli
 
     /// <summary>A failure a command expects and reports as one line (bad usage, files, server, or the verifier ending the call).</summary>
     public static bool IsExpected(Exception ex) =>
-        ex is UsageException or ArgumentException or VerifierUnavailableException or ModelMismatchException or ModelFormatException or RpcException;
+        ex is UsageException or ArgumentException or VerifierUnavailableException or ModelMismatchException or ModelFormatException or RpcException or ProtocolViolationException;
 
     /// <summary>Writes the one-line error for an expected failure and returns the exit code: 2 for bad usage, else 1.</summary>
     /// <param name="stderr">Where the error goes.</param>

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Transport;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Tokenization;
@@ -52,19 +53,14 @@ internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationReques
 
             if (reply.Finished)
             {
-                tracker.FinishReason = reply.FinishReason switch
-                {
-                    Protocol.V1.FinishReason.Eos => DomainFinish.EndOfSequence,
-                    Protocol.V1.FinishReason.Context => DomainFinish.Context,
-                    _ => DomainFinish.Length,
-                };
+                tracker.FinishReason = reply.FinishReason.ToDomain();
                 break;
             }
         }
 
         if (tracker.FinishReason == DomainFinish.None)
         {
-            throw new RpcException(new Status(StatusCode.Internal, "the verifier ended the Generate stream before a finished token"));
+            throw new ProtocolViolationException("the verifier ended the Generate stream before a finished token");
         }
     }
 

@@ -62,7 +62,7 @@ internal sealed class SpeculativeRunner
             var first = await ReadWithDeadlineAsync(inbox.Reader, "the session to open", stop.Token).ConfigureAwait(false);
             if (first.KindCase != VerifierMessage.KindOneofCase.Opened)
             {
-                throw new RpcException(new Status(StatusCode.Internal, $"the verifier answered Open with {first.KindCase}, not Opened"));
+                throw new ProtocolViolationException($"the verifier answered Open with {first.KindCase}, not Opened");
             }
 
             _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
@@ -210,7 +210,7 @@ internal sealed class SpeculativeRunner
                     // An early verdict of a round already settled (a conditional round's exit): nothing to do.
                     break;
                 default:
-                    throw new RpcException(new Status(StatusCode.Internal, $"unexpected {message.KindCase} (round {RoundOf(message)}) while waiting for round {round}"));
+                    throw new ProtocolViolationException($"unexpected {message.KindCase} (round {RoundOf(message)}) while waiting for round {round}");
             }
         }
 
@@ -219,7 +219,7 @@ internal sealed class SpeculativeRunner
         var accepted = (int)final.Accepted;
         if (accepted > drafts.Length || (uint)final.NextId >= (uint)_engine.Model.VocabSize)
         {
-            throw new RpcException(new Status(StatusCode.Internal, $"round {round}: the verdict ({accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent"));
+            throw new ProtocolViolationException($"round {round}: the verdict ({accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
         var newTokens = new TokenId[accepted + 1];
@@ -228,12 +228,7 @@ internal sealed class SpeculativeRunner
         var committed = _tracker.Commit(newTokens);
         if (final.Finished)
         {
-            _tracker.FinishReason = final.FinishReason switch
-            {
-                Protocol.V1.FinishReason.Eos => DomainFinish.EndOfSequence,
-                Protocol.V1.FinishReason.Context => DomainFinish.Context,
-                _ => DomainFinish.Length,
-            };
+            _tracker.FinishReason = final.FinishReason.ToDomain();
         }
 
         var earlyRecords = ScoreEarlyVerdicts(state, final);
@@ -322,7 +317,7 @@ internal sealed class SpeculativeRunner
         state.EarlyThisRound.Add(early);
         if ((int)early.Accepted > drafts.Length || (uint)early.NextId >= (uint)_engine.Model.VocabSize)
         {
-            throw new RpcException(new Status(StatusCode.Internal, $"early verdict ({early.Accepted} accepted, next {early.NextId}) does not fit the {drafts.Length} drafts sent"));
+            throw new ProtocolViolationException($"early verdict ({early.Accepted} accepted, next {early.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
         var condition = new Condition { Round = early.Round, Accepted = early.Accepted, NextId = early.NextId };

@@ -10,13 +10,20 @@ public sealed class RoundTimeoutException(string message) : TimeoutException(mes
 /// <summary>A stream to a verifier was torn down mid-generation (a reset connection, a killed process).</summary>
 public sealed class StreamBrokenException(string message, Exception inner) : IOException(message, inner);
 
+/// <summary>
+/// The verifier broke the protocol: a message out of place, or a verdict that does not fit the round it answers. A bug
+/// on the other side, not an outage, so it is never retried (another attempt would meet the same bug).
+/// </summary>
+public sealed class ProtocolViolationException(string message) : Exception($"the verifier broke the protocol: {message}");
+
 /// <summary>Which failures the edge retries, and the retry pipeline built once per client.</summary>
 internal static class Resilience
 {
     /// <summary>
     /// Failures worth retrying on the same or another verifier: the verifier is unreachable, shutting down, busy
     /// (ResourceExhausted), too slow (a round deadline), or the stream broke. Bad input (InvalidArgument,
-    /// FailedPrecondition), authentication and cancellation by the caller are not.
+    /// FailedPrecondition), authentication, a verifier that breaks the protocol (<see cref="ProtocolViolationException"/>)
+    /// and cancellation by the caller are not.
     /// </summary>
     public static bool IsTransient(Exception exception) => exception switch
     {

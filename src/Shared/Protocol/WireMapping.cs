@@ -34,6 +34,17 @@ public static class WireMapping
         _ => WireFinish.Unspecified,
     };
 
+    /// <summary>
+    /// Why a finished generation ended, from the wire; a finished message without a reason (an older or careless
+    /// verifier) reads as the length limit.
+    /// </summary>
+    public static DomainFinish ToDomain(this WireFinish reason) => reason switch
+    {
+        WireFinish.Eos => DomainFinish.EndOfSequence,
+        WireFinish.Context => DomainFinish.Context,
+        _ => DomainFinish.Length,
+    };
+
     public static SparseDistribution ToDomain(this DraftDistribution distribution) =>
         new([.. distribution.Ids], [.. distribution.Probabilities]);
 

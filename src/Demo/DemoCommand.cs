@@ -67,8 +67,8 @@ internal static class DemoCommand
                     pair = pair with { Exits = ParseExits(exitText) };
                 }
 
-                await new DemoRunner(output, error).RunAsync(pair, plan, parse.GetValue(threshold), cancellationToken);
-                return 0;
+                // Exit code 3: the demo ran, and a greedy speculative output differed from cloud decoding.
+                return await new DemoRunner(output, error).RunAsync(pair, plan, parse.GetValue(threshold), cancellationToken) ? 0 : 3;
             }
             catch (Exception ex) when (ex is FormatException or ArgumentException or ModelFormatException or VerifierUnavailableException or ModelMismatchException)
             {

@@ -8,7 +8,8 @@ namespace SpecEdge.Demo;
 /// <summary>Runs the demo plan and prints the streamed text and the comparison table.</summary>
 internal sealed class DemoRunner(TextWriter output, TextWriter error)
 {
-    public async Task RunAsync(ModelPair pair, DemoPlan plan, float? exitThreshold, CancellationToken cancellationToken)
+    /// <summary>Runs the plan; returns false when a greedy speculative output differs from cloud decoding.</summary>
+    public async Task<bool> RunAsync(ModelPair pair, DemoPlan plan, float? exitThreshold, CancellationToken cancellationToken)
     {
         output.WriteLine($"SpecEdge demo: {pair.Description}");
         output.WriteLine($"  target {pair.Target} (exits [{string.Join(",", pair.Exits)}]), draft {pair.Draft}");
@@ -31,63 +32,92 @@ internal sealed class DemoRunner(TextWriter output, TextWriter error)
         }, cancellationToken: cancellationToken);
         output.WriteLine($"  exit thresholds {VerifierHost.DescribeThresholds(app)}");
         output.WriteLine($"  verifier at {address}{(client.Relay is { } relay ? $", reached through the link emulator at {relay.LocalEndPoint}" : string.Empty)}");
-        output.WriteLine();
 
-        var results = new List<ModeResult>();
-        var cloudTokens = new Dictionary<int, IReadOnlyList<int>>();
+        // Warm-up: one short generation per mode, not measured, so the first mode measured does not pay for JIT
+        // compilation and ONNX Runtime's first runs.
+        output.WriteLine("  warming up every mode…");
         foreach (var mode in plan.Modes)
         {
-            var result = new ModeResult(mode.Label, mode.Mode);
-            for (var p = 0; p < plan.Prompts.Count; p++)
+            await client.Generate(Request(plan, mode, 0, maxNewTokens: Math.Min(8, plan.MaxNewTokens))).RunToEndAsync(cancellationToken);
+        }
+
+        output.WriteLine();
+
+        // Prompt by prompt, every mode in turn (as the modes benchmark does), so no mode is measured only early or late.
+        var results = plan.Modes.Select(m => new ModeResult(m.Label, m.Mode)).ToList();
+        var cloudMode = plan.Modes.Select(m => m.Mode).ToList().IndexOf(GenerationMode.Cloud);
+        for (var p = 0; p < plan.Prompts.Count; p++)
+        {
+            // The reference: the cloud mode's own run when it is in the plan (first, whatever the order of --modes),
+            // else an unmeasured cloud run, so every speculative output is compared with cloud decoding.
+            IReadOnlyList<int> reference;
+            if (cloudMode >= 0)
             {
-                var generation = client.Generate(new GenerationRequest
-                {
-                    PromptText = plan.Prompts[p],
-                    Mode = mode.Mode,
-                    MaxNewTokens = plan.MaxNewTokens,
-                    DraftTokens = plan.DraftTokens,
-                    AdaptiveDraftTokens = mode.Adaptive,
-                    Sampling = plan.Sampling,
-                    StopAtEos = false,
-                    ClientLabel = $"demo {mode.Label}",
-                });
-                if (!plan.Quiet)
-                {
-                    output.Write($"[{mode.Label}] {plan.Prompts[p]}");
-                }
-
-                await foreach (var token in generation.WithCancellation(cancellationToken))
-                {
-                    if (!plan.Quiet)
-                    {
-                        output.Write(Printable(token.Text));
-                    }
-                }
-
-                if (!plan.Quiet)
-                {
-                    output.WriteLine();
-                }
-
-                var report = generation.Report!;
-                result.Add(report);
-                if (mode.Mode == GenerationMode.Cloud)
-                {
-                    cloudTokens[p] = report.TokenIds;
-                }
-                else if (cloudTokens.TryGetValue(p, out var reference) && mode.Mode != GenerationMode.Edge)
-                {
-                    result.SameAsCloud &= reference.SequenceEqual(report.TokenIds);
-                    result.Compared = true;
-                }
+                reference = await RunOneAsync(client, plan, plan.Modes[cloudMode], p, results[cloudMode], cancellationToken);
+            }
+            else
+            {
+                reference = (await client.Generate(Request(plan, new DemoMode("cloud", GenerationMode.Cloud, false), p)).RunToEndAsync(cancellationToken)).TokenIds;
             }
 
-            results.Add(result);
+            for (var m = 0; m < plan.Modes.Count; m++)
+            {
+                if (m == cloudMode)
+                {
+                    continue;
+                }
+
+                var tokens = await RunOneAsync(client, plan, plan.Modes[m], p, results[m], cancellationToken);
+                if (plan.Modes[m].Mode != GenerationMode.Edge)
+                {
+                    results[m].SameAsCloud &= reference.SequenceEqual(tokens);
+                    results[m].Compared = true;
+                }
+            }
         }
 
         output.WriteLine();
         PrintTable(results, plan);
+        return !(plan.Sampling.IsGreedy && results.Any(r => r.Compared && !r.SameAsCloud));
     }
+
+    private async Task<IReadOnlyList<int>> RunOneAsync(SpecEdgeClient client, DemoPlan plan, DemoMode mode, int prompt, ModeResult result, CancellationToken cancellationToken)
+    {
+        var generation = client.Generate(Request(plan, mode, prompt));
+        if (!plan.Quiet)
+        {
+            output.Write($"[{mode.Label}] {plan.Prompts[prompt]}");
+        }
+
+        await foreach (var token in generation.WithCancellation(cancellationToken))
+        {
+            if (!plan.Quiet)
+            {
+                output.Write(Printable(token.Text));
+            }
+        }
+
+        if (!plan.Quiet)
+        {
+            output.WriteLine();
+        }
+
+        var report = generation.Report!;
+        result.Add(report);
+        return report.TokenIds;
+    }
+
+    private static GenerationRequest Request(DemoPlan plan, DemoMode mode, int prompt, int? maxNewTokens = null) => new()
+    {
+        PromptText = plan.Prompts[prompt],
+        Mode = mode.Mode,
+        MaxNewTokens = maxNewTokens ?? plan.MaxNewTokens,
+        DraftTokens = plan.DraftTokens,
+        AdaptiveDraftTokens = mode.Adaptive,
+        Sampling = plan.Sampling,
+        StopAtEos = false,
+        ClientLabel = $"demo {mode.Label}",
+    };
 
     private void PrintTable(List<ModeResult> results, DemoPlan plan)
     {
@@ -115,10 +145,10 @@ internal sealed class DemoRunner(TextWriter output, TextWriter error)
         }
 
         output.WriteLine();
-        output.WriteLine($"{plan.Prompts.Count} prompts x {plan.MaxNewTokens} new tokens per mode; ms/token is wall time over all prompts; 'ready rounds' had their drafts ready when the previous verdict came.");
+        output.WriteLine($"{plan.Prompts.Count} prompts x {plan.MaxNewTokens} new tokens per mode, modes interleaved prompt by prompt after a warm-up; ms/token is wall time over all prompts; 'ready rounds' had their drafts ready when the previous verdict came; 'output' compares with cloud decoding of the same prompt.");
         if (plan.Sampling.IsGreedy && results.Any(r => r.Compared && !r.SameAsCloud))
         {
-            error.WriteLine("specedge-demo: a speculative mode's greedy output differs from cloud autoregressive decoding (see 'output').");
+            error.WriteLine("specedge-demo: error: a speculative mode's greedy output differs from cloud autoregressive decoding (see 'output'); exit code 3.");
         }
     }
 

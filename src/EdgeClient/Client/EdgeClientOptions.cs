@@ -66,6 +66,32 @@ public sealed record EdgeClientOptions
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>What is wrong with these options, naming the option, or null when they are valid.</summary>
+    public string? Validate()
+    {
+        foreach (var server in Servers)
+        {
+            if (!server.IsAbsoluteUri || server.Scheme is not ("http" or "https") || string.IsNullOrEmpty(server.Host))
+            {
+                return $"{(server == Server ? nameof(Server) : nameof(FallbackServers))}: '{server}' is not a verifier address: use http://host:port or https://host:port";
+            }
+        }
+
+        return (ClientCertificatePath is null) != (ClientKeyPath is null) ? $"{nameof(ClientCertificatePath)} and {nameof(ClientKeyPath)} go together: give both or neither"
+            : RoundTimeout <= TimeSpan.Zero ? $"{nameof(RoundTimeout)} must be positive (got {RoundTimeout})"
+            : MaxRetries < 0 ? $"{nameof(MaxRetries)} must be 0 or more (got {MaxRetries})"
+            : RetryDelay < TimeSpan.Zero ? $"{nameof(RetryDelay)} must not be negative (got {RetryDelay})"
+            : BreakDuration <= TimeSpan.Zero ? $"{nameof(BreakDuration)} must be positive (got {BreakDuration})"
+            : DegradedAfter is { } degraded && degraded <= TimeSpan.Zero ? $"{nameof(DegradedAfter)} must be positive when set (got {degraded})"
+            : ProbeInterval <= TimeSpan.Zero ? $"{nameof(ProbeInterval)} must be positive (got {ProbeInterval})"
+            : ConnectTimeout <= TimeSpan.Zero ? $"{nameof(ConnectTimeout)} must be positive (got {ConnectTimeout})"
+            : IntraOpThreads < 0 ? $"{nameof(IntraOpThreads)} must be 0 (ONNX Runtime chooses) or more (got {IntraOpThreads})"
+            : Profile.Validate() is { } profile ? $"{nameof(Profile)}: {profile}"
+            : Server is null && FallbackServers.Count > 0 ? $"{nameof(FallbackServers)} needs a {nameof(Server)} first"
+            : Server is null && DraftModel is null ? $"give a {nameof(Server)}, a {nameof(DraftModel)}, or both"
+            : null;
+    }
 }
 
 /// <summary>The verifier cannot be reached, or refused the connection: the message says which and where.</summary>

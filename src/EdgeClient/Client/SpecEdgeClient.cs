@@ -76,8 +76,15 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     /// <exception cref="ModelFormatException">The draft model folder is missing or invalid.</exception>
     /// <exception cref="VerifierUnavailableException">No verifier can be reached, or one is not a SpecEdge verifier.</exception>
     /// <exception cref="ModelMismatchException">Draft and target vocabularies or tokenizers differ.</exception>
+    /// <exception cref="ArgumentException">The options are invalid (<see cref="EdgeClientOptions.Validate"/> names the option).</exception>
     public static async Task<SpecEdgeClient> ConnectAsync(EdgeClientOptions options, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Validate() is { } problem)
+        {
+            throw new ArgumentException(problem, nameof(options));
+        }
+
         logger ??= NullLogger.Instance;
         LanguageModel? draft = null;
         var endpoints = new List<VerifierEndpoint>();
@@ -91,11 +98,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
 
             foreach (var server in options.Servers)
             {
-                if (server.Scheme is not ("http" or "https") || string.IsNullOrEmpty(server.Host))
-                {
-                    throw new VerifierUnavailableException($"'{server}' is not a verifier address: use http://host:port or https://host:port");
-                }
-
                 endpoints.Add(VerifierEndpoint.Create(server, options));
             }
 

@@ -214,7 +214,7 @@ internal sealed class DecodeSession : IDisposable
         }
 
         var last = LastVerdict!.Value;
-        return last.Accepted == condition.Accepted && last.Next.Value == condition.NextId
+        return last == condition.ToDomain()
             ? null
             : new DroppedRound(draft.Round, $"round {condition.Round} ended with {last.Accepted} accepted and next {last.Next.Value}, not {condition.Accepted} and {condition.NextId}", Invalid: false);
     }
@@ -376,9 +376,7 @@ internal sealed class DecodeSession : IDisposable
     /// <summary>A verdict's new tokens (accepted drafts, then the next token), cut where the generation stops.</summary>
     private (TokenId[] Tokens, DomainFinish Reason) Produced(TokenId[] drafts, Verdict verdict, int committed)
     {
-        var produced = new TokenId[verdict.Accepted + 1];
-        drafts.AsSpan(0, verdict.Accepted).CopyTo(produced);
-        produced[^1] = verdict.Next;
+        var produced = verdict.Tokens(drafts);
         var (kept, reason) = _stop.Apply(committed, produced);
         return (produced[..kept], reason);
     }

@@ -160,7 +160,7 @@ internal sealed class SpeculativeRunner
             if (_mode == GenerationMode.Proactive && guess is { } next)
             {
                 // Guess that every draft stands and the draft's own next token follows; pre-draft the next round on it.
-                StartBranch(state, new Condition { Round = round, Accepted = (uint)drafts.Length, NextId = next.Value }, drafts, committedLength);
+                StartBranch(state, new Verdict(drafts.Length, next).ToCondition(round), drafts, committedLength);
             }
         }
 
@@ -188,11 +188,8 @@ internal sealed class SpeculativeRunner
 
             if (!inbox.TryRead(out var message))
             {
-                if (branchTask is { IsCompleted: false })
-                {
-                    continue;
-                }
-
+                // Nothing to read although the wait for a message ended: the stream ended or the deadline passed (the
+                // read below reports which). Looping back while the branch drafts would spin on a wait that returns at once.
                 message = await ReadWithDeadlineAsync(inbox, $"round {round}'s final verdict", cancellationToken, deadline).ConfigureAwait(false);
             }
 
@@ -216,15 +213,14 @@ internal sealed class SpeculativeRunner
 
         var arrived = _time.GetTimestamp();
         var arrivedWall = _time.GetUtcNow();
-        var accepted = (int)final.Accepted;
-        if (accepted > drafts.Length || (uint)final.NextId >= (uint)_engine.Model.VocabSize)
+        var verdict = final.ToDomain();
+        var accepted = verdict.Accepted;
+        if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize))
         {
             throw new ProtocolViolationException($"round {round}: the verdict ({accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
-        var newTokens = new TokenId[accepted + 1];
-        drafts.AsSpan(0, accepted).CopyTo(newTokens);
-        newTokens[^1] = new TokenId(final.NextId);
+        var newTokens = verdict.Tokens(drafts);
         var committed = _tracker.Commit(newTokens);
         if (final.Finished)
         {
@@ -315,12 +311,13 @@ internal sealed class SpeculativeRunner
         _tracker.EarlyVerdicts++;
         _tracker.Exit((int)early.ExitLayer).Verdicts++;
         state.EarlyThisRound.Add(early);
-        if ((int)early.Accepted > drafts.Length || (uint)early.NextId >= (uint)_engine.Model.VocabSize)
+        var provisional = early.ToDomain();
+        if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize))
         {
             throw new ProtocolViolationException($"early verdict ({early.Accepted} accepted, next {early.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
-        var condition = new Condition { Round = early.Round, Accepted = early.Accepted, NextId = early.NextId };
+        var condition = provisional.ToCondition(early.Round);
         if (state.Branch is { } existing && existing.Condition.Equals(condition))
         {
             return;
@@ -342,8 +339,7 @@ internal sealed class SpeculativeRunner
     {
         var prefix = new List<TokenId>(committedLength + (int)condition.Accepted + 1);
         prefix.AddRange(_tracker.Tokens);
-        prefix.AddRange(drafts.AsSpan(0, (int)condition.Accepted));
-        prefix.Add(new TokenId(condition.NextId));
+        prefix.AddRange(condition.ToDomain().Tokens(drafts));
         var (kept, reason) = _stop.Apply(committedLength, prefix.ToArray().AsSpan(committedLength));
         if (reason != DomainFinish.None || kept != prefix.Count - committedLength)
         {
@@ -363,7 +359,7 @@ internal sealed class SpeculativeRunner
         foreach (var early in state.EarlyThisRound)
         {
             var exit = _tracker.Exit((int)early.ExitLayer);
-            var matched = early.Accepted == final.Accepted && early.NextId == final.NextId;
+            var matched = early.ToDomain() == final.ToDomain();
             if (matched)
             {
                 exit.Hits++;
@@ -384,7 +380,7 @@ internal sealed class SpeculativeRunner
     {
         if (state.Conditional is { } conditional)
         {
-            if (!final.Finished && conditional.Condition.Accepted == final.Accepted && conditional.Condition.NextId == final.NextId)
+            if (!final.Finished && conditional.Condition.ToDomain() == final.ToDomain())
             {
                 _tracker.Hits++;
                 state.Branch?.Dispose();

@@ -1,5 +1,6 @@
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
 using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
 using WireFinish = SpecEdge.Protocol.V1.FinishReason;
 
@@ -33,6 +34,18 @@ public static class WireMapping
         DomainFinish.Context => WireFinish.Context,
         _ => WireFinish.Unspecified,
     };
+
+    /// <summary>The verdict a final verdict message carries.</summary>
+    public static Verdict ToDomain(this FinalVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId));
+
+    /// <summary>The provisional verdict an early verdict message carries.</summary>
+    public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId));
+
+    /// <summary>The verdict a conditional round assumes its predecessor got.</summary>
+    public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId));
+
+    /// <summary>A condition on <paramref name="round"/> having ended with <paramref name="verdict"/>.</summary>
+    public static Condition ToCondition(this Verdict verdict, uint round) => new() { Round = round, Accepted = (uint)verdict.Accepted, NextId = verdict.Next.Value };
 
     /// <summary>
     /// Why a finished generation ended, from the wire; a finished message without a reason (an older or careless

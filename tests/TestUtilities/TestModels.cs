@@ -78,11 +78,11 @@ public static class TestModels
     };
 
     /// <summary>Writes and converts a target/draft pair under <paramref name="root"/>: the target staged at exit layer 1.</summary>
-    public static TestPair WritePair(string root, SyntheticModelSpec? target = null, IReadOnlyList<int>? exits = null)
+    public static TestPair WritePair(string root, SyntheticModelSpec? target = null, IReadOnlyList<int>? exits = null, SyntheticModelSpec? draft = null)
     {
         var targetSpec = target ?? PairTarget();
         var (targetModel, targetDir) = WriteAndConvert(Path.Combine(root, "target"), targetSpec, new ConversionOptions { Exits = exits ?? [1] });
-        var (draftModel, draftDir) = WriteAndConvert(Path.Combine(root, "draft"), targetSpec with { Layers = 1 });
+        var (draftModel, draftDir) = WriteAndConvert(Path.Combine(root, "draft"), draft ?? targetSpec with { Layers = 1 });
         return new TestPair(targetModel, targetDir, draftModel, draftDir);
     }
 

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models;
 
 namespace SpecEdge.CloudVerifier.Configuration;
@@ -85,6 +86,12 @@ public sealed class VerifierOptions
 
     /// <summary>API keys; when any is configured every Verifier call needs <c>authorization: Bearer KEY</c>.</summary>
     public List<ApiKeyOptions> ApiKeys { get; set; } = [];
+
+    /// <summary>
+    /// A test seam, not configuration (internal, so no configuration source binds it): the acceptance rule's correction
+    /// after a rejection. Tests set a wrong one to show that the distribution tests would catch it.
+    /// </summary>
+    internal RejectionCorrection RejectionCorrection { get; set; } = RejectionCorrection.Residual;
 
     /// <summary>On SIGTERM, how long rounds in flight may finish before the verifier exits (default 20 s).</summary>
     [Range(0, 3600)]

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
@@ -41,7 +42,10 @@ public sealed class TargetModel : IDisposable
         Thresholds = ResolveThresholds(o, Model.Manifest.Exits.Count);
         Limits = o.Limits;
         ModelId = Path.GetFileName(Path.GetFullPath(o.Model).TrimEnd(Path.DirectorySeparatorChar));
+        _correction = o.RejectionCorrection;
     }
+
+    private readonly RejectionCorrection _correction;
 
     public LanguageModel Model { get; }
 
@@ -90,6 +94,9 @@ public sealed class TargetModel : IDisposable
 
     public IEnumerable<ExitInfo> ExitInfos(IReadOnlyList<float> thresholds) =>
         Model.Manifest.Exits.Select((layer, i) => new ExitInfo { Layer = (uint)layer, Threshold = thresholds[i] });
+
+    /// <summary>A session's acceptance rule (each session owns one: it keeps scratch buffers).</summary>
+    internal AcceptanceRule CreateAcceptanceRule() => new(Model.VocabSize, _correction);
 
     public void Dispose() => Model.Dispose();
 

@@ -164,7 +164,7 @@ public sealed class VerifierService : Verifier.VerifierBase
         {
             var tokens = request.PromptIds.Select(id => new TokenId(id)).ToList();
             var stopRule = new StopRule(tokens.Count, request.MaxNewTokens, _target.MaxSequenceLength, request.StopAtEos, model.Tokenizer.Eos);
-            var next = new NextToken(new AcceptanceRule(model.VocabSize), sampling, model.Stages.Count - 1);
+            var next = new NextToken(_target.CreateAcceptanceRule(), sampling, model.Stages.Count - 1);
             var feed = tokens.ToArray();
             for (uint index = 0; ; index++)
             {

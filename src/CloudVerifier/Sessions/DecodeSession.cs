@@ -50,7 +50,7 @@ internal sealed class DecodeSession : IDisposable
         _thresholds = plan.Thresholds;
         _contextLength = plan.ContextLength;
         _slot = scheduler.OpenSlot();
-        _rule = new AcceptanceRule(target.Model.VocabSize);
+        _rule = target.CreateAcceptanceRule();
         _sampler = new TokenSampler(target.Model.VocabSize);
         _probabilities = new float[target.Model.VocabSize];
         _step = new TokenId[target.Limits.MaxDraftTokens + 1];

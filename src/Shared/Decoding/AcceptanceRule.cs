@@ -13,11 +13,19 @@ public sealed class AcceptanceRule
 {
     private readonly TokenSampler _sampler;
     private readonly float[] _p;
+    private readonly RejectionCorrection _correction;
 
     public AcceptanceRule(int vocabSize)
+        : this(vocabSize, RejectionCorrection.Residual)
+    {
+    }
+
+    /// <summary>A test seam: the rule with a deliberately wrong correction, so tests can show they would catch it.</summary>
+    internal AcceptanceRule(int vocabSize, RejectionCorrection correction)
     {
         _sampler = new TokenSampler(vocabSize);
         _p = new float[vocabSize];
+        _correction = correction;
     }
 
     /// <summary>Checks a round.</summary>
@@ -65,7 +73,7 @@ public sealed class AcceptanceRule
             }
 
             // Rejected: the correction comes from the residual max(0, p − q).
-            for (var j = 0; j < q.Count; j++)
+            for (var j = 0; j < q.Count && _correction == RejectionCorrection.Residual; j++)
             {
                 var id = q.Ids[j];
                 _p[id] = Math.Max(0f, _p[id] - q.Probabilities[j]);
@@ -88,4 +96,14 @@ public sealed class AcceptanceRule
         _sampler.Distribution(logits, config, _p);
         return TokenSampler.Sample(_p, SamplingRandom.Uniform(config.Seed, position, RandomPurpose.Target));
     }
+}
+
+/// <summary>Where the token after a rejected draft comes from.</summary>
+internal enum RejectionCorrection
+{
+    /// <summary>norm(max(0, p − q)): the rule that keeps the output distribution the target's.</summary>
+    Residual,
+
+    /// <summary>p itself: the classic mistake (it over-weights tokens the draft already favours). For tests only.</summary>
+    TargetDistribution,
 }

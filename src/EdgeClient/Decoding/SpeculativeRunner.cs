@@ -1,6 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
-using Grpc.Core;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.EdgeClient.Drafting;
 using SpecEdge.EdgeClient.Transport;
@@ -13,15 +11,16 @@ using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
 namespace SpecEdge.EdgeClient.Decoding;
 
 /// <summary>
-/// Speculative decoding over one Decode stream, in four flavours: plain speculative (draft, send, wait); pre-emptive
-/// (on an early verdict, draft the next round from the provisional prefix while the verifier finishes); conditional
-/// (pre-emptive, and the pre-drafted round goes out before the final verdict, marked with the condition it assumes);
-/// and proactive (pre-draft on the edge's own guess that every draft stands, without early exits).
-/// Only final verdicts commit tokens.
+/// Speculative decoding over one Decode stream, in four flavours (<see cref="ModePolicy"/>): plain speculative (draft,
+/// send, wait); pre-emptive (on an early verdict, draft the next round from the provisional prefix while the verifier
+/// finishes); conditional (pre-emptive, and the pre-drafted round goes out before the final verdict, marked with the
+/// condition it assumes); and proactive (pre-draft on the edge's own guess that every draft stands, without early exits).
+/// A round is: take drafts (the round already sent ahead, a pre-drafted branch, or fresh ones), send, wait for the final
+/// verdict while acting on early verdicts, commit. What is drafted ahead lives in one state machine
+/// (<see cref="PreDraftMachine"/>); the stream in <see cref="IDecodeStream"/>. Only final verdicts commit tokens.
 /// </summary>
 internal sealed class SpeculativeRunner
 {
-    private readonly Verifier.VerifierClient _grpc;
     private readonly DraftEngine _engine;
     private readonly GenerationRequest _request;
     private readonly GenerationTracker _tracker;
@@ -29,20 +28,31 @@ internal sealed class SpeculativeRunner
     private readonly TimeProvider _time;
     private readonly StopRule _stop;
     private readonly AdaptiveDraftLength? _adaptive;
-    private readonly GenerationMode _mode;
+    private readonly ModePolicy _policy;
     private readonly TimeSpan _roundTimeout;
+    private readonly Func<CancellationToken, IDecodeStream> _open;
+    private readonly PreDraftMachine _ahead;
     private int _maxDrafts;
+    private uint _round = 1;
+    private long _previousVerdictAt;
 
     public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
+        : this(token => new GrpcDecodeStream(grpc, token), engine, request, tracker, verifier, time, roundTimeout)
+    {
+    }
+
+    /// <summary>Over any <see cref="IDecodeStream"/> (tests script one).</summary>
+    internal SpeculativeRunner(Func<CancellationToken, IDecodeStream> open, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
     {
         _roundTimeout = roundTimeout;
-        _grpc = grpc;
+        _open = open;
         _engine = engine;
         _request = request;
         _tracker = tracker;
         _verifier = verifier;
         _time = time;
-        _mode = request.Mode;
+        _policy = ModePolicy.For(request.Mode);
+        _ahead = new PreDraftMachine(new RoundStats(tracker));
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
@@ -51,58 +61,43 @@ internal sealed class SpeculativeRunner
 
     public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        using var call = _grpc.Decode(cancellationToken: stop.Token);
-        var inbox = Channel.CreateBounded<VerifierMessage>(new BoundedChannelOptions(64) { SingleReader = true, SingleWriter = true });
-        var reader = ReadAsync(call.ResponseStream, inbox.Writer, stop.Token);
-        var state = new RoundState();
+        var stream = _open(cancellationToken);
         try
         {
-            await call.RequestStream.WriteAsync(new EdgeMessage { Open = BuildOpen() }, stop.Token).ConfigureAwait(false);
-            var first = await ReadWithDeadlineAsync(inbox.Reader, "the session to open", stop.Token).ConfigureAwait(false);
-            if (first.KindCase != VerifierMessage.KindOneofCase.Opened)
+            await OpenAsync(stream, cancellationToken).ConfigureAwait(false);
+            while (_tracker.FinishReason == DomainFinish.None)
             {
-                throw new ProtocolViolationException($"the verifier answered Open with {first.KindCase}, not Opened");
-            }
-
-            _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
-            _tracker.LapMs();
-            while (true)
-            {
-                var committed = await RunRoundAsync(call.RequestStream, inbox.Reader, state, stop.Token).ConfigureAwait(false);
-                foreach (var token in committed)
+                foreach (var token in await RunRoundAsync(stream, cancellationToken).ConfigureAwait(false))
                 {
                     yield return token;
                 }
-
-                if (_tracker.FinishReason != DomainFinish.None)
-                {
-                    break;
-                }
             }
 
-            await state.CancelBranchAsync(_tracker).ConfigureAwait(false);
-            await call.RequestStream.CompleteAsync().ConfigureAwait(false);
-            while (await inbox.Reader.WaitToReadAsync(stop.Token).ConfigureAwait(false))
-            {
-                inbox.Reader.TryRead(out _);
-            }
-
-            await reader.ConfigureAwait(false);
+            await _ahead.CancelAsync().ConfigureAwait(false);
+            await stream.CloseAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
         {
-            await state.CancelBranchAsync(null).ConfigureAwait(false);
-            await stop.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                await reader.ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or RpcException)
-            {
-            }
+            await _ahead.AbandonAsync().ConfigureAwait(false);
+            await stream.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    private async Task OpenAsync(IDecodeStream stream, CancellationToken cancellationToken)
+    {
+        await stream.SendAsync(new EdgeMessage { Open = BuildOpen() }, cancellationToken).ConfigureAwait(false);
+        using var deadline = Deadline();
+        var first = await stream.ReadAsync($"the session to open within {_roundTimeout.TotalSeconds:0.###} s", deadline.Token, cancellationToken).ConfigureAwait(false);
+        if (first.KindCase != VerifierMessage.KindOneofCase.Opened)
+        {
+            throw new ProtocolViolationException($"the verifier answered Open with {first.KindCase}, not Opened");
+        }
+
+        _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
+        _tracker.LapMs();
+    }
+
+    private CancellationTokenSource Deadline() => new(_roundTimeout, _time);
 
     private Open BuildOpen()
     {
@@ -113,8 +108,8 @@ internal sealed class SpeculativeRunner
             StopAtEos = _request.StopAtEos,
             DraftVocabSize = _engine.Model.VocabSize,
             DraftTokenizerSha256 = _engine.Model.Manifest.Tokenizer.Sha256 ?? string.Empty,
-            EarlyVerdicts = _mode.UsesEarlyVerdicts(),
-            ClientLabel = _request.ClientLabel ?? $"specedge-edge {_mode.Name()}",
+            EarlyVerdicts = _policy.Mode.UsesEarlyVerdicts(),
+            ClientLabel = _request.ClientLabel ?? $"specedge-edge {_policy.Mode.Name()}",
         };
         // A resumed generation (after a failover) re-opens with the tokens committed so far.
         open.PromptIds.AddRange(_tracker.Tokens.Take(_tracker.PromptLength).Select(t => t.Value));
@@ -128,96 +123,106 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>Runs one round to its final verdict and returns the tokens it committed.</summary>
-    private async Task<List<CommittedToken>> RunRoundAsync(IClientStreamWriter<EdgeMessage> requests, ChannelReader<VerifierMessage> inbox, RoundState state, CancellationToken cancellationToken)
+    private async Task<List<CommittedToken>> RunRoundAsync(IDecodeStream stream, CancellationToken cancellationToken)
     {
         var committedLength = _tracker.Tokens.Count;
-        var round = state.Round;
-        TokenId[] drafts;
-        double draftMs;
-        long sentAt;
-        DateTimeOffset sentWall;
-        bool ready;
+        var start = await StartRoundAsync(stream, committedLength, cancellationToken).ConfigureAwait(false);
+        var (final, early) = await AwaitFinalAsync(stream, start.Drafts, committedLength, cancellationToken).ConfigureAwait(false);
+        var arrived = _time.GetTimestamp();
+        var committed = Commit(final, start, early, arrived);
+        _previousVerdictAt = arrived;
+        await _ahead.SettleAsync(final).ConfigureAwait(false);
+        _round++;
+        return committed;
+    }
 
-        if (state.Conditional is { } conditional && conditional.Round == round)
+    /// <summary>How a round began: its drafts, how long the edge waited for them, whether they were ready, and when it went out.</summary>
+    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall);
+
+    /// <summary>The round's drafts: already at the verifier (a conditional round that held), a pre-drafted branch, or fresh; sent unless already there.</summary>
+    private async Task<RoundStart> StartRoundAsync(IDecodeStream stream, int committedLength, CancellationToken cancellationToken)
+    {
+        if (_ahead.TakeAccepted(_round) is { } ahead)
         {
             // Already in flight: the verifier started it right after the previous final verdict.
-            drafts = conditional.Drafts.Tokens;
-            draftMs = 0;
-            sentAt = state.PreviousVerdictAt;
-            sentWall = conditional.SentWall;
-            ready = true;
-            state.Conditional = null;
-        }
-        else
-        {
-            var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(state, committedLength, cancellationToken).ConfigureAwait(false);
-            drafts = drafted.Tokens;
-            draftMs = waitedMs;
-            ready = wasReady;
-            sentAt = _time.GetTimestamp();
-            sentWall = _time.GetUtcNow();
-            await SendAsync(requests, round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
-            if (_mode == GenerationMode.Proactive && guess is { } next)
-            {
-                // Guess that every draft stands and the draft's own next token follows; pre-draft the next round on it.
-                StartBranch(state, new Verdict(drafts.Length, next).ToCondition(round), drafts, committedLength);
-            }
+            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall);
         }
 
-        state.EarlyThisRound.Clear();
-        FinalVerdict? final = null;
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_roundTimeout);
-        while (final is null)
+        var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
+        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow());
+        await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
+        if (_policy.GuessesAhead && guess is { } next)
         {
-            var branchTask = state.Branch is { Sent: false } b && _mode == GenerationMode.Conditional && state.Conditional is null ? b.Task : null;
-            if (branchTask is not null && !branchTask.IsCompleted)
+            // Guess that every draft stands and the draft's own next token follows; pre-draft the next round on it.
+            var condition = new Verdict(drafted.Tokens.Length, next).ToCondition(_round);
+            await _ahead.OnProvisionalAsync(condition, () => StartBranch(condition, drafted.Tokens, committedLength)).ConfigureAwait(false);
+        }
+
+        return start;
+    }
+
+    /// <summary>
+    /// Waits for the round's final verdict, acting on early verdicts meanwhile (and, in conditional mode, sending the
+    /// pre-drafted round as soon as it is ready). Returns the final verdict and the round's early verdicts.
+    /// </summary>
+    private async Task<(FinalVerdict Final, List<EarlyVerdict> Early)> AwaitFinalAsync(IDecodeStream stream, TokenId[] drafts, int committedLength, CancellationToken cancellationToken)
+    {
+        var early = new List<EarlyVerdict>();
+        using var deadline = Deadline();
+        while (true)
+        {
+            if (_policy.SendsAhead && _ahead.PendingBranch() is { } drafting)
             {
-                var messageReady = inbox.WaitToReadAsync(deadline.Token).AsTask();
-                await Task.WhenAny(messageReady, branchTask).ConfigureAwait(false);
+                // A message or the branch, whichever comes first: never a spin (an ended stream or a passed deadline
+                // ends the wait too, and the read below reports it).
+                using var both = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+                await Task.WhenAny(stream.WaitForMessageAsync(both.Token), drafting).ConfigureAwait(false);
             }
 
-            if (branchTask is { IsCompletedSuccessfully: true } && state.Branch is { Sent: false } toSend && state.Conditional is null)
+            if (_policy.SendsAhead && _ahead.ReadyToSend() is { } branch)
             {
-                // The pre-drafted round is ready before the final verdict: send it now, conditioned on the early verdict.
-                toSend.Sent = true;
-                state.Conditional = new InFlight(round + 1, toSend.Condition, branchTask.Result, _time.GetUtcNow());
-                await SendAsync(requests, round + 1, toSend.Prefix.Count, branchTask.Result, toSend.Condition, cancellationToken).ConfigureAwait(false);
+                await SendAheadAsync(stream, branch, cancellationToken).ConfigureAwait(false);
                 continue;
             }
 
-            if (!inbox.TryRead(out var message))
-            {
-                // Nothing to read although the wait for a message ended: the stream ended or the deadline passed (the
-                // read below reports which). Looping back while the branch drafts would spin on a wait that returns at once.
-                message = await ReadWithDeadlineAsync(inbox, $"round {round}'s final verdict", cancellationToken, deadline).ConfigureAwait(false);
-            }
-
+            var message = stream.TryRead(out var waiting)
+                ? waiting
+                : await stream.ReadAsync($"round {_round}'s final verdict within {_roundTimeout.TotalSeconds:0.###} s", deadline.Token, cancellationToken).ConfigureAwait(false);
             switch (message.KindCase)
             {
-                case VerifierMessage.KindOneofCase.Early when message.Early.Round == round:
-                    await OnEarlyVerdictAsync(message.Early, state, drafts, committedLength).ConfigureAwait(false);
+                case VerifierMessage.KindOneofCase.Early when message.Early.Round == _round:
+                    early.Add(message.Early);
+                    await OnEarlyVerdictAsync(message.Early, drafts, committedLength).ConfigureAwait(false);
                     break;
-                case VerifierMessage.KindOneofCase.Final when message.Final.Round == round:
-                    final = message.Final;
-                    break;
+                case VerifierMessage.KindOneofCase.Final when message.Final.Round == _round:
+                    return (message.Final, early);
                 case VerifierMessage.KindOneofCase.Dropped:
-                    break;
                 case VerifierMessage.KindOneofCase.Early:
-                    // An early verdict of a round already settled (a conditional round's exit): nothing to do.
+                    // A dropped conditional round (sent again as this round), or an early verdict of a round already settled.
                     break;
                 default:
-                    throw new ProtocolViolationException($"unexpected {message.KindCase} (round {RoundOf(message)}) while waiting for round {round}");
+                    throw new ProtocolViolationException($"unexpected {message.KindCase} (round {RoundOf(message)}) while waiting for round {_round}");
             }
         }
+    }
 
-        var arrived = _time.GetTimestamp();
+    /// <summary>The pre-drafted round is ready before the final verdict: send it now, conditioned on the verdict it assumes.</summary>
+    private async Task SendAheadAsync(IDecodeStream stream, Branch branch, CancellationToken cancellationToken)
+    {
+        var drafted = await branch.Task.ConfigureAwait(false);
+        _ahead.MarkSent(branch, new SentAhead(_round + 1, branch.Condition, drafted, _time.GetUtcNow()));
+        await SendAsync(stream, _round + 1, branch.Prefix.Count, drafted, branch.Condition, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Commits a final verdict's tokens and records the round.</summary>
+    private List<CommittedToken> Commit(FinalVerdict final, RoundStart start, List<EarlyVerdict> early, long arrived)
+    {
         var arrivedWall = _time.GetUtcNow();
         var verdict = final.ToDomain();
-        var accepted = verdict.Accepted;
+        var drafts = start.Drafts;
         if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize))
         {
-            throw new ProtocolViolationException($"round {round}: the verdict ({accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent");
+            throw new ProtocolViolationException($"round {_round}: the verdict ({verdict.Accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
         var newTokens = verdict.Tokens(drafts);
@@ -227,77 +232,70 @@ internal sealed class SpeculativeRunner
             _tracker.FinishReason = final.FinishReason.ToDomain();
         }
 
-        var earlyRecords = ScoreEarlyVerdicts(state, final);
         var timings = final.Timings ?? new ServerTimings();
         var verifyMs = timings.StageMicros.Sum() / 1000.0;
-        var waitMs = _time.GetElapsedTime(sentAt, arrived).TotalMilliseconds;
-        var (uplinkMs, downlinkMs) = SplitLink(timings, sentWall, arrivedWall);
+        var waitMs = _time.GetElapsedTime(start.SentAt, arrived).TotalMilliseconds;
+        var (uplinkMs, downlinkMs) = SplitLink(timings, start.SentWall, arrivedWall);
         var wallMs = _tracker.LapMs();
-        var record = new RoundRecord
+        var networkMs = Math.Max(0, waitMs - verifyMs);
+        _tracker.AddRound(new RoundRecord
         {
-            Round = (int)round,
+            Round = (int)_round,
             Drafted = drafts.Length,
-            Accepted = accepted,
+            Accepted = verdict.Accepted,
             Committed = newTokens.Length,
-            DraftMs = GenerationTracker.Round3(draftMs),
-            NetworkAndQueueMs = GenerationTracker.Round3(Math.Max(0, waitMs - verifyMs)),
+            DraftMs = GenerationTracker.Round3(start.DraftMs),
+            NetworkAndQueueMs = GenerationTracker.Round3(networkMs),
             VerifyMs = GenerationTracker.Round3(verifyMs),
             QueueMs = GenerationTracker.Round3(timings.QueueMicros / 1000.0),
             StageMs = [.. timings.StageMicros.Select(m => GenerationTracker.Round3(m / 1000.0))],
-            EarlyVerdicts = earlyRecords,
+            EarlyVerdicts = ScoreEarlyVerdicts(early, verdict),
             WallMs = GenerationTracker.Round3(wallMs),
             UplinkMs = uplinkMs,
             DownlinkMs = downlinkMs,
-            IdleMs = GenerationTracker.Round3(Math.Max(0, wallMs - draftMs - Math.Max(0, waitMs - verifyMs) - verifyMs)),
-            StartedWithoutWaiting = ready,
-        };
-        _tracker.AddRound(record);
-        if (ready)
+            IdleMs = GenerationTracker.Round3(Math.Max(0, wallMs - start.DraftMs - networkMs - verifyMs)),
+            StartedWithoutWaiting = start.Ready,
+        });
+        if (start.Ready)
         {
             _tracker.StartedWithoutWaiting++;
         }
 
-        _adaptive?.Observe(drafts.Length, accepted, draftMs > 0 ? draftMs : _adaptive.DraftMsPerToken * drafts.Length, Math.Max(0, waitMs - verifyMs), verifyMs);
-        state.PreviousVerdictAt = arrived;
-        await SettleAsync(state, final).ConfigureAwait(false);
-        state.Round = round + 1;
+        _adaptive?.Observe(drafts.Length, verdict.Accepted, start.DraftMs > 0 ? start.DraftMs : _adaptive.DraftMsPerToken * drafts.Length, networkMs, verifyMs);
         return committed;
     }
 
     /// <summary>The drafts for the round about to be sent: the pre-drafted branch when it matches the committed prefix, else fresh ones.</summary>
-    private async Task<(DraftedRound Drafts, double WaitedMs, bool WasReady, TokenId? Guess)> TakeDraftsAsync(RoundState state, int committedLength, CancellationToken cancellationToken)
+    private async Task<(DraftedRound Drafts, double WaitedMs, bool WasReady, TokenId? Guess)> TakeDraftsAsync(int committedLength, CancellationToken cancellationToken)
     {
-        if (state.Branch is { } branch && !branch.Sent && branch.Prefix.SequenceEqual(_tracker.Tokens))
+        if (await _ahead.TakeBranchAsync(_tracker.Tokens).ConfigureAwait(false) is { } branch)
         {
-            state.Branch = null;
             var wasReady = branch.Task.IsCompleted;
             var start = _time.GetTimestamp();
             var drafted = await branch.Task.ConfigureAwait(false);
-            branch.Dispose();
-            _tracker.Hits++;
-            return (Trim(drafted, out var guess), _time.GetElapsedTime(start).TotalMilliseconds, wasReady, guess);
+            branch.Release();
+            return (Trim(drafted, committedLength, out var guess), _time.GetElapsedTime(start).TotalMilliseconds, wasReady, guess);
         }
 
-        await state.CancelBranchAsync(_tracker).ConfigureAwait(false);
         var gamma = DraftCount(committedLength);
-        var extra = _mode == GenerationMode.Proactive && gamma > 0 ? 1 : 0;
+        var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
         var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken).ConfigureAwait(false);
         TokenId? freshGuess = null;
-        var sent = extra == 1 ? Trim(fresh, out freshGuess) : fresh;
+        var sent = extra == 1 ? Trim(fresh, committedLength, out freshGuess) : fresh;
         return (sent, fresh.Elapsed.TotalMilliseconds, false, freshGuess);
+    }
 
-        // Proactive rounds draft one token more than they send: the edge's guess of the token after the drafts.
-        DraftedRound Trim(DraftedRound round, out TokenId? next)
+    /// <summary>Proactive rounds draft one token more than they send: the edge's guess of the token after the drafts.</summary>
+    private DraftedRound Trim(DraftedRound round, int committedLength, out TokenId? next)
+    {
+        if (!_policy.GuessesAhead || round.Tokens.Length == 0 || round.Tokens.Length <= DraftCount(committedLength))
         {
-            if (_mode != GenerationMode.Proactive || round.Tokens.Length == 0 || round.Tokens.Length <= DraftCount(committedLength))
-            {
-                next = null;
-                return round;
-            }
-
-            next = round.Tokens[^1];
-            return new DraftedRound(round.Tokens[..^1], round.Distributions?[..^1], round.Elapsed);
+            next = null;
+            return round;
         }
+
+        next = round.Tokens[^1];
+        return new DraftedRound(round.Tokens[..^1], round.Distributions?[..^1], round.Elapsed);
     }
 
     private int DraftCount(int committedLength)
@@ -306,36 +304,25 @@ internal sealed class SpeculativeRunner
         return Math.Max(0, Math.Min(gamma, _stop.MaxUsefulDrafts(committedLength)));
     }
 
-    private async Task OnEarlyVerdictAsync(EarlyVerdict early, RoundState state, TokenId[] drafts, int committedLength)
+    private async Task OnEarlyVerdictAsync(EarlyVerdict early, TokenId[] drafts, int committedLength)
     {
         _tracker.EarlyVerdicts++;
         _tracker.Exit((int)early.ExitLayer).Verdicts++;
-        state.EarlyThisRound.Add(early);
         var provisional = early.ToDomain();
         if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize))
         {
             throw new ProtocolViolationException($"early verdict ({early.Accepted} accepted, next {early.NextId}) does not fit the {drafts.Length} drafts sent");
         }
 
-        var condition = provisional.ToCondition(early.Round);
-        if (state.Branch is { } existing && existing.Condition.Equals(condition))
+        if (_policy.DraftsOnEarlyVerdicts)
         {
-            return;
-        }
-
-        if (state.Branch is { Sent: false })
-        {
-            // A later exit disagrees with the one the branch was drafted on: restart it from the new provisional prefix.
-            await state.CancelBranchAsync(_tracker).ConfigureAwait(false);
-        }
-
-        if (state.Branch is null)
-        {
-            StartBranch(state, condition, drafts, committedLength);
+            var condition = provisional.ToCondition(early.Round);
+            await _ahead.OnProvisionalAsync(condition, () => StartBranch(condition, drafts, committedLength)).ConfigureAwait(false);
         }
     }
 
-    private void StartBranch(RoundState state, Condition condition, TokenId[] drafts, int committedLength)
+    /// <summary>Starts drafting the next round on the prefix a provisional verdict implies; null when that verdict would end the generation.</summary>
+    private Branch? StartBranch(Condition condition, TokenId[] drafts, int committedLength)
     {
         var prefix = new List<TokenId>(committedLength + (int)condition.Accepted + 1);
         prefix.AddRange(_tracker.Tokens);
@@ -343,23 +330,23 @@ internal sealed class SpeculativeRunner
         var (kept, reason) = _stop.Apply(committedLength, prefix.ToArray().AsSpan(committedLength));
         if (reason != DomainFinish.None || kept != prefix.Count - committedLength)
         {
-            return; // the provisional verdict would end the generation: nothing to pre-draft
+            return null;
         }
 
         var gamma = DraftCount(prefix.Count);
-        var extra = _mode == GenerationMode.Proactive && gamma > 0 ? 1 : 0;
+        var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
         var cancel = new CancellationTokenSource();
         var task = Task.Run(async () => await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, cancel.Token).ConfigureAwait(false), CancellationToken.None);
-        state.Branch = new Branch(prefix, condition, task, cancel);
+        return new Branch(prefix, condition, task, cancel);
     }
 
-    private List<EarlyVerdictRecord> ScoreEarlyVerdicts(RoundState state, FinalVerdict final)
+    private List<EarlyVerdictRecord> ScoreEarlyVerdicts(List<EarlyVerdict> early, Verdict final)
     {
-        var records = new List<EarlyVerdictRecord>(state.EarlyThisRound.Count);
-        foreach (var early in state.EarlyThisRound)
+        var records = new List<EarlyVerdictRecord>(early.Count);
+        foreach (var verdict in early)
         {
-            var exit = _tracker.Exit((int)early.ExitLayer);
-            var matched = early.ToDomain() == final.ToDomain();
+            var exit = _tracker.Exit((int)verdict.ExitLayer);
+            var matched = verdict.ToDomain() == final;
             if (matched)
             {
                 exit.Hits++;
@@ -369,45 +356,13 @@ internal sealed class SpeculativeRunner
                 exit.Misses++;
             }
 
-            records.Add(new EarlyVerdictRecord((int)early.ExitLayer, Math.Round(early.Confidence, 6), (int)early.Accepted, early.NextId, matched, Math.Round(early.ElapsedMicros / 1000.0, 3)));
+            records.Add(new EarlyVerdictRecord((int)verdict.ExitLayer, Math.Round(verdict.Confidence, 6), (int)verdict.Accepted, verdict.NextId, matched, Math.Round(verdict.ElapsedMicros / 1000.0, 3)));
         }
 
         return records;
     }
 
-    /// <summary>After a final verdict: keep the in-flight conditional round if its condition held, else count the pre-drafted work lost.</summary>
-    private async Task SettleAsync(RoundState state, FinalVerdict final)
-    {
-        if (state.Conditional is { } conditional)
-        {
-            if (!final.Finished && conditional.Condition.ToDomain() == final.ToDomain())
-            {
-                _tracker.Hits++;
-                state.Branch?.Dispose();
-                state.Branch = null;
-            }
-            else
-            {
-                // The verifier drops it; the round is sent again.
-                _tracker.Misses++;
-                _tracker.Dropped++;
-                _tracker.Wasted += conditional.Drafts.Tokens.Length;
-                state.Conditional = null;
-                if (state.Branch is { Sent: true })
-                {
-                    state.Branch.Dispose();
-                    state.Branch = null;
-                }
-            }
-        }
-
-        if (final.Finished)
-        {
-            await state.CancelBranchAsync(_tracker).ConfigureAwait(false);
-        }
-    }
-
-    private static async Task SendAsync(IClientStreamWriter<EdgeMessage> requests, uint round, int baseLength, DraftedRound drafted, Condition? condition, CancellationToken cancellationToken)
+    private static async Task SendAsync(IDecodeStream stream, uint round, int baseLength, DraftedRound drafted, Condition? condition, CancellationToken cancellationToken)
     {
         var draft = new Draft
         {
@@ -422,48 +377,7 @@ internal sealed class SpeculativeRunner
             draft.Distributions.AddRange(distributions.Select(d => d.ToWire()));
         }
 
-        await requests.WriteAsync(new EdgeMessage { Draft = draft }, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>Reads the next message, failing with <see cref="RoundTimeoutException"/> when the deadline passes first.</summary>
-    private async Task<VerifierMessage> ReadWithDeadlineAsync(ChannelReader<VerifierMessage> inbox, string what, CancellationToken cancellationToken, CancellationTokenSource? deadline = null)
-    {
-        using var own = deadline is null ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken) : null;
-        own?.CancelAfter(_roundTimeout);
-        var token = (deadline ?? own!).Token;
-        try
-        {
-            return await inbox.ReadAsync(token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            throw new RoundTimeoutException($"no answer for {what} within {_roundTimeout.TotalSeconds:0.###} s");
-        }
-    }
-
-    private static async Task ReadAsync(IAsyncStreamReader<VerifierMessage> responses, ChannelWriter<VerifierMessage> inbox, CancellationToken cancellationToken)
-    {
-        try
-        {
-            while (await responses.MoveNext(cancellationToken).ConfigureAwait(false))
-            {
-                if (responses.Current.KindCase == VerifierMessage.KindOneofCase.Draining)
-                {
-                    // The verifier is shutting down: this session ends here (the call is cancelled on the way out) and the
-                    // retry pipeline re-opens it elsewhere with the committed tokens.
-                    throw new RpcException(new Status(StatusCode.Unavailable, $"the verifier is shutting down: resume the generation on another verifier (committed length {responses.Current.Draining.CommittedLength})"));
-                }
-
-                await inbox.WriteAsync(responses.Current, cancellationToken).ConfigureAwait(false);
-            }
-
-            inbox.TryComplete();
-        }
-        catch (Exception ex)
-        {
-            inbox.TryComplete(ex);
-            throw;
-        }
+        await stream.SendAsync(new EdgeMessage { Draft = draft }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Uplink and downlink times from both sides' wall clocks; null when the clocks visibly disagree.</summary>
@@ -486,68 +400,4 @@ internal sealed class SpeculativeRunner
         VerifierMessage.KindOneofCase.Dropped => message.Dropped.Round,
         _ => 0,
     };
-
-    /// <summary>A round drafted ahead on a provisional prefix.</summary>
-    private sealed class Branch(List<TokenId> prefix, Condition condition, Task<DraftedRound> task, CancellationTokenSource cancel) : IDisposable
-    {
-        public List<TokenId> Prefix { get; } = prefix;
-
-        public Condition Condition { get; } = condition;
-
-        public Task<DraftedRound> Task { get; } = task;
-
-        public CancellationTokenSource Cancel { get; } = cancel;
-
-        /// <summary>Sent to the verifier as a conditional round.</summary>
-        public bool Sent { get; set; }
-
-        public void Dispose() => Cancel.Dispose();
-    }
-
-    private sealed record InFlight(uint Round, Condition Condition, DraftedRound Drafts, DateTimeOffset SentWall);
-
-    private sealed class RoundState
-    {
-        public uint Round { get; set; } = 1;
-
-        public Branch? Branch { get; set; }
-
-        public InFlight? Conditional { get; set; }
-
-        public long PreviousVerdictAt { get; set; }
-
-        public List<EarlyVerdict> EarlyThisRound { get; } = [];
-
-        /// <summary>Stops and forgets the branch; its drafted tokens count as wasted when a tracker is given.</summary>
-        public async Task CancelBranchAsync(GenerationTracker? tracker)
-        {
-            if (Branch is not { } branch)
-            {
-                return;
-            }
-
-            Branch = null;
-            await branch.Cancel.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                var drafted = await branch.Task.ConfigureAwait(false);
-                if (tracker is not null && !branch.Sent)
-                {
-                    tracker.Wasted += drafted.Tokens.Length;
-                    tracker.Misses++;
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                if (tracker is not null && !branch.Sent)
-                {
-                    tracker.Misses++;
-                }
-            }
-            finally
-            {
-                branch.Dispose();
-            }
-        }
-    }
 }

@@ -372,18 +372,26 @@ public sealed class BatchScheduler : IDisposable
             _rows.Add(new BatchRow(request.Slot, request.Remaining[..tokens]));
         }
 
+        var step = RunStages();
+        Account(step, _time.GetElapsedTime(started));
+        Complete(step);
+    }
+
+    /// <summary>What one batched step did: each stage's time, the emulated part, its shape, or why it failed.</summary>
+    private sealed record StepResult(TimeSpan[] Stages, TimeSpan Emulated, int Rows, int StepTokens, Exception? Failure);
+
+    // Runs the step stage by stage, telling each row's observer its logits as the stage ends.
+    private StepResult RunStages()
+    {
         var stageCount = _target.Model.Stages.Count;
         var stageTimes = new TimeSpan[stageCount];
         var emulated = TimeSpan.Zero;
-        Exception? failure = null;
-        int rows, stepTokens;
         lock (_modelLock)
         {
             try
             {
                 _runner.BeginStep(_rows);
-                rows = _runner.Rows;
-                stepTokens = _runner.StepTokens;
+                var (rows, stepTokens) = (_runner.Rows, _runner.StepTokens);
                 for (var stage = 0; stage < stageCount; stage++)
                 {
                     var stageStart = _time.GetTimestamp();
@@ -399,28 +407,36 @@ public sealed class BatchScheduler : IDisposable
                         }
                     }
                 }
+
+                return new StepResult(stageTimes, emulated, rows, stepTokens, null);
             }
             catch (Exception ex) when (ex is Microsoft.ML.OnnxRuntime.OnnxRuntimeException or ArgumentException or InvalidOperationException)
             {
                 _runner.Abandon();
-                failure = ex;
-                rows = _rows.Count;
-                stepTokens = 0;
+                VerifierLog.StepFailed(_logger, ex.Message);
+                return new StepResult(stageTimes, emulated, _rows.Count, 0, ex);
             }
         }
+    }
 
-        var busy = _time.GetElapsedTime(started);
+    private void Account(StepResult step, TimeSpan busy)
+    {
         Interlocked.Increment(ref _steps);
-        if (rows > 1)
+        if (step.Rows > 1)
         {
             Interlocked.Increment(ref _sharedSteps);
         }
 
-        Interlocked.Add(ref _rowsRun, rows);
-        Interlocked.Add(ref _paddedTokens, (long)rows * stepTokens);
+        Interlocked.Add(ref _rowsRun, step.Rows);
+        Interlocked.Add(ref _paddedTokens, (long)step.Rows * step.StepTokens);
         Interlocked.Add(ref _busyTicks, busy.Ticks);
-        Interlocked.Add(ref _floorTicks, emulated.Ticks);
-        var requeue = new List<StepRequest>();
+        Interlocked.Add(ref _floorTicks, step.Emulated.Ticks);
+    }
+
+    // Completes the requests the step finished (remembering their sessions for the batching window) and queues the
+    // rest of a chunked prefill again, at the end.
+    private void Complete(StepResult step)
+    {
         lock (_queueLock)
         {
             _returning.Clear();
@@ -428,45 +444,31 @@ public sealed class BatchScheduler : IDisposable
 
         foreach (var (request, tokens) in _taken)
         {
-            if (failure is not null)
+            if (step.Failure is { } failure)
             {
-                VerifierLog.StepFailed(_logger, failure.Message);
                 request.Completion.TrySetException(new RpcException(new Status(StatusCode.Internal, $"the model step failed: {failure.Message}")));
                 continue;
             }
 
             Interlocked.Add(ref _tokensRun, tokens);
             request.Remaining = request.Remaining[tokens..];
-            if (request.Remaining.IsEmpty)
-            {
-                lock (_queueLock)
-                {
-                    _returning.Add(request.Slot);
-                }
-
-                request.Cancellation.Dispose();
-                request.Completion.TrySetResult(new StepOutcome(_time.GetElapsedTime(request.Queued, request.Started), stageTimes, emulated, rows, rows * stepTokens));
-            }
-            else
-            {
-                requeue.Add(request);
-            }
-        }
-
-        if (requeue.Count > 0)
-        {
             lock (_queueLock)
             {
-                foreach (var request in requeue)
+                if (!request.Remaining.IsEmpty)
                 {
-                    if (request.Completion.Task.IsCompleted)
+                    if (!request.Completion.Task.IsCompleted)
                     {
-                        continue;
+                        request.Node = _queue.AddLast(request);
                     }
 
-                    request.Node = _queue.AddLast(request);
+                    continue;
                 }
+
+                _returning.Add(request.Slot);
             }
+
+            request.Cancellation.Dispose();
+            request.Completion.TrySetResult(new StepOutcome(_time.GetElapsedTime(request.Queued, request.Started), step.Stages, step.Emulated, step.Rows, step.Rows * step.StepTokens));
         }
     }
 

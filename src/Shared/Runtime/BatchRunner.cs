@@ -210,6 +210,19 @@ public sealed class BatchRunner : IDisposable
     public void BeginStep(IReadOnlyList<BatchRow> rows)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        var t = Validate(rows);
+        _rows.Clear();
+        _rows.AddRange(rows);
+        _stepTokens = t;
+        Arrange();
+        var width = FillInputs(t);
+        BindStep(t, width);
+        _nextStage = 0;
+    }
+
+    /// <summary>Checks a step's rows; returns the tokens per row (the longest row's count).</summary>
+    private int Validate(IReadOnlyList<BatchRow> rows)
+    {
         if (rows.Count == 0 || rows.Count > MaxRows)
         {
             throw new ArgumentException($"a step runs 1 to {MaxRows} rows, not {rows.Count}", nameof(rows));
@@ -255,16 +268,14 @@ public sealed class BatchRunner : IDisposable
             t = Math.Max(t, count);
         }
 
-        if (rows.Count * t > MaxBatchTokens)
-        {
-            throw new ArgumentException($"{rows.Count} rows of {t} tokens pass the step's budget of {MaxBatchTokens} tokens", nameof(rows));
-        }
+        return rows.Count * t > MaxBatchTokens
+            ? throw new ArgumentException($"{rows.Count} rows of {t} tokens pass the step's budget of {MaxBatchTokens} tokens", nameof(rows))
+            : t;
+    }
 
-        _rows.Clear();
-        _rows.AddRange(rows);
-        _stepTokens = t;
-        Arrange();
-
+    /// <summary>Token ids, positions and the attention bias of every row at its arena position; returns the bias width.</summary>
+    private int FillInputs(int t)
+    {
         var maxPosition = _model.Config.MaxPositionEmbeddings - 1;
         var past = 0;
         foreach (var row in _rows)
@@ -293,29 +304,33 @@ public sealed class BatchRunner : IDisposable
             }
         }
 
+        return width;
+    }
+
+    /// <summary>The step's tensors over the runner's buffers, bound to every stage.</summary>
+    private void BindStep(int t, int width)
+    {
         DisposeStepTensors();
-        var rowsCount = _rows.Count;
-        _idsValue = Tensor(_inputIds, rowsCount * t, [rowsCount, t]);
-        _positionsValue = Tensor(_positionIds, rowsCount * t, [rowsCount, t]);
-        _biasValue = Tensor(_bias, rowsCount * t * width, [rowsCount, 1, t, width]);
-        _hiddenValues = [Tensor(_hiddenBuffers[0], rowsCount * t * _hidden, [rowsCount, t, _hidden]), Tensor(_hiddenBuffers[1], rowsCount * t * _hidden, [rowsCount, t, _hidden])];
-        _logitsValue = Tensor(_logits, rowsCount * t * _vocab, [rowsCount, t, _vocab]);
+        var rows = _rows.Count;
+        _idsValue = Tensor(_inputIds, rows * t, [rows, t]);
+        _positionsValue = Tensor(_positionIds, rows * t, [rows, t]);
+        _biasValue = Tensor(_bias, rows * t * width, [rows, 1, t, width]);
+        _hiddenValues = [Tensor(_hiddenBuffers[0], rows * t * _hidden, [rows, t, _hidden]), Tensor(_hiddenBuffers[1], rows * t * _hidden, [rows, t, _hidden])];
+        _logitsValue = Tensor(_logits, rows * t * _vocab, [rows, t, _vocab]);
         for (var s = 0; s < _bindings.Length; s++)
         {
             var stage = _model.Stages[s];
             for (var layer = stage.FirstLayer; layer < stage.EndLayer; layer++)
             {
-                _bindings[s].BindOutput(GraphNames.StepKey(layer), Tensor(_stepKeys[layer], rowsCount * _kvHeads * t * _headDim, [rowsCount, _kvHeads, t, _headDim]));
-                _bindings[s].BindOutput(GraphNames.StepValue(layer), Tensor(_stepValues[layer], rowsCount * _kvHeads * t * _headDim, [rowsCount, _kvHeads, t, _headDim]));
+                _bindings[s].BindOutput(GraphNames.StepKey(layer), Tensor(_stepKeys[layer], rows * _kvHeads * t * _headDim, [rows, _kvHeads, t, _headDim]));
+                _bindings[s].BindOutput(GraphNames.StepValue(layer), Tensor(_stepValues[layer], rows * _kvHeads * t * _headDim, [rows, _kvHeads, t, _headDim]));
             }
         }
 
-        if (_boundRows != rowsCount)
+        if (_boundRows != rows)
         {
-            BindCache(rowsCount);
+            BindCache(rows);
         }
-
-        _nextStage = 0;
     }
 
     /// <summary>

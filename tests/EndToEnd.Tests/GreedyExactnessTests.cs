@@ -2,6 +2,7 @@ using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
 
@@ -133,5 +134,73 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
         return Enumerable.Range(0, count)
             .Select(i => new[] { 256 }.Concat(Enumerable.Range(0, 2 + random.Next(14)).Select(_ => random.Next(32, 127))).ToArray())
             .ToList();
+    }
+}
+
+/// <summary>The byte-vocabulary pair behind a verifier that emulates a slow GPU step (ratio-10x: 50 ms, a quarter to the first exit).</summary>
+public sealed class SlowStepVerifier : KestrelVerifier
+{
+    protected override TestPair CreatePair(string root) => TestModels.WritePair(root, exits: [1, 2]);
+
+    protected override void Configure(SpecEdge.CloudVerifier.Configuration.VerifierOptions options) => options.ComputeProfile = ComputeProfiles.TenToOne.Name;
+}
+
+/// <summary>
+/// Greedy exactness where timing matters: every drafting mode, fixed and adaptive γ, over a 20 ms link with 10 ms of
+/// jitter to a verifier whose steps take 50 ms, so early verdicts come well before final ones and conditional rounds
+/// really travel ahead (asserted: some were used as sent, some dropped).
+/// </summary>
+public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : IClassFixture<SlowStepVerifier>
+{
+    private const int NewTokens = 16;
+    private static readonly int[] Prompt = [256, 84, 104, 101, 32];
+
+    public static TheoryData<GenerationMode, bool> Modes() => new()
+    {
+        { GenerationMode.Speculative, false },
+        { GenerationMode.Speculative, true },
+        { GenerationMode.Preemptive, false },
+        { GenerationMode.Preemptive, true },
+        { GenerationMode.Conditional, false },
+        { GenerationMode.Conditional, true },
+        { GenerationMode.Proactive, false },
+        { GenerationMode.Proactive, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(Modes))]
+    public async Task EveryMode_JitteredLinkAndSlowSteps_IdenticalToTargetOnly(GenerationMode mode, bool adaptive)
+    {
+        List<int> expected;
+        using (var model = TestModels.Load(verifier.Pair.TargetDir))
+        {
+            expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
+        }
+
+        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        {
+            Server = verifier.Address,
+            DraftModel = verifier.Pair.DraftDir,
+            IntraOpThreads = 1,
+            Link = LinkProfile.Parse("rtt=20ms,jitter=10ms"),
+            Profile = ComputeProfiles.TenToOne,
+        }).DefaultTimeout();
+
+        var report = await client.Generate(new GenerationRequest
+        {
+            PromptIds = [.. Prompt.Select(t => new TokenId(t))],
+            Mode = mode,
+            DraftTokens = 3,
+            AdaptiveDraftTokens = adaptive,
+            MaxNewTokens = NewTokens,
+            StopAtEos = false,
+            Sampling = SamplingConfig.Greedy,
+        }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+
+        Assert.Equal(expected, report.TokenIds);
+        if (mode == GenerationMode.Conditional)
+        {
+            Assert.True(report.EarlyExits.ConditionalRoundsSent > 0, "no conditional round travelled ahead of its predecessor's final verdict");
+        }
     }
 }

@@ -168,6 +168,9 @@ public sealed record EarlyExitSummary
     /// <summary>Rounds whose drafts were ready when the previous final verdict arrived.</summary>
     public int RoundsStartedWithoutWaiting { get; init; }
 
+    /// <summary>Rounds sent ahead of their predecessor's final verdict, with the condition they assume.</summary>
+    public int ConditionalRoundsSent { get; init; }
+
     /// <summary>Conditional rounds the verifier dropped because their condition failed.</summary>
     public int ConditionalRoundsDropped { get; init; }
 }

@@ -53,6 +53,9 @@ internal sealed class GenerationTracker
 
     public int Dropped { get; set; }
 
+    /// <summary>Rounds sent ahead as conditional rounds.</summary>
+    public int SentAhead { get; set; }
+
     public IReadOnlyList<RoundRecord> Rounds => _rounds;
 
     /// <summary>Milliseconds since the generation started.</summary>
@@ -157,6 +160,7 @@ internal sealed class GenerationTracker
                 PerExit = [.. _exits.Values.OrderBy(e => e.Layer)],
                 PreDraftedTokensWasted = Wasted,
                 RoundsStartedWithoutWaiting = StartedWithoutWaiting,
+                ConditionalRoundsSent = SentAhead,
                 ConditionalRoundsDropped = Dropped,
             },
             PerRound = _rounds,

@@ -35,6 +35,9 @@ internal sealed class RoundStats(GenerationTracker tracker)
         tracker.Wasted += wastedTokens;
     }
 
+    /// <summary>A pre-drafted round went to the verifier ahead of its predecessor's final verdict.</summary>
+    public void SentAhead() => tracker.SentAhead++;
+
     /// <summary>A round sent ahead was dropped by the verifier (its condition did not hold).</summary>
     public void Dropped(int wastedTokens)
     {
@@ -159,7 +162,11 @@ internal sealed class PreDraftMachine(RoundStats stats)
     /// <summary>The branch still drafting, whose completion the round loop waits for beside the verifier's messages.</summary>
     public Task? PendingBranch() => State is Drafting { Branch.Task.IsCompleted: false } drafting ? drafting.Branch.Task : null;
 
-    public void MarkSent(Branch branch, SentAhead round) => State = new Sent(branch, round);
+    public void MarkSent(Branch branch, SentAhead round)
+    {
+        stats.SentAhead();
+        State = new Sent(branch, round);
+    }
 
     /// <summary>After a final verdict: a round sent ahead is accepted when its condition held, else dropped; the generation's end cancels any branch.</summary>
     public async Task SettleAsync(FinalVerdict final)

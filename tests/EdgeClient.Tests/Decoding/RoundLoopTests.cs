@@ -100,6 +100,7 @@ public sealed class RoundLoopTests(RoundLoopFixture fixture) : IClassFixture<Rou
 
         Assert.Equal(fixture.Expected, tokens);
         Assert.True(Drafts(stream).Count(d => d.Condition is not null) > 0, "no round was sent ahead");
+        Assert.Equal(Drafts(stream).Count(d => d.Condition is not null), tracker.SentAhead);
         Assert.Equal(0, tracker.Dropped);
         Assert.True(tracker.StartedWithoutWaiting > 0);
     }

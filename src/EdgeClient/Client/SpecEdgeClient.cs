@@ -4,12 +4,11 @@ using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using SpecEdge.EdgeClient.Decoding;
+using SpecEdge.EdgeClient.Logging;
 using SpecEdge.EdgeClient.Drafting;
 using SpecEdge.EdgeClient.Transport;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
-using SpecEdge.Shared.Decoding;
-using FinishReason = SpecEdge.Shared.Decoding.FinishReason;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
@@ -36,17 +35,17 @@ public sealed class SpecEdgeClient : IAsyncDisposable
 {
     private readonly EdgeClientOptions _options;
     private readonly IReadOnlyList<VerifierEndpoint> _endpoints;
+    private readonly EndpointRing _ring;
     private readonly DraftEngine? _engine;
     private readonly ILogger _logger;
     private int _running;
-    private int _next;
 
     private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
         _options = options;
         Draft = draft;
         _endpoints = endpoints;
-        _next = first;
+        _ring = new EndpointRing(endpoints, first);
         VerifierDescription = verifier;
         _engine = draft is null ? null : new DraftEngine(draft, options.Profile, options.Time);
         Tokenizer = draft?.Tokenizer;
@@ -92,7 +91,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         {
             if (options.DraftModel is { } draftDir)
             {
-                var resolved = ModelResolver.Resolve(draftDir, null, options.CacheDirectory, message => logger.LogInformation("{Message}", message));
+                var resolved = ModelResolver.Resolve(draftDir, null, options.CacheDirectory, message => EdgeLog.Converting(logger, message));
                 draft = LanguageModel.Load(resolved, new RuntimeOptions { IntraOpThreads = options.IntraOpThreads }, logger);
             }
 
@@ -240,7 +239,8 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                 // A producer runs the generation through retries and failovers; committed tokens flow to the caller.
                 var committed = Channel.CreateUnbounded<CommittedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                var producer = Task.Run(() => ProduceAsync(request, tracker, committed.Writer, stop.Token), CancellationToken.None);
+                var supervisor = new GenerationSupervisor(_options, _ring, _engine, request, tracker, (int)Math.Min(VerifierDescription?.Limits.MaxSequenceLength ?? uint.MaxValue, int.MaxValue), committed.Writer, (endpoint, token) => Segment(request, tracker, endpoint, token), _logger);
+                var producer = Task.Run(() => supervisor.RunAsync(stop.Token), CancellationToken.None);
                 try
                 {
                     await foreach (var token in committed.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -263,179 +263,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         }
     }
 
-    private async Task ProduceAsync(GenerationRequest request, GenerationTracker tracker, ChannelWriter<CommittedToken> output, CancellationToken cancellationToken)
-    {
-        try
-        {
-            var endpoint = CurrentEndpoint();
-            var retry = Resilience.BuildRetry(_options.MaxRetries, _options.RetryDelay, _options.Time, args =>
-            {
-                tracker.Retries++;
-                endpoint = NextEndpoint(endpoint);
-                _logger.LogWarning("Generation retry {Attempt} on {Server}: {Reason}", args.AttemptNumber + 1, endpoint.Address, args.Outcome.Exception?.Message.Split('\n')[0]);
-                return ValueTask.CompletedTask;
-            });
-
-            while (tracker.FinishReason == FinishReason.None)
-            {
-                // The degraded policy's watchdog: restarted on every committed token, it fires after a stretch with no
-                // verified progress and hands the generation to the draft alone.
-                using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                if (_options.DegradedAfter is { } degradedAfter)
-                {
-                    watchdog.CancelAfter(degradedAfter);
-                }
-
-                try
-                {
-                    await retry.ExecuteAsync(
-                        async token =>
-                        {
-                            var current = endpoint;
-                            await current.Breaker.ExecuteAsync(
-                                async inner =>
-                                {
-                                    tracker.Sessions++;
-                                    if (!tracker.Verifiers.Contains(current.Address.ToString()))
-                                    {
-                                        tracker.Verifiers.Add(current.Address.ToString());
-                                    }
-
-                                    var before = tracker.Generated;
-                                    try
-                                    {
-                                        try
-                                        {
-                                            await foreach (var committed in Segment(request, tracker, current, inner).ConfigureAwait(false))
-                                            {
-                                                await output.WriteAsync(committed, CancellationToken.None).ConfigureAwait(false);
-                                                if (_options.DegradedAfter is { } again)
-                                                {
-                                                    watchdog.CancelAfter(again);
-                                                }
-                                            }
-                                        }
-                                        catch (ChannelClosedException ex) when (ex.InnerException is { } cause)
-                                        {
-                                            // The stream's reader failed: its error is the segment's error.
-                                            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
-                                        }
-                                        catch (OperationCanceledException ex) when (!inner.IsCancellationRequested)
-                                        {
-                                            // Not cancelled by anyone: the call was torn down under us (a reset connection).
-                                            throw new StreamBrokenException($"the stream to {current.Address} broke", ex);
-                                        }
-                                    }
-                                    catch (Exception ex) when (tracker.Generated > before && Resilience.IsTransient(ex))
-                                    {
-                                        // The verifier made progress before the stream broke: resume at once with a fresh
-                                        // retry budget; only failures without progress count against it. A verifier that
-                                        // said Unavailable (shutting down) is left for the next one in the list.
-                                        tracker.Retries++;
-                                        if (ex is RpcException { StatusCode: StatusCode.Unavailable })
-                                        {
-                                            endpoint = NextEndpoint(current);
-                                        }
-
-                                        _logger.LogWarning("Stream to {Server} broke after progress ({Reason}); resuming on {Next}", current.Address, ex.Message.Split('\n')[0], endpoint.Address);
-                                    }
-                                },
-                                token).ConfigureAwait(false);
-                        },
-                        watchdog.Token).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (_options.DegradedAfter is not null && !cancellationToken.IsCancellationRequested
-                    && (watchdog.IsCancellationRequested || Resilience.IsTransient(ex)))
-                {
-                    _logger.LogWarning("No verifier for {Seconds} s ({Reason}): continuing with the draft alone, tokens marked unverified", _options.DegradedAfter.Value.TotalSeconds, ex.Message.Split('\n')[0]);
-                    endpoint = await DegradeAsync(request, tracker, output, cancellationToken).ConfigureAwait(false) ?? endpoint;
-                }
-                catch (Exception ex) when (!cancellationToken.IsCancellationRequested && Resilience.IsTransient(ex))
-                {
-                    throw new VerifierUnavailableException($"no verifier could finish the generation after {tracker.Retries} retries across {string.Join(", ", _endpoints.Select(e => e.Address))}; {tracker.Generated} tokens were committed; last error: {(ex is RpcException rpc ? Explain(rpc) : ex.Message.Split('\n')[0])}", ex);
-                }
-            }
-
-            output.TryComplete();
-        }
-        catch (Exception ex)
-        {
-            output.TryComplete(ex);
-        }
-    }
-
     /// <summary>One session: runs the generation from the tokens committed so far until it ends or the stream breaks.</summary>
     private IAsyncEnumerable<CommittedToken> Segment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken) =>
         request.Mode == GenerationMode.Cloud
             ? new CloudRunner(endpoint.Client, request, tracker, _options.RoundTimeout).RunAsync(cancellationToken)
             : new SpeculativeRunner(endpoint.Client, _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout).RunAsync(cancellationToken);
-
-    /// <summary>
-    /// The degraded policy: the draft generates alone, every token marked unverified, until a verifier answers again
-    /// (checked every <see cref="EdgeClientOptions.ProbeInterval"/>) or the generation ends. Returns the verifier that answered.
-    /// </summary>
-    private async Task<VerifierEndpoint?> DegradeAsync(GenerationRequest request, GenerationTracker tracker, ChannelWriter<CommittedToken> output, CancellationToken cancellationToken)
-    {
-        var engine = _engine ?? throw new InvalidOperationException("the degraded policy needs a draft model");
-        var maxLength = Math.Min(engine.MaxSequenceLength, (int)(VerifierDescription?.Limits.MaxSequenceLength ?? int.MaxValue));
-        var stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
-        var rule = new AcceptanceRule(engine.Model.VocabSize);
-        var lastProbe = _options.Time.GetTimestamp();
-        while (tracker.FinishReason == FinishReason.None)
-        {
-            var next = await engine.NextAsync(tracker.Tokens, request.Sampling, rule, cancellationToken).ConfigureAwait(false);
-            var (_, reason) = stop.Apply(tracker.Tokens.Count, [next]);
-            foreach (var token in tracker.Commit([next], verified: false))
-            {
-                await output.WriteAsync(token, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (reason != FinishReason.None)
-            {
-                tracker.FinishReason = reason;
-                return null;
-            }
-
-            if (_options.Time.GetElapsedTime(lastProbe) >= _options.ProbeInterval)
-            {
-                lastProbe = _options.Time.GetTimestamp();
-                foreach (var endpoint in _endpoints)
-                {
-                    try
-                    {
-                        await endpoint.DescribeAsync(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
-                        _logger.LogInformation("Verifier {Server} is back: returning to verified decoding", endpoint.Address);
-                        return endpoint;
-                    }
-                    catch (RpcException)
-                    {
-                        // Still unreachable, or no answer within the probe's deadline: not back yet.
-                    }
-                }
-            }
-        }
-
-        return null;
-    }
-
-    private VerifierEndpoint CurrentEndpoint() => _endpoints[Volatile.Read(ref _next) % _endpoints.Count];
-
-    /// <summary>The next verifier in the list whose circuit is not open (the same one when it is the only one).</summary>
-    private VerifierEndpoint NextEndpoint(VerifierEndpoint failed)
-    {
-        var start = _endpoints.ToList().IndexOf(failed);
-        for (var step = 1; step <= _endpoints.Count; step++)
-        {
-            var candidate = (start + step) % _endpoints.Count;
-            if (_endpoints[candidate].Available)
-            {
-                Volatile.Write(ref _next, candidate);
-                return _endpoints[candidate];
-            }
-        }
-
-        return failed;
-    }
 
     private string ComputeLabel(GenerationMode mode)
     {

@@ -106,7 +106,7 @@ internal sealed class GrpcDecodeStream : IDecodeStream
                 {
                     // The verifier is shutting down: this session ends here (the call is cancelled on the way out) and the
                     // retry pipeline re-opens it elsewhere with the committed tokens.
-                    throw new RpcException(new Status(StatusCode.Unavailable, $"the verifier is shutting down: resume the generation on another verifier (committed length {responses.Current.Draining.CommittedLength})"));
+                    throw new VerifierDrainingException(responses.Current.Draining.CommittedLength);
                 }
 
                 await inbox.WriteAsync(responses.Current, cancellationToken).ConfigureAwait(false);

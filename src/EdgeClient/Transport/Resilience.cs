@@ -16,11 +16,22 @@ public sealed class StreamBrokenException(string message, Exception inner) : IOE
 /// </summary>
 public sealed class ProtocolViolationException(string message) : Exception($"the verifier broke the protocol: {message}");
 
+/// <summary>
+/// The verifier is shutting down and said so (a <c>Draining</c> message): the session ends here and resumes on another
+/// verifier with the tokens committed so far.
+/// </summary>
+public sealed class VerifierDrainingException(uint committedLength)
+    : Exception($"the verifier is shutting down: resume the generation on another verifier (committed length {committedLength})")
+{
+    public uint CommittedLength { get; } = committedLength;
+}
+
 /// <summary>Which failures the edge retries, and the retry pipeline built once per client.</summary>
 internal static class Resilience
 {
     /// <summary>
-    /// Failures worth retrying on the same or another verifier: the verifier is unreachable, shutting down, busy
+    /// Failures worth retrying on the same or another verifier: the verifier is unreachable, shutting down (a status or
+    /// <see cref="VerifierDrainingException"/>), busy
     /// (ResourceExhausted), too slow (a round deadline), or the stream broke. Bad input (InvalidArgument,
     /// FailedPrecondition), authentication, a verifier that breaks the protocol (<see cref="ProtocolViolationException"/>)
     /// and cancellation by the caller are not.
@@ -29,7 +40,7 @@ internal static class Resilience
     {
         RpcException rpc => rpc.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.ResourceExhausted
             or StatusCode.Internal or StatusCode.Aborted or StatusCode.Cancelled or StatusCode.Unknown,
-        RoundTimeoutException or IOException or HttpRequestException or Polly.CircuitBreaker.BrokenCircuitException => true,
+        RoundTimeoutException or VerifierDrainingException or IOException or HttpRequestException or Polly.CircuitBreaker.BrokenCircuitException => true,
         _ => false,
     };
 

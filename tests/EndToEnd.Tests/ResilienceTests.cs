@@ -9,6 +9,7 @@ using SpecEdge.EdgeClient.Client;
 using SpecEdge.EdgeClient.Transport;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
@@ -69,6 +70,42 @@ public sealed class ResilienceTests : IAsyncLifetime
         Assert.True(drops >= 3, $"only {drops} connections dropped");
         Assert.Equal(_expected, tokens);
         Assert.True(generation.Report!.Resilience.Sessions > 1);
+    }
+
+    /// <summary>
+    /// Sampling through dropped streams: a resumed session draws the same random numbers (they depend only on the seed
+    /// and the position), so each sampled generation interrupted by drops is token for token the uninterrupted one, in
+    /// every drafting mode. (Its distribution is therefore the uninterrupted one's, which the sampling tests check.)
+    /// </summary>
+    [Theory]
+    [InlineData(GenerationMode.Speculative)]
+    [InlineData(GenerationMode.Preemptive)]
+    [InlineData(GenerationMode.Conditional)]
+    [InlineData(GenerationMode.Proactive)]
+    public async Task Sampling_DroppedConnections_ResumedOutputIdenticalToUninterrupted(GenerationMode mode)
+    {
+        var address = await StartVerifierAsync();
+        await using var steady = await ConnectAsync([address]);
+        await using var dropping = await ConnectAsync([address], "rtt=2ms");
+        var drops = 0;
+        for (var seed = 1UL; seed <= 3; seed++)
+        {
+            var request = Request(mode) with { Sampling = new SamplingConfig { Temperature = 1f, TopP = 0.95f, Seed = seed } };
+            var expected = (await steady.Generate(request).RunToEndAsync().DefaultTimeout()).TokenIds;
+            var tokens = new List<int>();
+            await foreach (var token in dropping.Generate(request).WithCancellation(CancellationToken.None))
+            {
+                tokens.Add(token.Id.Value);
+                if (tokens.Count % 9 == 0)
+                {
+                    drops += dropping.Relay!.DropConnections();
+                }
+            }
+
+            Assert.Equal(expected, tokens);
+        }
+
+        Assert.True(drops >= 3, $"only {drops} connections dropped");
     }
 
     [Fact]

@@ -80,6 +80,24 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
         Assert.True(chi2 < Critical(dof), $"{mode}{(adaptive ? " adaptive" : string.Empty)}: chi-square {chi2:F1} ≥ {Critical(dof):F1} ({dof} degrees of freedom); counts {string.Join(",", counts)}");
     }
 
+    /// <summary>Top-k and top-p change p and q themselves (the test filters both independently of the production code).</summary>
+    [Theory]
+    [InlineData(3, 1f, 4000)]
+    [InlineData(0, 0.8f, Draws)]
+    [InlineData(4, 0.9f, Draws)]
+    public async Task FirstToken_TopKTopP_FollowsTheFilteredTarget(int topK, float topP, int draws)
+    {
+        // Top-k 3 leaves three tokens on which draft and target agree more: the wrong rule moves less, so more draws.
+        var sampling = new SamplingConfig { Temperature = 1f, TopK = topK, TopP = topP };
+        var (p, w, _) = Distributions(verifier, sampling);
+        Assert.True(Power(p, w, draws) >= 0.99, $"power {Power(p, w, draws):F4} against the wrong rule is under 0.99 with {draws} draws");
+
+        var counts = await DrawAsync(verifier, GenerationMode.Conditional, adaptive: false, sampling, draws);
+
+        var (chi2, dof) = ChiSquare(counts, p);
+        Assert.True(chi2 < Critical(dof), $"top-k {topK}, top-p {topP}: chi-square {chi2:F1} ≥ {Critical(dof):F1} ({dof} degrees of freedom); counts {string.Join(",", counts)}");
+    }
+
     [Fact]
     public async Task WrongRule_SameDraws_Rejected()
     {
@@ -91,11 +109,12 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
         Assert.True(chi2 >= Critical(dof), $"the wrong rule passed: chi-square {chi2:F1} < {Critical(dof):F1}; counts {string.Join(",", counts)}");
     }
 
-    private static async Task<long[]> DrawAsync(KestrelVerifier target, GenerationMode mode, bool adaptive)
+    private static async Task<long[]> DrawAsync(KestrelVerifier target, GenerationMode mode, bool adaptive, SamplingConfig? sampling = null, int draws = Draws)
     {
+        sampling ??= new SamplingConfig { Temperature = 1f };
         var counts = new long[DifferingDraftVerifier.Vocab];
         await using var client = await target.ConnectAsync();
-        for (var seed = 0UL; seed < Draws; seed++)
+        for (var seed = 0UL; seed < (ulong)draws; seed++)
         {
             var report = await client.Generate(new GenerationRequest
             {
@@ -104,7 +123,7 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
                 DraftTokens = 2,
                 AdaptiveDraftTokens = adaptive,
                 MaxNewTokens = 2,
-                Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (7919UL * (ulong)mode) + (adaptive ? 1_000_000UL : 0) },
+                Sampling = sampling with { Seed = seed + (7919UL * (ulong)mode) + (adaptive ? 1_000_000UL : 0) + ((ulong)sampling.TopK * 10_000_000UL) },
             }).RunToEndAsync().DefaultTimeout();
             counts[report.TokenIds[0]]++;
         }
@@ -113,10 +132,10 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
     }
 
     /// <summary>p and q of the first token from the independent reference forward passes; w under the wrong rule; β.</summary>
-    private static (double[] P, double[] W, double Beta) Distributions(KestrelVerifier target)
+    private static (double[] P, double[] W, double Beta) Distributions(KestrelVerifier target, SamplingConfig? sampling = null)
     {
-        var p = Softmax(target.Pair.Target.Reference().Forward(Prompt).Logits[^1]);
-        var q = Softmax(target.Pair.Draft.Reference().Forward(Prompt).Logits[^1]);
+        var p = Filter(Softmax(target.Pair.Target.Reference().Forward(Prompt).Logits[^1]), sampling);
+        var q = Filter(Softmax(target.Pair.Draft.Reference().Forward(Prompt).Logits[^1]), sampling);
         var beta = p.Zip(q, Math.Min).Sum();
         var w = p.Zip(q, (pi, qi) => Math.Min(pi, qi) + ((1 - beta) * pi)).ToArray();
         return (p, w, beta);
@@ -125,6 +144,8 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
     /// <summary>The chance a chi-square test at significance 1e-4 rejects N draws from w tested against p (cells pooled as in <see cref="ChiSquare"/>).</summary>
     private static double Power(double[] p, double[] w, int draws)
     {
+        var support = Enumerable.Range(0, p.Length).Where(i => p[i] > 0).ToArray();
+        (p, w) = ([.. support.Select(i => p[i])], [.. support.Select(i => w[i])]);
         var (pp, pw) = (Pool(p, p, draws), Pool(w, p, draws));
         var dof = pp.Length - 1;
         var lambda = draws * pp.Zip(pw, (pi, wi) => (wi - pi) * (wi - pi) / pi).Sum();
@@ -171,6 +192,44 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
         return sign * y;
     }
 
+    /// <summary>Top-k, then top-p (the smallest set of most likely tokens whose mass reaches top-p), renormalised.</summary>
+    private static double[] Filter(double[] probabilities, SamplingConfig? sampling)
+    {
+        if (sampling is null)
+        {
+            return probabilities;
+        }
+
+        var order = Enumerable.Range(0, probabilities.Length).OrderByDescending(i => probabilities[i]).ToList();
+        var kept = sampling.TopK > 0 ? order.Take(sampling.TopK).ToList() : order;
+        var mass = kept.Sum(i => probabilities[i]);
+        if (sampling.TopP < 1f)
+        {
+            var nucleus = new List<int>();
+            double cumulative = 0;
+            foreach (var i in kept)
+            {
+                nucleus.Add(i);
+                cumulative += probabilities[i] / mass;
+                if (cumulative >= sampling.TopP)
+                {
+                    break;
+                }
+            }
+
+            kept = nucleus;
+        }
+
+        var total = kept.Sum(i => probabilities[i]);
+        var filtered = new double[probabilities.Length];
+        foreach (var i in kept)
+        {
+            filtered[i] = probabilities[i] / total;
+        }
+
+        return filtered;
+    }
+
     private static double[] Softmax(float[] logits)
     {
         var max = logits.Max();
@@ -181,6 +240,14 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
 
     private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)
     {
+        // A token the filters exclude must never come out; the cells it leaves are not part of the test.
+        var support = Enumerable.Range(0, p.Length).Where(i => p[i] > 0).ToArray();
+        if (counts.Where((_, i) => p[i] == 0).Any(c => c > 0))
+        {
+            return (double.PositiveInfinity, support.Length - 1);
+        }
+
+        (counts, p) = ([.. support.Select(i => counts[i])], [.. support.Select(i => p[i])]);
         var total = counts.Sum();
         var observed = Pool([.. counts.Select(c => (double)c)], p, total);
         var expected = Pool([.. p.Select(x => x * total)], p, total);

@@ -70,28 +70,7 @@ internal static class CalibrateCommand
                     throw new ArgumentException($"the verifier's target ({client.VerifierDescription.ModelId}) has no exits to calibrate");
                 }
 
-                var records = new List<EarlyVerdictRecord>();
-                var rounds = 0;
-                var drafted = 0;
-                foreach (var prompt in promptList)
-                {
-                    var report = await client.Generate(new GenerationRequest
-                    {
-                        PromptText = prompt,
-                        Mode = GenerationMode.Preemptive,
-                        DraftTokens = parse.GetValue(gamma),
-                        MaxNewTokens = parse.GetValue(maxNew),
-                        Sampling = SamplingConfig.Greedy,
-                        ExitThresholds = [.. exits.Select(_ => 0f)],
-                        StopAtEos = false,
-                        ClientLabel = "specedge-edge calibrate",
-                    }).RunToEndAsync(cancellationToken);
-                    records.AddRange(report.PerRound.SelectMany(r => r.EarlyVerdicts));
-                    rounds += report.Rounds;
-                    drafted += report.DraftTokens;
-                    stderr.Write('.');
-                }
-
+                var (records, rounds, drafted) = await CollectAsync(client, promptList, exits.Count, parse.GetValue(gamma), parse.GetValue(maxNew), stderr, cancellationToken);
                 stderr.WriteLine();
                 var calibration = Build(client.VerifierDescription.ModelId, target, rounds, drafted, exits, records);
                 if (parse.GetValue(output) is { } path)
@@ -116,6 +95,34 @@ internal static class CalibrateCommand
             }
         });
         return command;
+    }
+
+    /// <summary>Every exit's early verdicts over the prompts (every verdict sent: thresholds 0), with the rounds and drafts they came from.</summary>
+    private static async Task<(List<EarlyVerdictRecord> Records, int Rounds, int Drafted)> CollectAsync(SpecEdgeClient client, List<string> prompts, int exits, int gamma, int maxNew, TextWriter progress, CancellationToken cancellationToken)
+    {
+        var records = new List<EarlyVerdictRecord>();
+        var rounds = 0;
+        var drafted = 0;
+        foreach (var prompt in prompts)
+        {
+            var report = await client.Generate(new GenerationRequest
+            {
+                PromptText = prompt,
+                Mode = GenerationMode.Preemptive,
+                DraftTokens = gamma,
+                MaxNewTokens = maxNew,
+                Sampling = SamplingConfig.Greedy,
+                ExitThresholds = [.. Enumerable.Repeat(0f, exits)],
+                StopAtEos = false,
+                ClientLabel = "specedge-edge calibrate",
+            }).RunToEndAsync(cancellationToken);
+            records.AddRange(report.PerRound.SelectMany(r => r.EarlyVerdicts));
+            rounds += report.Rounds;
+            drafted += report.DraftTokens;
+            progress.Write('.');
+        }
+
+        return (records, rounds, drafted);
     }
 
     /// <summary>The verdicts at or above a confidence level (those a verifier with that threshold would send), and how many matched.</summary>

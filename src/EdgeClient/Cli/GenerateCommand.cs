@@ -15,111 +15,146 @@ internal static class GenerateCommand
 
     public static Command Create()
     {
-        var server = new Option<string?>("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051; a comma-separated list fails over in order (not needed for --mode edge)." };
-        var draft = new Option<string>("--draft") { Description = "The draft model: a converted SpecEdge folder or a Hugging Face checkpoint folder.", Required = true };
-        var prompt = new Option<string?>("--prompt") { Description = "The prompt text." };
-        var promptFile = new Option<string?>("--prompt-file") { Description = "A file holding the prompt text." };
-        var promptIds = new Option<string?>("--prompt-ids") { Description = "The prompt as token ids, e.g. 1,2,3." };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "New tokens to generate at most.", DefaultValueFactory = _ => GenerationRequest.DefaultMaxNewTokens };
-        var gamma = new Option<int>("--draft-tokens") { Description = "Drafts per round (γ); the maximum when --adaptive.", DefaultValueFactory = _ => GenerationRequest.DefaultDraftTokens };
-        var adaptive = new Option<bool>("--adaptive") { Description = "Choose γ each round from measured acceptance and timings." };
-        var temperature = new Option<float>("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
-        var topK = new Option<int>("--top-k") { Description = "Keep the K most likely tokens (0: all).", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "Keep the smallest set reaching probability P (1: all).", DefaultValueFactory = _ => 1f };
-        var seed = new Option<ulong>("--seed") { Description = "Random seed for sampling.", DefaultValueFactory = _ => 0UL };
-        var mode = new Option<string>("--mode") { Description = $"One of {GenerationModes.AllNames}.", DefaultValueFactory = _ => "speculative" };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object with the text and figures at the end (the text streams to stderr)." };
-        var link = new Option<string?>("--link") { Description = "Emulate a link to the verifier, e.g. rtt=50ms,jitter=5ms,bw=10mbit." };
-        var profile = new Option<string?>("--profile") { Description = "Emulate the edge's drafting speed: a compute profile name or file." };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads for the draft model (0: one per core).", DefaultValueFactory = _ => 0 };
-        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the end-of-sequence token." };
-        var thresholds = new Option<string?>("--exit-thresholds") { Description = "Per-exit confidence thresholds to ask the verifier for, e.g. 0.6,0.8." };
-        var apiKeyFile = new Option<string?>("--api-key-file") { Description = $"A file holding the API key (default: the {ApiKeyEnvironmentVariable} environment variable; never the command line)." };
-        var ca = new Option<string?>("--ca") { Description = "A CA certificate (PEM) to trust for the verifier's TLS certificate." };
-        var clientCert = new Option<string?>("--client-cert") { Description = "A client certificate (PEM) for mutual TLS." };
-        var clientKey = new Option<string?>("--client-key") { Description = "The client certificate's key (PEM)." };
-        var roundTimeout = new Option<double>("--round-timeout") { Description = "Seconds a round may wait for its verdict before the session is re-opened.", DefaultValueFactory = _ => 30 };
-        var retries = new Option<int>("--retries") { Description = "Retries (re-opening on the same or the next verifier) before giving up.", DefaultValueFactory = _ => 8 };
-        var degradedAfter = new Option<double?>("--degraded-after") { Description = "Opt-in: after this many seconds without a verifier, continue with the draft alone, tokens marked unverified." };
-
-        var command = new Command("generate", "Generate text: speculative decoding against a verifier, or the cloud or edge baselines.")
+        var o = new GenerateOptions();
+        var command = new Command("generate", "Generate text: speculative decoding against a verifier, or the cloud or edge baselines.");
+        foreach (var option in o.All)
         {
-            server, draft, prompt, promptFile, promptIds, maxNew, gamma, adaptive, temperature, topK, topP, seed, mode, json, link, profile, threads, ignoreEos, thresholds,
-            apiKeyFile, ca, clientCert, clientKey, roundTimeout, retries, degradedAfter,
-        };
-        command.SetAction(async (parse, cancellationToken) =>
-        {
-            var stdout = parse.InvocationConfiguration.Output;
-            var stderr = parse.InvocationConfiguration.Error;
-            try
-            {
-                var generationMode = GenerationModes.Parse(parse.GetValue(mode)!) ?? throw new UsageException($"--mode: unknown mode '{parse.GetValue(mode)}' (use {GenerationModes.AllNames})");
-                var servers = ParseServers(parse.GetValue(server), generationMode);
-                var options = new EdgeClientOptions
-                {
-                    Server = servers.FirstOrDefault(),
-                    FallbackServers = [.. servers.Skip(1)],
-                    ApiKey = ReadApiKey(parse.GetValue(apiKeyFile)),
-                    TrustedCaPath = ExistingFile(parse.GetValue(ca), "--ca"),
-                    ClientCertificatePath = ExistingFile(parse.GetValue(clientCert), "--client-cert"),
-                    ClientKeyPath = ExistingFile(parse.GetValue(clientKey), "--client-key"),
-                    RoundTimeout = TimeSpan.FromSeconds(parse.GetValue(roundTimeout) > 0 ? parse.GetValue(roundTimeout) : throw new UsageException("--round-timeout must be positive")),
-                    MaxRetries = parse.GetValue(retries) >= 0 ? parse.GetValue(retries) : throw new UsageException("--retries must be 0 or more"),
-                    DegradedAfter = parse.GetValue(degradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
-                    DraftModel = parse.GetValue(draft),
-                    IntraOpThreads = parse.GetValue(threads),
-                    Link = parse.GetValue(link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
-                    Profile = parse.GetValue(profile) is { } profileName ? ParseWith("--profile", () => ComputeProfiles.Resolve(profileName)) : ComputeProfile.Real,
-                };
-                var request = new GenerationRequest
-                {
-                    Mode = generationMode,
-                    MaxNewTokens = parse.GetValue(maxNew),
-                    DraftTokens = parse.GetValue(gamma),
-                    AdaptiveDraftTokens = parse.GetValue(adaptive),
-                    Sampling = new SamplingConfig { Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) },
-                    StopAtEos = !parse.GetValue(ignoreEos),
-                    ExitThresholds = parse.GetValue(thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
-                };
-                request = WithPrompt(request, parse.GetValue(prompt), parse.GetValue(promptFile), parse.GetValue(promptIds));
-                if (request.Sampling.Validate() is { } samplingProblem)
-                {
-                    throw new UsageException($"--temperature/--top-k/--top-p: {samplingProblem}");
-                }
+            command.Options.Add(option);
+        }
 
-                await using var client = await SpecEdgeClient.ConnectAsync(options, cancellationToken: cancellationToken);
-                var generation = client.Generate(request);
-                var textOut = parse.GetValue(json) ? stderr : stdout;
-                await foreach (var token in generation.WithCancellation(cancellationToken))
-                {
-                    textOut.Write(token.Text);
-                    textOut.Flush();
-                }
-
-                textOut.WriteLine();
-                var report = generation.Report!;
-                if (report.UnverifiedTokens > 0)
-                {
-                    stderr.WriteLine($"{Program}: warning: {report.UnverifiedTokens} token(s) were generated by the draft alone while no verifier answered (degraded policy): they are not the target's");
-                }
-
-                if (parse.GetValue(json))
-                {
-                    stdout.WriteLine(report.ToJson());
-                }
-                else
-                {
-                    stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{report.Mode}: {report.NewTokens} tokens in {report.LatencyMs.Total:F0} ms, {report.LatencyMs.PerToken:F1} ms/token, {report.Rounds} rounds, acceptance {report.AcceptanceRate:P0}, {report.FinishReason}]"));
-                }
-
-                return 0;
-            }
-            catch (Exception ex) when (EdgeCli.IsExpected(ex))
-            {
-                return EdgeCli.Report(stderr, ex, "generation");
-            }
-        });
+        command.SetAction((parse, cancellationToken) => RunAsync(parse, o, cancellationToken));
         return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, GenerateOptions o, CancellationToken cancellationToken)
+    {
+        var stdout = parse.InvocationConfiguration.Output;
+        var stderr = parse.InvocationConfiguration.Error;
+        try
+        {
+            var generationMode = GenerationModes.Parse(parse.GetValue(o.Mode)!) ?? throw new UsageException($"--mode: unknown mode '{parse.GetValue(o.Mode)}' (use {GenerationModes.AllNames})");
+            var servers = ParseServers(parse.GetValue(o.Server), generationMode);
+            var options = new EdgeClientOptions
+            {
+                Server = servers.FirstOrDefault(),
+                FallbackServers = [.. servers.Skip(1)],
+                ApiKey = ReadApiKey(parse.GetValue(o.ApiKeyFile)),
+                TrustedCaPath = ExistingFile(parse.GetValue(o.Ca), "--ca"),
+                ClientCertificatePath = ExistingFile(parse.GetValue(o.ClientCert), "--client-cert"),
+                ClientKeyPath = ExistingFile(parse.GetValue(o.ClientKey), "--client-key"),
+                RoundTimeout = TimeSpan.FromSeconds(parse.GetValue(o.RoundTimeout) > 0 ? parse.GetValue(o.RoundTimeout) : throw new UsageException("--round-timeout must be positive")),
+                MaxRetries = parse.GetValue(o.Retries) >= 0 ? parse.GetValue(o.Retries) : throw new UsageException("--retries must be 0 or more"),
+                DegradedAfter = parse.GetValue(o.DegradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
+                DraftModel = parse.GetValue(o.Draft),
+                IntraOpThreads = parse.GetValue(o.Threads),
+                Link = parse.GetValue(o.Link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
+                Profile = parse.GetValue(o.Profile) is { } profileName ? ParseWith("--profile", () => ComputeProfiles.Resolve(profileName)) : ComputeProfile.Real,
+            };
+            var request = new GenerationRequest
+            {
+                Mode = generationMode,
+                MaxNewTokens = parse.GetValue(o.MaxNew),
+                DraftTokens = parse.GetValue(o.Gamma),
+                AdaptiveDraftTokens = parse.GetValue(o.Adaptive),
+                Sampling = new SamplingConfig { Temperature = parse.GetValue(o.Temperature), TopK = parse.GetValue(o.TopK), TopP = parse.GetValue(o.TopP), Seed = parse.GetValue(o.Seed) },
+                StopAtEos = !parse.GetValue(o.IgnoreEos),
+                ExitThresholds = parse.GetValue(o.Thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
+            };
+            request = WithPrompt(request, parse.GetValue(o.Prompt), parse.GetValue(o.PromptFile), parse.GetValue(o.PromptIds));
+            if (request.Sampling.Validate() is { } samplingProblem)
+            {
+                throw new UsageException($"--temperature/--top-k/--top-p: {samplingProblem}");
+            }
+
+            await using var client = await SpecEdgeClient.ConnectAsync(options, cancellationToken: cancellationToken);
+            var generation = client.Generate(request);
+            var textOut = parse.GetValue(o.Json) ? stderr : stdout;
+            await foreach (var token in generation.WithCancellation(cancellationToken))
+            {
+                textOut.Write(token.Text);
+                textOut.Flush();
+            }
+
+            textOut.WriteLine();
+            var report = generation.Report!;
+            if (report.UnverifiedTokens > 0)
+            {
+                stderr.WriteLine($"{Program}: warning: {report.UnverifiedTokens} token(s) were generated by the draft alone while no verifier answered (degraded policy): they are not the target's");
+            }
+
+            if (parse.GetValue(o.Json))
+            {
+                stdout.WriteLine(report.ToJson());
+            }
+            else
+            {
+                stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{report.Mode}: {report.NewTokens} tokens in {report.LatencyMs.Total:F0} ms, {report.LatencyMs.PerToken:F1} ms/token, {report.Rounds} rounds, acceptance {report.AcceptanceRate:P0}, {report.FinishReason}]"));
+            }
+
+            return 0;
+        }
+        catch (Exception ex) when (EdgeCli.IsExpected(ex))
+        {
+            return EdgeCli.Report(stderr, ex, "generation");
+        }
+    }
+
+    /// <summary>The generate command's options, in the order help lists them.</summary>
+    private sealed class GenerateOptions
+    {
+        public Option<string?> Server { get; } = new("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051; a comma-separated list fails over in order (not needed for --mode edge)." };
+
+        public Option<string> Draft { get; } = new("--draft") { Description = "The draft model: a converted SpecEdge folder or a Hugging Face checkpoint folder.", Required = true };
+
+        public Option<string?> Prompt { get; } = new("--prompt") { Description = "The prompt text." };
+
+        public Option<string?> PromptFile { get; } = new("--prompt-file") { Description = "A file holding the prompt text." };
+
+        public Option<string?> PromptIds { get; } = new("--prompt-ids") { Description = "The prompt as token ids, e.g. 1,2,3." };
+
+        public Option<int> MaxNew { get; } = new("--max-new-tokens") { Description = "New tokens to generate at most.", DefaultValueFactory = _ => GenerationRequest.DefaultMaxNewTokens };
+
+        public Option<int> Gamma { get; } = new("--draft-tokens") { Description = "Drafts per round (γ); the maximum when --adaptive.", DefaultValueFactory = _ => GenerationRequest.DefaultDraftTokens };
+
+        public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose γ each round from measured acceptance and timings." };
+
+        public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
+
+        public Option<int> TopK { get; } = new("--top-k") { Description = "Keep the K most likely tokens (0: all).", DefaultValueFactory = _ => 0 };
+
+        public Option<float> TopP { get; } = new("--top-p") { Description = "Keep the smallest set reaching probability P (1: all).", DefaultValueFactory = _ => 1f };
+
+        public Option<ulong> Seed { get; } = new("--seed") { Description = "Random seed for sampling.", DefaultValueFactory = _ => 0UL };
+
+        public Option<string> Mode { get; } = new("--mode") { Description = $"One of {GenerationModes.AllNames}.", DefaultValueFactory = _ => "speculative" };
+
+        public Option<bool> Json { get; } = new("--json") { Description = "Print one JSON object with the text and figures at the end (the text streams to stderr)." };
+
+        public Option<string?> Link { get; } = new("--link") { Description = "Emulate a link to the verifier, e.g. rtt=50ms,jitter=5ms,bw=10mbit." };
+
+        public Option<string?> Profile { get; } = new("--profile") { Description = "Emulate the edge's drafting speed: a compute profile name or file." };
+
+        public Option<int> Threads { get; } = new("--threads") { Description = "ONNX Runtime threads for the draft model (0: one per core).", DefaultValueFactory = _ => 0 };
+
+        public Option<bool> IgnoreEos { get; } = new("--ignore-eos") { Description = "Do not stop at the end-of-sequence token." };
+
+        public Option<string?> Thresholds { get; } = new("--exit-thresholds") { Description = "Per-exit confidence thresholds to ask the verifier for, e.g. 0.6,0.8." };
+
+        public Option<string?> ApiKeyFile { get; } = new("--api-key-file") { Description = $"A file holding the API key (default: the {ApiKeyEnvironmentVariable} environment variable; never the command line)." };
+
+        public Option<string?> Ca { get; } = new("--ca") { Description = "A CA certificate (PEM) to trust for the verifier's TLS certificate." };
+
+        public Option<string?> ClientCert { get; } = new("--client-cert") { Description = "A client certificate (PEM) for mutual TLS." };
+
+        public Option<string?> ClientKey { get; } = new("--client-key") { Description = "The client certificate's key (PEM)." };
+
+        public Option<double> RoundTimeout { get; } = new("--round-timeout") { Description = "Seconds a round may wait for its verdict before the session is re-opened.", DefaultValueFactory = _ => 30 };
+
+        public Option<int> Retries { get; } = new("--retries") { Description = "Retries (re-opening on the same or the next verifier) before giving up.", DefaultValueFactory = _ => 8 };
+
+        public Option<double?> DegradedAfter { get; } = new("--degraded-after") { Description = "Opt-in: after this many seconds without a verifier, continue with the draft alone, tokens marked unverified." };
+
+        public IEnumerable<Option> All => [Server, Draft, Prompt, PromptFile, PromptIds, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The environment variable the API key is read from when no key file is given.</summary>

@@ -93,30 +93,7 @@ public sealed record LlamaConfig
     /// <summary>Validates a parsed <c>config.json</c> object; <paramref name="path"/> is used in error messages.</summary>
     public static LlamaConfig Parse(JsonObject obj, string path)
     {
-        var architectures = obj["architectures"] as JsonArray;
-        var modelType = ReadString(obj, path, "model_type");
-        var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
-        if (architecture is not null && architecture != Architecture)
-        {
-            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M)");
-        }
-
-        if (architecture is null && modelType != "llama")
-        {
-            throw new UnsupportedModelException(path, $"config.json names neither architectures [\"{Architecture}\"] nor model_type \"llama\" (model_type is '{modelType ?? "missing"}')");
-        }
-
-        var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
-        if (hiddenAct != "silu")
-        {
-            throw new UnsupportedModelException(path, $"hidden_act '{hiddenAct}' is not supported; Llama uses 'silu'");
-        }
-
-        if (ReadBool(obj, path, "attention_bias") == true || ReadBool(obj, path, "mlp_bias") == true)
-        {
-            throw new UnsupportedModelException(path, "attention_bias / mlp_bias = true is not supported; Llama projections have no bias");
-        }
-
+        CheckSupported(obj, path);
         var hidden = RequirePositive(obj, path, "hidden_size");
         var heads = RequirePositive(obj, path, "num_attention_heads");
         var kvHeads = ReadInt(obj, path, "num_key_value_heads") ?? heads;
@@ -178,6 +155,34 @@ public sealed record LlamaConfig
             TorchDtype = ReadString(obj, path, "torch_dtype"),
             SuggestedExits = ReadIntOrList(obj, path, "specedge_exits"),
         };
+    }
+
+    /// <summary>Refuses what SpecEdge cannot convert: another architecture, activation, or projections with biases.</summary>
+    private static void CheckSupported(JsonObject obj, string path)
+    {
+        var architectures = obj["architectures"] as JsonArray;
+        var modelType = ReadString(obj, path, "model_type");
+        var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
+        if (architecture is not null && architecture != Architecture)
+        {
+            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M)");
+        }
+
+        if (architecture is null && modelType != "llama")
+        {
+            throw new UnsupportedModelException(path, $"config.json names neither architectures [\"{Architecture}\"] nor model_type \"llama\" (model_type is '{modelType ?? "missing"}')");
+        }
+
+        var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
+        if (hiddenAct != "silu")
+        {
+            throw new UnsupportedModelException(path, $"hidden_act '{hiddenAct}' is not supported; Llama uses 'silu'");
+        }
+
+        if (ReadBool(obj, path, "attention_bias") == true || ReadBool(obj, path, "mlp_bias") == true)
+        {
+            throw new UnsupportedModelException(path, "attention_bias / mlp_bias = true is not supported; Llama projections have no bias");
+        }
     }
 
     /// <summary>Writes this configuration as a Hugging Face <c>config.json</c> object.</summary>

@@ -182,6 +182,13 @@ public static class ModelConverter
             }
         }
 
+        return WriteManifest(checkpoint, adapters, exits, stages, external, dir, options);
+    }
+
+    /// <summary>Copies the checkpoint's side files and writes the manifest: every file's size and hash, the weights' hash.</summary>
+    private static ModelManifest WriteManifest(LlamaCheckpoint checkpoint, SafetensorsFile? adapters, IReadOnlyList<int> exits, List<StageManifest> stages, bool external, string dir, ConversionOptions options)
+    {
+        var config = checkpoint.Config;
         foreach (var name in CopiedFiles)
         {
             var source = Path.Combine(checkpoint.Directory, name);

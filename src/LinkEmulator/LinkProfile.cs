@@ -12,8 +12,10 @@ public sealed record StallSpec(TimeSpan Duration, TimeSpan Every);
 /// <param name="BitsPerSecond">Bandwidth cap; 0 is unlimited.</param>
 public sealed record LinkDirection(TimeSpan Delay, TimeSpan Jitter, double BitsPerSecond)
 {
+    /// <summary>A direction with no delay, jitter, bandwidth cap or stalls.</summary>
     public static LinkDirection Ideal { get; } = new(TimeSpan.Zero, TimeSpan.Zero, 0);
 
+    /// <summary>True when the direction changes nothing.</summary>
     public bool IsIdeal => Delay == TimeSpan.Zero && Jitter == TimeSpan.Zero && BitsPerSecond == 0;
 
     /// <summary>Time to put <paramref name="bytes"/> on the wire at the cap.</summary>
@@ -29,10 +31,13 @@ public sealed record LinkDirection(TimeSpan Delay, TimeSpan Jitter, double BitsP
 /// </summary>
 public sealed record LinkProfile(LinkDirection Uplink, LinkDirection Downlink, StallSpec? Stall = null)
 {
+    /// <summary>A link that changes nothing in either direction.</summary>
     public static LinkProfile Ideal { get; } = new(LinkDirection.Ideal, LinkDirection.Ideal);
 
+    /// <summary>The round trip both directions' delays add up to.</summary>
     public TimeSpan RoundTrip => Uplink.Delay + Downlink.Delay;
 
+    /// <summary>True when neither direction changes anything.</summary>
     public bool IsIdeal => Uplink.IsIdeal && Downlink.IsIdeal && Stall is null;
 
     /// <summary>Parses a link spec.</summary>
@@ -160,6 +165,7 @@ public sealed record LinkProfile(LinkDirection Uplink, LinkDirection Downlink, S
         return (text[..i], text[i..].Trim().ToLowerInvariant());
     }
 
+    /// <summary>The profile in the link-spec syntax it parses from.</summary>
     public override string ToString()
     {
         if (IsIdeal)

@@ -59,6 +59,7 @@ public sealed class LinkRelay : IAsyncDisposable
     /// <summary>The link's behaviour; applies to chunks read after it changes.</summary>
     public LinkProfile Profile { get; set; }
 
+    /// <summary>Bytes, connections and drops the relay has seen.</summary>
     public LinkStats Stats => new(Interlocked.Read(ref _bytesUp), Interlocked.Read(ref _bytesDown), Interlocked.Read(ref _deliveredUp), Interlocked.Read(ref _deliveredDown), Volatile.Read(ref _accepted), _connections.Count);
 
     /// <summary>Starts a relay listening on <paramref name="listen"/> (loopback, ephemeral port by default) and forwarding to <paramref name="target"/>.</summary>
@@ -108,6 +109,7 @@ public sealed class LinkRelay : IAsyncDisposable
         return dropped;
     }
 
+    /// <summary>Stops listening and closes every relayed connection.</summary>
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);

@@ -10,6 +10,7 @@ namespace SpecEdge.CloudVerifier.Configuration;
 /// </summary>
 public sealed class VerifierOptions
 {
+    /// <summary>The configuration section these options bind from.</summary>
     public const string SectionName = "Verifier";
 
     /// <summary>Default for <see cref="DefaultExitThreshold"/>.</summary>
@@ -29,6 +30,7 @@ public sealed class VerifierOptions
     [RegularExpression("^(cpu|cuda)$", ErrorMessage = "Verifier:Device must be 'cpu' or 'cuda'")]
     public string Device { get; set; } = "cpu";
 
+    /// <summary>The CUDA device index when <see cref="Device"/> is <c>cuda</c> (default 0).</summary>
     public int DeviceId { get; set; }
 
     /// <summary>ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.</summary>
@@ -76,12 +78,14 @@ public sealed class VerifierOptions
     /// <summary>Where converted checkpoints are cached; the default cache when empty.</summary>
     public string? CacheDirectory { get; set; }
 
+    /// <summary>What one verifier accepts (the <c>Verifier:Limits</c> section).</summary>
     [Required]
     public VerifierLimits Limits { get; set; } = new();
 
     /// <summary>Serve plaintext HTTP/2 on addresses other than loopback (a warning is logged). Off by default: use TLS.</summary>
     public bool AllowPlaintext { get; set; }
 
+    /// <summary>TLS and mutual TLS (the <c>Verifier:Tls</c> section).</summary>
     public TlsOptions Tls { get; set; } = new();
 
     /// <summary>API keys; when any is configured every Verifier call needs <c>authorization: Bearer KEY</c>.</summary>
@@ -113,6 +117,7 @@ public sealed class TlsOptions
     /// <summary>The CA certificate (PEM) client certificates must chain to.</summary>
     public string? ClientCaPath { get; set; }
 
+    /// <summary>True when a server certificate is configured (the verifier serves HTTPS).</summary>
     public bool Enabled => !string.IsNullOrEmpty(CertificatePath);
 }
 

@@ -17,6 +17,7 @@ namespace SpecEdge.CloudVerifier.Hosting;
 /// </summary>
 public sealed class TargetModel : IDisposable
 {
+    /// <summary>Loads the configured model (converting a checkpoint on first use) and resolves its exits, thresholds, limits and profile.</summary>
     public TargetModel(IOptions<VerifierOptions> options, ILogger<TargetModel> logger)
     {
         var o = options.Value;
@@ -47,22 +48,28 @@ public sealed class TargetModel : IDisposable
 
     private readonly RejectionCorrection _correction;
 
+    /// <summary>The loaded model, in the batched graph form.</summary>
     public LanguageModel Model { get; }
 
+    /// <summary>A name for the model: its folder's name.</summary>
     public string ModelId { get; }
 
+    /// <summary>The longest sequence a session holds (the limit or the model's maximum, whichever is smaller).</summary>
     public int MaxSequenceLength { get; }
 
+    /// <summary>The compute profile whose verification floors the verifier emulates (<see cref="ComputeProfile.Real"/> when none).</summary>
     public ComputeProfile Profile { get; }
 
     /// <summary>The confidence each exit needs before its provisional verdict is sent, in exit order.</summary>
     public IReadOnlyList<float> Thresholds { get; }
 
+    /// <summary>The configured limits.</summary>
     public VerifierLimits Limits { get; }
 
     /// <summary>The stage index whose logits are exit <paramref name="exit"/>'s (stages before the last end at exits).</summary>
     public static int StageOfExit(int exit) => exit;
 
+    /// <summary>What the verifier serves, as the Describe call answers it.</summary>
     public ModelDescription Describe()
     {
         var manifest = Model.Manifest;
@@ -92,12 +99,14 @@ public sealed class TargetModel : IDisposable
         return description;
     }
 
+    /// <summary>The exits' layers with the given thresholds, in exit order.</summary>
     public IEnumerable<ExitInfo> ExitInfos(IReadOnlyList<float> thresholds) =>
         Model.Manifest.Exits.Select((layer, i) => new ExitInfo { Layer = (uint)layer, Threshold = thresholds[i] });
 
     /// <summary>A session's acceptance rule (each session owns one: it keeps scratch buffers).</summary>
     internal AcceptanceRule CreateAcceptanceRule() => new(Model.VocabSize, _correction);
 
+    /// <inheritdoc/>
     public void Dispose() => Model.Dispose();
 
     private static List<int> ParseExits(string? text)

@@ -69,6 +69,7 @@ public sealed class BatchScheduler : IDisposable
     private long _busyTicks;
     private long _floorTicks;
 
+    /// <summary>Starts the scheduler's thread over the target model, with the <c>Verifier:Batching</c> settings.</summary>
     public BatchScheduler(TargetModel target, IOptions<VerifierOptions> options, TimeProvider time, ILogger<BatchScheduler> logger)
     {
         _target = target;
@@ -198,6 +199,7 @@ public sealed class BatchScheduler : IDisposable
         return request.Completion.Task;
     }
 
+    /// <summary>Stops taking steps, lets the step in flight finish, fails what is still queued with Unavailable.</summary>
     public void Dispose()
     {
         lock (_queueLock)

@@ -27,6 +27,7 @@ public sealed class ApiKeyAuthenticator : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<ApiKeyAuthenticator> _logger;
 
+    /// <summary>Reads the configured keys (hashes only) and their limits.</summary>
     public ApiKeyAuthenticator(IOptions<VerifierOptions> options, TimeProvider time, ILogger<ApiKeyAuthenticator> logger)
     {
         _keys = [.. options.Value.ApiKeys.Select(k => (k, Convert.FromHexString(k.Sha256)))];
@@ -101,6 +102,7 @@ public sealed class ApiKeyAuthenticator : IDisposable
         return new ApiKeyIdentity(match.Name, match.MaxSessions);
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var limiter in _limiters.Values)

@@ -52,6 +52,7 @@ public sealed class VerifierService : Verifier.VerifierBase
     private readonly TimeProvider _time;
     private readonly ILogger<VerifierService> _logger;
 
+    /// <summary>Created per call by ASP.NET Core's gRPC host, over the verifier's shared services.</summary>
     public VerifierService(TargetModel target, BatchScheduler scheduler, SessionRegistry sessions, TimeProvider time, ILogger<VerifierService> logger)
     {
         _target = target;
@@ -61,8 +62,10 @@ public sealed class VerifierService : Verifier.VerifierBase
         _logger = logger;
     }
 
+    /// <summary>What the verifier serves: model, tokenizer, exits and limits.</summary>
     public override Task<ModelDescription> Describe(DescribeRequest request, ServerCallContext context) => Task.FromResult(_target.Describe());
 
+    /// <summary>One speculative generation: Open, then rounds answered with early and final verdicts, until it ends.</summary>
     public override async Task Decode(IAsyncStreamReader<EdgeMessage> requestStream, IServerStreamWriter<VerifierMessage> responseStream, ServerCallContext context)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
@@ -124,6 +127,7 @@ public sealed class VerifierService : Verifier.VerifierBase
         }
     }
 
+    /// <summary>Cloud autoregressive decoding: the target alone, one token per batched step, streamed as it is drawn.</summary>
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateReply> responseStream, ServerCallContext context)
     {
         var cancellationToken = context.CancellationToken;

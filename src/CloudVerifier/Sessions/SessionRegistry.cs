@@ -26,6 +26,7 @@ public sealed class SessionRegistry : IDisposable
     private int _count;
     private long _kvBytes;
 
+    /// <summary>Sets the session limits and the KV-memory budget from the configuration.</summary>
     public SessionRegistry(TargetModel target, IOptions<VerifierOptions> options, ILogger<SessionRegistry> logger)
     {
         _maxSessions = target.Limits.MaxSessions;
@@ -42,13 +43,16 @@ public sealed class SessionRegistry : IDisposable
     /// <summary>KV-cache bytes the open sessions hold.</summary>
     public long KvBytes => Interlocked.Read(ref _kvBytes);
 
+    /// <summary>KV-cache memory all sessions together may hold, in bytes.</summary>
     public long KvBudgetBytes { get; }
 
+    /// <summary>How long rounds in flight may finish after SIGTERM.</summary>
     public TimeSpan ShutdownGrace { get; }
 
     /// <summary>Cancelled when the verifier begins shutting down.</summary>
     public CancellationToken Stopping => _stopping.Token;
 
+    /// <summary>True once shutdown began: no new sessions, open ones are sent elsewhere.</summary>
     public bool ShuttingDown => _stopping.IsCancellationRequested;
 
     /// <summary>Takes a session slot for <paramref name="key"/> holding <paramref name="kvBytes"/> of KV cache.</summary>
@@ -95,6 +99,7 @@ public sealed class SessionRegistry : IDisposable
         _stopping.Cancel();
     }
 
+    /// <inheritdoc/>
     public void Dispose() => _stopping.Dispose();
 
     private RpcException Exhausted(string detail)

@@ -21,6 +21,7 @@ public sealed record EdgeClientOptions
     /// <summary>A client certificate (PEM) for mutual TLS, with <see cref="ClientKeyPath"/>.</summary>
     public string? ClientCertificatePath { get; init; }
 
+    /// <summary>The key (PEM) of <see cref="ClientCertificatePath"/>.</summary>
     public string? ClientKeyPath { get; init; }
 
     /// <summary>A round with no final verdict for this long counts as a broken stream (default 30 s).</summary>
@@ -65,6 +66,7 @@ public sealed record EdgeClientOptions
     /// <summary>Deadline for connecting and describing the verifier.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>The clock for deadlines, backoff and drafting floors (tests inject a fake one).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
     /// <summary>What is wrong with these options, naming the option, or null when they are valid.</summary>
@@ -97,6 +99,7 @@ public sealed record EdgeClientOptions
 /// <summary>The verifier cannot be reached, or refused the connection: the message says which and where.</summary>
 public sealed class VerifierUnavailableException : Exception
 {
+    /// <summary>A failure to reach or use any verifier, saying which and why.</summary>
     public VerifierUnavailableException(string message, Exception? inner = null)
         : base(message, inner)
     {
@@ -106,6 +109,7 @@ public sealed class VerifierUnavailableException : Exception
 /// <summary>The draft and the verifier's target cannot work together (vocabulary or tokenizer differ).</summary>
 public sealed class ModelMismatchException : Exception
 {
+    /// <summary>Draft and target that cannot work together, saying how they differ.</summary>
     public ModelMismatchException(string message)
         : base(message)
     {

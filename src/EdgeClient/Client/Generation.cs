@@ -15,11 +15,13 @@ public sealed class Generation : IAsyncEnumerable<CommittedToken>
         _run = run;
     }
 
+    /// <summary>What was asked for.</summary>
     public GenerationRequest Request { get; }
 
     /// <summary>The result, set when the enumeration completes.</summary>
     public GenerationReport? Report { get; internal set; }
 
+    /// <summary>Runs the generation, yielding each token as it is committed (once: a generation runs one time).</summary>
     public IAsyncEnumerator<CommittedToken> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _started, 1) == 1)

@@ -25,8 +25,10 @@ public enum GenerationMode
 /// <summary>Command-line names of the modes.</summary>
 public static class GenerationModes
 {
+    /// <summary>The mode's command-line name (<c>speculative</c>, <c>preemptive</c>…).</summary>
     public static string Name(this GenerationMode mode) => mode.ToString().ToLowerInvariant();
 
+    /// <summary>A mode by its command-line name, or null when there is none by that name.</summary>
     public static GenerationMode? Parse(string name) => name.ToLowerInvariant() switch
     {
         "speculative" or "spec" => GenerationMode.Speculative,
@@ -38,11 +40,15 @@ public static class GenerationModes
         _ => null,
     };
 
+    /// <summary>Whether the mode needs a verifier.</summary>
     public static bool UsesVerifier(this GenerationMode mode) => mode != GenerationMode.Edge;
 
+    /// <summary>Whether the mode needs a draft model.</summary>
     public static bool UsesDraft(this GenerationMode mode) => mode != GenerationMode.Cloud;
 
+    /// <summary>Whether the mode asks the verifier for early verdicts.</summary>
     public static bool UsesEarlyVerdicts(this GenerationMode mode) => mode is GenerationMode.Preemptive or GenerationMode.Conditional;
 
+    /// <summary>Every mode's name, comma-separated, for help and error messages.</summary>
     public static string AllNames => "speculative, cloud, edge, preemptive, conditional, proactive";
 }

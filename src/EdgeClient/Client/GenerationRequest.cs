@@ -18,8 +18,10 @@ public sealed record GenerationRequest
     /// <summary>The prompt as text, encoded with the draft model's tokenizer (with its beginning-of-sequence token).</summary>
     public string? PromptText { get; init; }
 
+    /// <summary>How to decode (default speculative).</summary>
     public GenerationMode Mode { get; init; } = GenerationMode.Speculative;
 
+    /// <summary>New tokens to generate at most (default 64).</summary>
     public int MaxNewTokens { get; init; } = DefaultMaxNewTokens;
 
     /// <summary>Drafts per round (γ); with <see cref="AdaptiveDraftTokens"/>, the largest γ the adaptive rule may pick.</summary>
@@ -28,8 +30,10 @@ public sealed record GenerationRequest
     /// <summary>Choose γ each round from measured acceptance and timings.</summary>
     public bool AdaptiveDraftTokens { get; init; }
 
+    /// <summary>Greedy (default) or sampling settings.</summary>
     public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;
 
+    /// <summary>Stop at the end-of-sequence token (default true).</summary>
     public bool StopAtEos { get; init; } = true;
 
     /// <summary>Per-exit thresholds to ask the verifier for (null: the verifier's own).</summary>

@@ -205,6 +205,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         return new Generation(request, (generation, cancellationToken) => RunAsync(generation, prompt, cancellationToken));
     }
 
+    /// <summary>Closes the connections and frees the draft model.</summary>
     public async ValueTask DisposeAsync()
     {
         _engine?.Dispose();

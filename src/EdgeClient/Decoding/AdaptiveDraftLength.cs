@@ -22,6 +22,7 @@ public sealed class AdaptiveDraftLength
     private double _meanXX;
     private double _meanXY;
 
+    /// <summary>Starts at <paramref name="initial"/> drafts per round, never above <paramref name="max"/>.</summary>
     public AdaptiveDraftLength(int initial, int max)
     {
         _max = Math.Max(1, max);
@@ -31,14 +32,19 @@ public sealed class AdaptiveDraftLength
     /// <summary>The γ to use next.</summary>
     public int Current { get; private set; }
 
+    /// <summary>The running estimate of a draft's acceptance probability.</summary>
     public double Acceptance { get; private set; } = 0.5;
 
+    /// <summary>The running estimate of drafting time per token, in ms.</summary>
     public double DraftMsPerToken { get; private set; }
 
+    /// <summary>The running estimate of a round's link and queue time, in ms.</summary>
     public double LinkMs { get; private set; }
 
+    /// <summary>The running estimate of verification's fixed time per round, in ms.</summary>
     public double VerifyFixedMs { get; private set; }
 
+    /// <summary>The running estimate of verification's time per scored token, in ms.</summary>
     public double VerifyMsPerToken { get; private set; }
 
     /// <summary>Expected tokens committed by a round of <paramref name="gamma"/> drafts at acceptance <paramref name="alpha"/>.</summary>

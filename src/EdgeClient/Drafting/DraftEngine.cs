@@ -33,6 +33,7 @@ public sealed class DraftEngine : IDisposable
     private readonly Lock _gate = new();
     private bool _disposed;
 
+    /// <summary>A draft engine over <paramref name="model"/> (its own KV cache), with drafting floors from <paramref name="profile"/>.</summary>
     public DraftEngine(LanguageModel model, ComputeProfile? profile = null, TimeProvider? time = null, int wireTopK = DefaultWireTopK, int? maxSequenceLength = null)
     {
         Model = model;
@@ -44,8 +45,10 @@ public sealed class DraftEngine : IDisposable
         _wireTopK = wireTopK;
     }
 
+    /// <summary>The draft model.</summary>
     public LanguageModel Model { get; }
 
+    /// <summary>The longest sequence the draft's cache holds.</summary>
     public int MaxSequenceLength => _context.MaxLength;
 
     /// <summary>Tokens fed to the draft model over this engine's life (prefill and catch-up included).</summary>
@@ -120,6 +123,7 @@ public sealed class DraftEngine : IDisposable
         return next;
     }
 
+    /// <summary>Waits for the run in progress, then frees the draft's cache; later calls throw <see cref="ObjectDisposedException"/>.</summary>
     public void Dispose()
     {
         lock (_gate)

@@ -23,6 +23,7 @@ public sealed class ProtocolViolationException(string message) : Exception($"the
 public sealed class VerifierDrainingException(uint committedLength)
     : Exception($"the verifier is shutting down: resume the generation on another verifier (committed length {committedLength})")
 {
+    /// <summary>The committed length the verifier reported when it began draining.</summary>
     public uint CommittedLength { get; } = committedLength;
 }
 

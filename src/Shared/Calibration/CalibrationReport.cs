@@ -6,12 +6,14 @@ namespace SpecEdge.Shared.Calibration;
 /// <summary>How often one exit's provisional verdict matched the final verdict at or above one confidence level.</summary>
 public sealed record CalibrationBin(double Confidence, int Verdicts, int Matches)
 {
+    /// <summary>Matched over sent (NaN when none was sent).</summary>
     public double Precision => Verdicts == 0 ? double.NaN : (double)Matches / Verdicts;
 }
 
 /// <summary>Calibration figures of one exit, and the threshold chosen for the requested precision.</summary>
 public sealed record ExitCalibration
 {
+    /// <summary>The exit layer.</summary>
     public required int Layer { get; init; }
 
     /// <summary>Verdicts and matches with confidence at or above each level.</summary>
@@ -40,16 +42,22 @@ public sealed record CalibrationReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
+    /// <summary>The target model the calibration measured.</summary>
     public required string Model { get; init; }
 
+    /// <summary>The precision each chosen threshold had to reach.</summary>
     public required double TargetPrecision { get; init; }
 
+    /// <summary>Rounds measured.</summary>
     public required int Rounds { get; init; }
 
+    /// <summary>Drafted tokens over those rounds.</summary>
     public required int DraftTokens { get; init; }
 
+    /// <summary>Per exit: the verdicts at each confidence level and the chosen threshold.</summary>
     public required IReadOnlyList<ExitCalibration> Exits { get; init; }
 
+    /// <summary>Writes the report as JSON to <paramref name="path"/>.</summary>
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, JsonOptions));
 
     /// <summary>The chosen threshold of each exit, in exit order.</summary>

@@ -15,6 +15,7 @@ public sealed class AcceptanceRule
     private readonly float[] _p;
     private readonly RejectionCorrection _correction;
 
+    /// <summary>A rule over a vocabulary of <paramref name="vocabSize"/> tokens (its scratch buffers are sized to it).</summary>
     public AcceptanceRule(int vocabSize)
         : this(vocabSize, RejectionCorrection.Residual)
     {

@@ -15,14 +15,19 @@ public sealed record SamplingConfig
     /// <summary>Greedy decoding.</summary>
     public static SamplingConfig Greedy { get; } = new();
 
+    /// <summary>Softmax temperature; 0 is greedy.</summary>
     public float Temperature { get; init; }
 
+    /// <summary>Keep the K most likely tokens (0: all).</summary>
     public int TopK { get; init; }
 
+    /// <summary>Keep the smallest set of most likely tokens whose probability reaches P (1: all).</summary>
     public float TopP { get; init; } = 1f;
 
+    /// <summary>The random seed; with it, a token's random numbers depend only on its position.</summary>
     public ulong Seed { get; init; }
 
+    /// <summary>True when the temperature is 0: the arg-max is taken.</summary>
     public bool IsGreedy => Temperature == 0f;
 
     /// <summary>Why the values are invalid, or null when they are valid.</summary>
@@ -49,6 +54,7 @@ public sealed record SamplingConfig
     /// <summary>Throws <see cref="ArgumentException"/> when <see cref="Validate"/> finds a problem.</summary>
     public SamplingConfig EnsureValid() => Validate() is { } problem ? throw new ArgumentException(problem) : this;
 
+    /// <inheritdoc/>
     public override string ToString() => IsGreedy
         ? "greedy"
         : string.Create(CultureInfo.InvariantCulture, $"temperature={Temperature} top_k={TopK} top_p={TopP} seed={Seed}");

@@ -9,6 +9,7 @@ namespace SpecEdge.Shared.Decoding;
 /// </summary>
 public sealed class SparseDistribution
 {
+    /// <summary>A distribution over <paramref name="ids"/> with their <paramref name="probabilities"/>.</summary>
     public SparseDistribution(int[] ids, float[] probabilities)
     {
         if (ids.Length != probabilities.Length)
@@ -20,10 +21,13 @@ public sealed class SparseDistribution
         Probabilities = probabilities;
     }
 
+    /// <summary>The token ids with non-zero probability.</summary>
     public int[] Ids { get; }
 
+    /// <summary>Their probabilities, in the same order.</summary>
     public float[] Probabilities { get; }
 
+    /// <summary>How many tokens have non-zero probability.</summary>
     public int Count => Ids.Length;
 
     /// <summary>The non-zero entries of a dense distribution, most likely first, at most <paramref name="maxEntries"/> (renormalised when cut).</summary>

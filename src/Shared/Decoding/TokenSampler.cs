@@ -13,6 +13,7 @@ public sealed class TokenSampler
     private readonly int[] _ids;
     private readonly float[] _heap;
 
+    /// <summary>A sampler over a vocabulary of <paramref name="vocabSize"/> tokens.</summary>
     public TokenSampler(int vocabSize)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, 1);
@@ -22,6 +23,7 @@ public sealed class TokenSampler
         _heap = new float[vocabSize];
     }
 
+    /// <summary>The vocabulary size its buffers hold.</summary>
     public int VocabSize { get; }
 
     /// <summary>The id of the largest logit; the lowest id wins a tie.</summary>

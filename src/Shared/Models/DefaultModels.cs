@@ -41,6 +41,7 @@ public static class DefaultModels
     /// <summary>The synthetic draft: the target's first layer (same seed and sizes, one layer).</summary>
     public static SyntheticModelSpec SyntheticDraft { get; } = SyntheticTarget with { Layers = 1 };
 
+    /// <summary>The synthetic target's exit layers.</summary>
     public static IReadOnlyList<int> SyntheticExits { get; } = [2];
 
     /// <summary>The exit calibration beside the trained pair: <c>models/calibration.json</c>.</summary>

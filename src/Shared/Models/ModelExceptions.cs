@@ -4,6 +4,7 @@ namespace SpecEdge.Shared.Models;
 /// <remarks>The message always names the file and, where it applies, the tensor or field that is wrong.</remarks>
 public class ModelFormatException : Exception
 {
+    /// <summary><paramref name="filePath"/> is not what it should be: <paramref name="message"/>.</summary>
     public ModelFormatException(string filePath, string message, Exception? inner = null)
         : base($"{filePath}: {message}", inner)
     {
@@ -17,6 +18,7 @@ public class ModelFormatException : Exception
 /// <summary>The checkpoint is well formed but asks for something SpecEdge does not implement (an architecture, a RoPE scaling type…).</summary>
 public sealed class UnsupportedModelException : ModelFormatException
 {
+    /// <summary>The checkpoint at <paramref name="filePath"/> is not one SpecEdge converts, for <paramref name="message"/>.</summary>
     public UnsupportedModelException(string filePath, string message)
         : base(filePath, message)
     {
@@ -26,6 +28,7 @@ public sealed class UnsupportedModelException : ModelFormatException
 /// <summary>A converted model file does not match the content hash its manifest recorded: it was truncated or edited after conversion.</summary>
 public sealed class ModelIntegrityException : ModelFormatException
 {
+    /// <summary><paramref name="filePath"/> hashes to <paramref name="actualHash"/>, not the expected <paramref name="expectedHash"/>.</summary>
     public ModelIntegrityException(string filePath, string expectedHash, string actualHash)
         : this(filePath, expectedHash, actualHash, "the file was truncated or edited after conversion, convert the model again")
     {
@@ -42,7 +45,9 @@ public sealed class ModelIntegrityException : ModelFormatException
         ActualHash = actualHash;
     }
 
+    /// <summary>The hash the manifest lists.</summary>
     public string ExpectedHash { get; }
 
+    /// <summary>The hash of the file as found.</summary>
     public string ActualHash { get; }
 }

@@ -55,8 +55,11 @@ public sealed record TokenizerManifest(string Kind, string? File, string? Sha256
 /// </summary>
 public sealed record ModelManifest
 {
+    /// <summary>The manifest's file name in a converted folder.</summary>
     public const string FileName = "specedge.json";
+    /// <summary>The format name every manifest carries.</summary>
     public const string FormatName = "specedge-model";
+    /// <summary>The manifest format this version writes and reads.</summary>
     public const int CurrentFormatVersion = 1;
 
     /// <summary>The key/value cache layout the graphs expect: one buffer per layer, bound as both past and present.</summary>
@@ -73,25 +76,34 @@ public sealed record ModelManifest
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
+    /// <summary>The format name (<see cref="FormatName"/>).</summary>
     public string Format { get; init; } = FormatName;
 
+    /// <summary>The manifest format version.</summary>
     public int FormatVersion { get; init; } = CurrentFormatVersion;
 
+    /// <summary>A draft (one graph) or a staged target (one graph per exit, then the last).</summary>
     public required ModelKind Kind { get; init; }
 
+    /// <summary>The architecture the graphs implement.</summary>
     public string Architecture { get; init; } = LlamaConfig.Architecture;
 
     /// <summary>The checkpoint's <c>config.json</c>, normalised.</summary>
     public required JsonObject Config { get; init; }
 
+    /// <summary>The vocabulary size.</summary>
     public required int VocabSize { get; init; }
 
+    /// <summary>Decoder layers.</summary>
     public required int NumLayers { get; init; }
 
+    /// <summary>Key/value heads per layer.</summary>
     public required int NumKeyValueHeads { get; init; }
 
+    /// <summary>The attention head dimension.</summary>
     public required int HeadDim { get; init; }
 
+    /// <summary>The hidden size.</summary>
     public required int HiddenSize { get; init; }
 
     /// <summary>The longest sequence the model was built for (<c>max_position_embeddings</c>).</summary>
@@ -100,8 +112,10 @@ public sealed record ModelManifest
     /// <summary>How weights are stored in the ONNX files (<c>f32</c> or <c>f16</c>); compute is float32.</summary>
     public required string WeightsDtype { get; init; }
 
+    /// <summary>How the shared-buffer graphs hold the KV cache.</summary>
     public string KvLayout { get; init; } = SharedBufferKvLayout;
 
+    /// <summary>The stage graphs, in order.</summary>
     public required IReadOnlyList<StageManifest> Stages { get; init; }
 
     /// <summary>The exit layers: stage boundaries whose head gives provisional logits.</summary>
@@ -110,6 +124,7 @@ public sealed record ModelManifest
     /// <summary>The exit-adapter file the exit heads were built from, when one was given.</summary>
     public string? ExitAdapters { get; init; }
 
+    /// <summary>The tokenizer the model was converted with.</summary>
     public required TokenizerManifest Tokenizer { get; init; }
 
     /// <summary>Every file of the folder the model needs, with its size and SHA-256.</summary>
@@ -121,12 +136,14 @@ public sealed record ModelManifest
     /// <summary>Where the model was converted from.</summary>
     public string? Source { get; init; }
 
+    /// <summary>The converter that wrote the folder.</summary>
     public string? Converter { get; init; }
 
     /// <summary>The parsed architecture configuration.</summary>
     [JsonIgnore]
     public LlamaConfig LlamaConfig => Checkpoints.LlamaConfig.Parse(Config, FileName);
 
+    /// <summary>Whether <paramref name="directory"/> holds a manifest.</summary>
     public static bool Exists(string directory) => System.IO.File.Exists(Path.Combine(directory, FileName));
 
     /// <summary>Reads a manifest (without checking file hashes; <see cref="VerifyFiles"/> does that).</summary>
@@ -174,9 +191,11 @@ public sealed record ModelManifest
         return manifest;
     }
 
+    /// <summary>Writes the manifest into <paramref name="directory"/>.</summary>
     public void Save(string directory) =>
         System.IO.File.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, JsonOptions));
 
+    /// <summary>The manifest as indented JSON.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     /// <summary>Checks the size and SHA-256 of every file the manifest lists.</summary>
@@ -201,6 +220,7 @@ public sealed record ModelManifest
         }
     }
 
+    /// <summary>The SHA-256 of a file, as lower-case hex.</summary>
     public static string HashFile(string path)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);

@@ -11,6 +11,7 @@ public struct SplitMix64
 {
     private ulong _state;
 
+    /// <summary>A generator started at <paramref name="seed"/>.</summary>
     public SplitMix64(ulong seed)
     {
         _state = seed;
@@ -37,6 +38,7 @@ public struct SplitMix64
         return z ^ (z >> 31);
     }
 
+    /// <summary>The next 64 random bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong NextUInt64()
     {

@@ -9,6 +9,7 @@ namespace SpecEdge.Shared.Protocol;
 /// <summary>Conversions between the wire messages and the domain types both sides use.</summary>
 public static class WireMapping
 {
+    /// <summary>The sampling configuration a wire message carries (greedy when absent).</summary>
     public static SamplingConfig ToConfig(this Sampling? sampling) => sampling is null
         ? SamplingConfig.Greedy
         : new SamplingConfig
@@ -19,6 +20,7 @@ public static class WireMapping
             Seed = sampling.Seed,
         };
 
+    /// <summary>The wire form of a sampling configuration.</summary>
     public static Sampling ToWire(this SamplingConfig config) => new()
     {
         Temperature = config.Temperature,
@@ -27,6 +29,7 @@ public static class WireMapping
         Seed = config.Seed,
     };
 
+    /// <summary>The wire form of why a generation ended.</summary>
     public static WireFinish ToWire(this DomainFinish reason) => reason switch
     {
         DomainFinish.EndOfSequence => WireFinish.Eos,
@@ -58,9 +61,11 @@ public static class WireMapping
         _ => DomainFinish.Length,
     };
 
+    /// <summary>A draft distribution from the wire.</summary>
     public static SparseDistribution ToDomain(this DraftDistribution distribution) =>
         new([.. distribution.Ids], [.. distribution.Probabilities]);
 
+    /// <summary>The wire form of a draft distribution.</summary>
     public static DraftDistribution ToWire(this SparseDistribution distribution)
     {
         var wire = new DraftDistribution();

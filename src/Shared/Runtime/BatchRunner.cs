@@ -125,6 +125,7 @@ public sealed class BatchRunner : IDisposable
         }
     }
 
+    /// <summary>The model, loaded with the batched graphs.</summary>
     public LanguageModel Model => _model;
 
     /// <summary>The most sequences the arena holds.</summary>
@@ -142,8 +143,10 @@ public sealed class BatchRunner : IDisposable
     /// <summary>The most tokens one row of a step scores.</summary>
     public int MaxStepTokens { get; }
 
+    /// <summary>The most rows one step runs.</summary>
     public int MaxRows { get; }
 
+    /// <summary>The most tokens one step runs (rows × tokens per row, padding included).</summary>
     public int MaxBatchTokens { get; }
 
     /// <summary>Bytes of KV cache one slot holds (float32 keys and values of every layer).</summary>
@@ -385,6 +388,7 @@ public sealed class BatchRunner : IDisposable
     /// <summary>Drops the pending step (no sequence changes).</summary>
     public void Abandon() => _nextStage = -1;
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (_disposed)
@@ -654,6 +658,7 @@ public readonly struct BatchLogits
         _vocab = vocab;
     }
 
+    /// <summary>Rows in the step.</summary>
     public int Rows { get; }
 
     /// <summary>The logits of row <paramref name="row"/>'s first <paramref name="tokens"/> scored positions.</summary>

@@ -101,6 +101,7 @@ public sealed class DecodeContext : IDisposable
     /// <summary>The most tokens one step scores.</summary>
     public int MaxStepTokens => _maxStep;
 
+    /// <summary>The model the context runs.</summary>
     public LanguageModel Model => _model;
 
     /// <summary>The stage the pending step runs next, or -1 when no step is pending.</summary>
@@ -242,6 +243,7 @@ public sealed class DecodeContext : IDisposable
     /// <summary>Empties the sequence.</summary>
     public void Reset() => Rollback(0);
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (_disposed)

@@ -31,14 +31,19 @@ public sealed class LanguageModel : IDisposable
         HeadStages = [.. Enumerable.Range(0, manifest.Stages.Count)];
     }
 
+    /// <summary>The converted model folder.</summary>
     public string Directory { get; }
 
+    /// <summary>Its manifest.</summary>
     public ModelManifest Manifest { get; }
 
+    /// <summary>Its configuration.</summary>
     public LlamaConfig Config { get; }
 
+    /// <summary>How it was loaded.</summary>
     public RuntimeOptions Options { get; }
 
+    /// <summary>Its tokenizer.</summary>
     public ITextTokenizer Tokenizer { get; }
 
     /// <summary>Where the model actually runs (the CPU when CUDA was asked for and could not load).</summary>
@@ -47,10 +52,13 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Why CUDA was not used although asked for; null otherwise.</summary>
     public string? FallbackReason { get; }
 
+    /// <summary>The vocabulary size.</summary>
     public int VocabSize => Manifest.VocabSize;
 
+    /// <summary>The longest sequence a context holds (the options' limit or the model's maximum).</summary>
     public int MaxSequenceLength { get; }
 
+    /// <summary>The stages, in order.</summary>
     public IReadOnlyList<StageManifest> Stages => Manifest.Stages;
 
     /// <summary>The stages that end with a head (every stage of a converted model does: exits, then the final head).</summary>
@@ -130,6 +138,7 @@ public sealed class LanguageModel : IDisposable
     public long KvBytesPerContext(int maxSequenceLength) =>
         2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * sizeof(float);
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var session in _sessions)

@@ -22,8 +22,10 @@ public readonly struct LogitsView
         VocabSize = vocabSize;
     }
 
+    /// <summary>Scored positions.</summary>
     public int Rows { get; }
 
+    /// <summary>Logits per position.</summary>
     public int VocabSize { get; }
 
     /// <summary>The logits of scored position <paramref name="row"/> (0 = the first token of the step).</summary>

@@ -16,8 +16,10 @@ public sealed record RuntimeOptions
     /// <summary>Default for <see cref="MaxStepTokens"/>: the most tokens one run scores (a draft round plus its bonus token fits easily).</summary>
     public const int DefaultMaxStepTokens = 32;
 
+    /// <summary>Where to run (default the CPU).</summary>
     public ExecutionDevice Device { get; init; } = ExecutionDevice.Cpu;
 
+    /// <summary>The CUDA device index.</summary>
     public int DeviceId { get; init; }
 
     /// <summary>Threads ONNX Runtime uses inside one operator; 0 lets it choose (one per physical core). Edge devices often want fewer.</summary>
@@ -42,11 +44,13 @@ public sealed record RuntimeOptions
 /// <summary>A step would take a sequence past the length its context was built for.</summary>
 public sealed class SequenceTooLongException : InvalidOperationException
 {
+    /// <summary>A sequence of <paramref name="length"/> tokens cannot take <paramref name="adding"/> more within <paramref name="maxLength"/>.</summary>
     public SequenceTooLongException(int length, int adding, int maxLength)
         : base($"the sequence holds {length} tokens and cannot take {adding} more: its maximum length is {maxLength}")
     {
         MaxLength = maxLength;
     }
 
+    /// <summary>The longest sequence allowed.</summary>
     public int MaxLength { get; }
 }

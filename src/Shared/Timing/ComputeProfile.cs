@@ -140,6 +140,7 @@ public sealed record ComputeProfile
         return profile.Validate() is { } problem ? throw new FormatException($"{path}: {problem}") : profile;
     }
 
+    /// <summary>Writes the profile as JSON (snake_case fields) to <paramref name="path"/>.</summary>
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, JsonOptions));
 
     /// <summary>How output made under this profile describes its compute.</summary>

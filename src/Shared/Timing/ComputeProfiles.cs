@@ -52,6 +52,7 @@ public static class ComputeProfiles
         StageFractions = [0.25, 0.75],
     };
 
+    /// <summary>Every built-in profile, <c>real</c> first.</summary>
     public static IReadOnlyList<ComputeProfile> BuiltIn { get; } = [ComputeProfile.Real, PaperNanoA100, PaperRobot, TenToOne];
 
     /// <summary>A built-in profile by name, or a profile file by path.</summary>

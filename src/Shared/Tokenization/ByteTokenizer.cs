@@ -8,12 +8,15 @@ namespace SpecEdge.Shared.Tokenization;
 /// </summary>
 public sealed class ByteTokenizer : ITextTokenizer
 {
+    /// <summary>The beginning-of-sequence id (256).</summary>
     public const int BosId = 256;
+    /// <summary>The end-of-sequence id (257).</summary>
     public const int EosId = 257;
 
     /// <summary>The smallest vocabulary that holds every byte and both special tokens.</summary>
     public const int MinVocabWithSpecials = 258;
 
+    /// <summary>A byte tokenizer for a vocabulary of <paramref name="vocabSize"/> ids (at least 258).</summary>
     public ByteTokenizer(int vocabSize)
     {
         if (vocabSize < 256)
@@ -26,14 +29,19 @@ public sealed class ByteTokenizer : ITextTokenizer
         Eos = vocabSize >= MinVocabWithSpecials ? [new TokenId(EosId)] : [];
     }
 
+    /// <inheritdoc/>
     public string Kind => "bytes";
 
+    /// <inheritdoc/>
     public int VocabSize { get; }
 
+    /// <inheritdoc/>
     public TokenId? Bos { get; }
 
+    /// <inheritdoc/>
     public IReadOnlyList<TokenId> Eos { get; }
 
+    /// <inheritdoc/>
     public TokenId[] Encode(string text, bool addBos)
     {
         var bytes = Encoding.UTF8.GetBytes(text);
@@ -52,6 +60,7 @@ public sealed class ByteTokenizer : ITextTokenizer
         return ids;
     }
 
+    /// <inheritdoc/>
     public void AppendBytes(TokenId token, List<byte> destination)
     {
         if ((uint)token.Value >= (uint)VocabSize)

@@ -95,12 +95,16 @@ public sealed partial class HfBpeTokenizer : ITextTokenizer
         Metaspace,
     }
 
+    /// <inheritdoc/>
     public string Kind => _byteLevel ? "byte-level-bpe" : "sentencepiece-bpe";
 
+    /// <inheritdoc/>
     public int VocabSize { get; }
 
+    /// <inheritdoc/>
     public TokenId? Bos { get; }
 
+    /// <inheritdoc/>
     public IReadOnlyList<TokenId> Eos { get; }
 
     /// <summary>Loads a <c>tokenizer.json</c>. Beginning/end-of-sequence ids come from the model's config, which owns them.</summary>
@@ -246,6 +250,7 @@ public sealed partial class HfBpeTokenizer : ITextTokenizer
     /// <summary>The character GPT-2's byte-level alphabet uses for a byte.</summary>
     public static char ByteLevelChar(byte value) => ByteToChar[value];
 
+    /// <inheritdoc/>
     public TokenId[] Encode(string text, bool addBos)
     {
         var ids = new List<int>(text.Length / 3 + 2);
@@ -282,6 +287,7 @@ public sealed partial class HfBpeTokenizer : ITextTokenizer
         return result;
     }
 
+    /// <inheritdoc/>
     public void AppendBytes(TokenId token, List<byte> destination)
     {
         if ((uint)token.Value >= (uint)VocabSize || _idToToken[token.Value] is not { } text)

@@ -41,6 +41,7 @@ public static class TextTokenizerExtensions
         return System.Text.Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
     }
 
+    /// <summary>Whether <paramref name="token"/> is one of the tokenizer's end-of-sequence ids.</summary>
     public static bool IsEos(this ITextTokenizer tokenizer, TokenId token)
     {
         foreach (var eos in tokenizer.Eos)

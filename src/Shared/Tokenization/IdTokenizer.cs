@@ -9,17 +9,23 @@ namespace SpecEdge.Shared.Tokenization;
 /// </summary>
 public sealed class IdTokenizer(int vocabSize, IReadOnlyList<TokenId> eos) : ITextTokenizer
 {
+    /// <inheritdoc/>
     public string Kind => "ids";
 
+    /// <inheritdoc/>
     public int VocabSize { get; } = vocabSize;
 
+    /// <inheritdoc/>
     public TokenId? Bos => null;
 
+    /// <inheritdoc/>
     public IReadOnlyList<TokenId> Eos { get; } = eos;
 
+    /// <inheritdoc/>
     public TokenId[] Encode(string text, bool addBos) =>
         throw new NotSupportedException("this model has no tokenizer: give the prompt as token ids");
 
+    /// <inheritdoc/>
     public void AppendBytes(TokenId token, List<byte> destination)
     {
         if ((uint)token.Value >= (uint)VocabSize)

@@ -56,12 +56,16 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
         Eos = eos.Count > 0 ? eos : [new TokenId(inner.EndOfSentenceId)];
     }
 
+    /// <inheritdoc/>
     public string Kind => "sentencepiece";
 
+    /// <inheritdoc/>
     public int VocabSize { get; }
 
+    /// <inheritdoc/>
     public TokenId? Bos { get; }
 
+    /// <inheritdoc/>
     public IReadOnlyList<TokenId> Eos { get; }
 
     /// <summary>Loads a SentencePiece model file.</summary>
@@ -84,6 +88,7 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
         }
     }
 
+    /// <inheritdoc/>
     public TokenId[] Encode(string text, bool addBos)
     {
         var ids = _inner.EncodeToIds(text, addBeginningOfSentence: addBos, addEndOfSentence: false);
@@ -142,6 +147,7 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
         return ids;
     }
 
+    /// <inheritdoc/>
     public void AppendBytes(TokenId token, List<byte> destination)
     {
         if ((uint)token.Value >= (uint)VocabSize || _bytes[token.Value] is not { } bytes)

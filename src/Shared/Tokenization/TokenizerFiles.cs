@@ -6,7 +6,9 @@ namespace SpecEdge.Shared.Tokenization;
 /// <summary>Finds and loads the tokenizer of a model folder.</summary>
 public static class TokenizerFiles
 {
+    /// <summary>A Hugging Face tokenizer.json.</summary>
     public const string TokenizerJson = "tokenizer.json";
+    /// <summary>A SentencePiece model file.</summary>
     public const string SentencePieceModel = "tokenizer.model";
 
     /// <summary>The tokenizer file of a folder (tokenizer.json first, then tokenizer.model), or null for the plain byte tokenizer.</summary>

@@ -13,6 +13,7 @@ public sealed class Utf8StreamDecoder
     private readonly List<byte> _bytes = new(16);
     private char[] _chars = new char[64];
 
+    /// <summary>A decoder of <paramref name="tokenizer"/>'s tokens into text.</summary>
     public Utf8StreamDecoder(ITextTokenizer tokenizer)
     {
         _tokenizer = tokenizer;

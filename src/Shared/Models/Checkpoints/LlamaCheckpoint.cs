@@ -8,8 +8,11 @@ namespace SpecEdge.Shared.Models.Checkpoints;
 /// </summary>
 public sealed class LlamaCheckpoint : IDisposable
 {
+    /// <summary>The Hugging Face configuration file.</summary>
     public const string ConfigFileName = "config.json";
+    /// <summary>The weights of a single-file checkpoint.</summary>
     public const string SingleFileName = "model.safetensors";
+    /// <summary>The index of a sharded checkpoint.</summary>
     public const string IndexFileName = "model.safetensors.index.json";
 
     private readonly List<SafetensorsFile> _files;
@@ -23,13 +26,16 @@ public sealed class LlamaCheckpoint : IDisposable
         _tensors = tensors;
     }
 
+    /// <summary>The checkpoint folder.</summary>
     public string Directory { get; }
 
+    /// <summary>Its configuration.</summary>
     public LlamaConfig Config { get; }
 
     /// <summary>The safetensors files of the checkpoint, in shard order.</summary>
     public IReadOnlyList<string> WeightFiles => _files.ConvertAll(f => f.Path);
 
+    /// <summary>Every tensor the checkpoint holds.</summary>
     public IEnumerable<string> TensorNames => _tensors.Keys;
 
     /// <summary>True when <paramref name="directory"/> looks like a Hugging Face checkpoint (has config.json and safetensors weights).</summary>
@@ -92,8 +98,10 @@ public sealed class LlamaCheckpoint : IDisposable
             ? entry
             : throw new ModelFormatException(Directory, $"tensor '{name}' is missing from the checkpoint");
 
+    /// <summary>Whether the checkpoint holds a tensor called <paramref name="name"/>.</summary>
     public bool Contains(string name) => _tensors.ContainsKey(name);
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var file in _files)
@@ -183,25 +191,37 @@ public sealed class LlamaCheckpoint : IDisposable
 /// <summary>Hugging Face tensor names of a <c>LlamaForCausalLM</c> checkpoint.</summary>
 public static class LlamaTensorNames
 {
+    /// <summary>The token embedding.</summary>
     public const string Embedding = "model.embed_tokens.weight";
+    /// <summary>The final RMSNorm weight.</summary>
     public const string FinalNorm = "model.norm.weight";
+    /// <summary>The output projection (absent when tied to the embedding).</summary>
     public const string LmHead = "lm_head.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s input RMSNorm weight.</summary>
     public static string InputNorm(int layer) => $"model.layers.{layer}.input_layernorm.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s post-attention RMSNorm weight.</summary>
     public static string PostAttentionNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s query projection.</summary>
     public static string QProj(int layer) => $"model.layers.{layer}.self_attn.q_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s key projection.</summary>
     public static string KProj(int layer) => $"model.layers.{layer}.self_attn.k_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s value projection.</summary>
     public static string VProj(int layer) => $"model.layers.{layer}.self_attn.v_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s attention output projection.</summary>
     public static string OProj(int layer) => $"model.layers.{layer}.self_attn.o_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s MLP gate projection.</summary>
     public static string GateProj(int layer) => $"model.layers.{layer}.mlp.gate_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s MLP up projection.</summary>
     public static string UpProj(int layer) => $"model.layers.{layer}.mlp.up_proj.weight";
 
+    /// <summary>Layer <paramref name="layer"/>'s MLP down projection.</summary>
     public static string DownProj(int layer) => $"model.layers.{layer}.mlp.down_proj.weight";
 }

@@ -19,35 +19,46 @@ public sealed record LlamaConfig
     /// <summary>Default <c>max_position_embeddings</c> when the file leaves it out.</summary>
     public const int DefaultMaxPositionEmbeddings = 2048;
 
+    /// <summary><c>hidden_size</c>.</summary>
     public required int HiddenSize { get; init; }
 
+    /// <summary><c>intermediate_size</c> (the MLP width).</summary>
     public required int IntermediateSize { get; init; }
 
+    /// <summary><c>num_hidden_layers</c>.</summary>
     public required int NumHiddenLayers { get; init; }
 
+    /// <summary><c>num_attention_heads</c>.</summary>
     public required int NumAttentionHeads { get; init; }
 
+    /// <summary><c>num_key_value_heads</c> (equal to the query heads without grouped-query attention).</summary>
     public required int NumKeyValueHeads { get; init; }
 
     /// <summary>Size of one attention head; <c>hidden_size / num_attention_heads</c> unless the file gives <c>head_dim</c>.</summary>
     public required int HeadDim { get; init; }
 
+    /// <summary><c>vocab_size</c>.</summary>
     public required int VocabSize { get; init; }
 
+    /// <summary><c>rms_norm_eps</c>.</summary>
     public double RmsNormEps { get; init; } = DefaultRmsNormEps;
 
+    /// <summary><c>rope_theta</c>.</summary>
     public double RopeTheta { get; init; } = DefaultRopeTheta;
 
     /// <summary>Linear RoPE scaling factor (positions are divided by it); 1 when the checkpoint has no scaling.</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
+    /// <summary><c>tie_word_embeddings</c>: the output projection is the embedding.</summary>
     public bool TieWordEmbeddings { get; init; }
 
+    /// <summary><c>bos_token_id</c>, when given.</summary>
     public int? BosTokenId { get; init; }
 
     /// <summary>End-of-sequence ids; several when the checkpoint lists more than one.</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
 
+    /// <summary><c>max_position_embeddings</c>.</summary>
     public int MaxPositionEmbeddings { get; init; } = DefaultMaxPositionEmbeddings;
 
     /// <summary>The dtype the checkpoint says its weights are stored in (informational).</summary>

@@ -7,6 +7,7 @@ namespace SpecEdge.Shared.Models.Checkpoints;
 /// <summary>The name, element type, shape and byte range of one tensor in a safetensors file.</summary>
 public sealed record TensorInfo(string Name, TensorDType DType, IReadOnlyList<long> Shape, long DataOffset, long ByteLength)
 {
+    /// <summary>The number of elements (the product of the shape).</summary>
     public long ElementCount
     {
         get
@@ -48,8 +49,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
         Metadata = metadata;
     }
 
+    /// <summary>The file.</summary>
     public string Path { get; }
 
+    /// <summary>Its tensors by name.</summary>
     public IReadOnlyDictionary<string, TensorInfo> Tensors => _tensors;
 
     /// <summary>The free-form <c>__metadata__</c> entries of the header.</summary>
@@ -135,6 +138,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return result;
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (_disposed)

@@ -6,14 +6,18 @@ namespace SpecEdge.Shared.Models.Checkpoints;
 /// <summary>Floating-point element types SpecEdge reads from checkpoints and writes to ONNX.</summary>
 public enum TensorDType
 {
+    /// <summary>IEEE single precision.</summary>
     Float32,
+    /// <summary>IEEE half precision.</summary>
     Float16,
+    /// <summary>bfloat16 (the top 16 bits of a float32).</summary>
     BFloat16,
 }
 
 /// <summary>Names, sizes and element conversions of <see cref="TensorDType"/>.</summary>
 public static class TensorDTypes
 {
+    /// <summary>Bytes per element.</summary>
     public static int SizeOf(this TensorDType dtype) => dtype == TensorDType.Float32 ? 4 : 2;
 
     /// <summary>The safetensors header name (<c>F32</c>, <c>F16</c>, <c>BF16</c>).</summary>
@@ -34,6 +38,7 @@ public static class TensorDTypes
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
+    /// <summary>The type a safetensors header names (<c>F32</c>, <c>F16</c>, <c>BF16</c>), if SpecEdge reads it.</summary>
     public static bool TryParseSafetensors(string name, out TensorDType dtype)
     {
         switch (name)
@@ -126,6 +131,7 @@ public static class TensorDTypes
         return overflow;
     }
 
+    /// <summary>The float32 a bfloat16 bit pattern stands for.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 

@@ -36,6 +36,7 @@ public sealed record ConversionOptions
     /// </summary>
     public string? ExitAdaptersPath { get; init; }
 
+    /// <summary>Where the weights go: inside each graph, or one shared <c>weights.bin</c> (default: by size).</summary>
     public ExternalDataPolicy ExternalData { get; init; } = ExternalDataPolicy.Auto;
 
     /// <summary>Called with (layers written, layers in total) as the conversion goes.</summary>
@@ -45,10 +46,12 @@ public sealed record ConversionOptions
 /// <summary>Converts a Hugging Face Llama checkpoint folder into a SpecEdge model folder (ONNX graphs + manifest).</summary>
 public static class ModelConverter
 {
+    /// <summary>The graph of a model converted without exits.</summary>
     public const string DraftGraphFile = "model.onnx";
 
     /// <summary>The layout of what a conversion writes; part of the conversion cache key, raised when it changes (2: batched graphs; 3: their attention without concatenating the past).</summary>
     public const int GraphFormat = 3;
+    /// <summary>The shared external weights file.</summary>
     public const string ExternalDataFile = "weights.bin";
 
     /// <summary>The exit-adapter file a checkpoint folder may hold (and a converted folder keeps).</summary>

@@ -14,6 +14,7 @@ public static class ModelResolver
     /// <summary>Environment variable that moves the conversion cache (default <c>~/.cache/specedge/models</c>).</summary>
     public const string CacheEnvironmentVariable = "SPECEDGE_CACHE";
 
+    /// <summary>Where converted checkpoints are cached when no folder is given.</summary>
     public static string DefaultCacheRoot =>
         Environment.GetEnvironmentVariable(CacheEnvironmentVariable) is { Length: > 0 } configured
             ? Path.Combine(configured, "models")

@@ -7,21 +7,30 @@ namespace SpecEdge.Shared.Models.Onnx;
 /// <summary>Names of the graph inputs and outputs, in the common decoder I/O convention.</summary>
 public static class GraphNames
 {
+    /// <summary>The first stage's token ids [batch, tokens].</summary>
     public const string InputIds = "input_ids";
+    /// <summary>A later stage's input: the previous stage's hidden states.</summary>
     public const string HiddenStates = "hidden_states";
 
     /// <summary>The hidden states a stage hands to the next one.</summary>
     public const string LastHiddenState = "last_hidden_state";
+    /// <summary>The shared-buffer form's attention mask [batch, total length] (ones over the valid prefix and the step).</summary>
     public const string AttentionMask = "attention_mask";
+    /// <summary>The tokens' positions [batch, tokens].</summary>
     public const string PositionIds = "position_ids";
+    /// <summary>The stage head's logits [batch, tokens, vocabulary].</summary>
     public const string Logits = "logits";
 
+    /// <summary>Layer <paramref name="layer"/>'s cached keys.</summary>
     public static string PastKey(int layer) => $"past_key_values.{layer}.key";
 
+    /// <summary>Layer <paramref name="layer"/>'s cached values.</summary>
     public static string PastValue(int layer) => $"past_key_values.{layer}.value";
 
+    /// <summary>Layer <paramref name="layer"/>'s keys after the step (the same buffer as the past in the shared-buffer form).</summary>
     public static string PresentKey(int layer) => $"present.{layer}.key";
 
+    /// <summary>Layer <paramref name="layer"/>'s values after the step.</summary>
     public static string PresentValue(int layer) => $"present.{layer}.value";
 
     /// <summary>A batched graph's additive attention bias [batch, 1, step tokens, past + step tokens] (0 or -inf).</summary>

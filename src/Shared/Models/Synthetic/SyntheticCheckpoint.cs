@@ -8,29 +8,40 @@ namespace SpecEdge.Shared.Models.Synthetic;
 /// <summary>What a seeded random Llama checkpoint looks like.</summary>
 public sealed record SyntheticModelSpec
 {
+    /// <summary>Decoder layers.</summary>
     public int Layers { get; init; } = 2;
 
+    /// <summary>Hidden size.</summary>
     public int Hidden { get; init; } = 64;
 
+    /// <summary>Query heads.</summary>
     public int Heads { get; init; } = 4;
 
+    /// <summary>Key/value heads.</summary>
     public int KvHeads { get; init; } = 2;
 
     /// <summary>Head size; <c>Hidden / Heads</c> when null.</summary>
     public int? HeadDim { get; init; }
 
+    /// <summary>MLP width.</summary>
     public int Intermediate { get; init; } = 128;
 
+    /// <summary>Vocabulary size.</summary>
     public int Vocab { get; init; } = 258;
 
+    /// <summary>The seed every tensor's random stream derives from.</summary>
     public ulong Seed { get; init; } = 1;
 
+    /// <summary>Tie the output projection to the embedding.</summary>
     public bool Tied { get; init; }
 
+    /// <summary>RoPE base.</summary>
     public double RopeTheta { get; init; } = LlamaConfig.DefaultRopeTheta;
 
+    /// <summary>Linear RoPE scaling factor (1: none).</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
+    /// <summary>Maximum positions.</summary>
     public int MaxPositions { get; init; } = 512;
 
     /// <summary>Scale of the LM head weights; larger values give sharper next-token distributions.</summary>
@@ -43,6 +54,7 @@ public sealed record SyntheticModelSpec
     /// </summary>
     public double LayerOutputScale { get; init; } = 1.0;
 
+    /// <summary>Parameters the checkpoint holds.</summary>
     public long ParameterCount
     {
         get
@@ -56,6 +68,7 @@ public sealed record SyntheticModelSpec
         }
     }
 
+    /// <summary>The spec as a Hugging Face configuration.</summary>
     public LlamaConfig ToConfig() => new()
     {
         HiddenSize = Hidden,

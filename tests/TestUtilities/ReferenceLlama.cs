@@ -191,7 +191,7 @@ public sealed class ReferenceLlama
             var b = head * d;
             for (var i = 0; i < half; i++)
             {
-                var angle = scaledPosition * Math.Pow(_c.RopeTheta, -2.0 * i / d);
+                var angle = scaledPosition * Frequency(i, d);
                 var (sin, cos) = Math.SinCos(angle);
                 double x1 = v[b + i];
                 double x2 = v[b + i + half];
@@ -199,6 +199,32 @@ public sealed class ReferenceLlama
                 v[b + i + half] = (float)((x2 * cos) + (x1 * sin));
             }
         }
+    }
+
+    /// <summary>
+    /// The rotary inverse frequency of pair i, written from Hugging Face's definition of Llama 3's scaling
+    /// (<c>_compute_llama3_parameters</c>): keep high frequencies, divide low ones by the factor, blend between.
+    /// </summary>
+    private double Frequency(int i, int d)
+    {
+        var inverse = 1.0 / Math.Pow(_c.RopeTheta, 2.0 * i / d);
+        if (_c.RopeLlama3 is not { } s)
+        {
+            return inverse;
+        }
+
+        var lowWavelength = s.OriginalMaxPositions / s.LowFreqFactor;
+        var highWavelength = s.OriginalMaxPositions / s.HighFreqFactor;
+        var wavelength = 2 * Math.PI / inverse;
+        var scaled = wavelength > lowWavelength ? inverse / s.Factor : inverse;
+        var isMedium = !(wavelength < highWavelength) && !(wavelength > lowWavelength);
+        if (!isMedium)
+        {
+            return scaled;
+        }
+
+        var smooth = ((s.OriginalMaxPositions / wavelength) - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        return ((1 - smooth) * scaled / s.Factor) + (smooth * scaled);
     }
 
     private static float[][] Copy(float[][] x) => x.Select(v => (float[])v.Clone()).ToArray();

@@ -44,6 +44,8 @@ public sealed class BadInputTests : IDisposable
     [InlineData("vocab_size", "\"many\"", "'vocab_size' must be an integer")]
     [InlineData("rms_norm_eps", "0", "rms_norm_eps = 0 must be positive")]
     [InlineData("specedge_exits", "[2, \"four\"]", "'specedge_exits' must be an integer or a list of integers")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}", "rope_scaling of type 'llama3' needs 'low_freq_factor'")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 4, \"high_freq_factor\": 1, \"original_max_position_embeddings\": 8192}", "high_freq_factor = 1 above it")]
     public void Load_BadField_NamesTheField(string field, string? value, string message)
     {
         var path = WriteConfig(field, value);
@@ -55,8 +57,8 @@ public sealed class BadInputTests : IDisposable
 
     [Theory]
     [InlineData("architectures", "[\"MistralForCausalLM\"]", "architecture 'MistralForCausalLM' is not supported")]
-    [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling type 'yarn' is unsupported")]
-    [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling type 'dynamic' is unsupported")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling.rope_type = 'yarn' is unsupported")]
+    [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling.rope_type = 'dynamic' is unsupported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported")]
     public void Load_UnsupportedFeature_SaysUnsupported(string field, string value, string message)
     {
@@ -73,6 +75,23 @@ public sealed class BadInputTests : IDisposable
         var path = WriteConfig("rope_scaling", "{\"rope_type\": \"linear\", \"factor\": 2.5}");
 
         Assert.Equal(2.5, LlamaConfig.Load(path).RopeLinearFactor);
+    }
+
+    /// <summary>Llama 3.1's own rope_scaling block and list of end-of-sequence ids, as its config.json writes them.</summary>
+    [Fact]
+    public void Load_Llama3RopeScalingAndEosList_ReadAndWrittenBack()
+    {
+        var path = WriteConfig("rope_scaling", "{\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        json["eos_token_id"] = new System.Text.Json.Nodes.JsonArray(128001, 128008, 128009);
+        json["vocab_size"] = 128256;
+        File.WriteAllText(path, json.ToJsonString());
+
+        var config = LlamaConfig.Load(path);
+
+        Assert.Equal(new Llama3RopeScaling(8, 1, 4, 8192), config.RopeLlama3);
+        Assert.Equal([128001, 128008, 128009], config.EosTokenIds);
+        Assert.Equal(config.RopeLlama3, LlamaConfig.Parse(System.Text.Json.Nodes.JsonNode.Parse(config.ToJson().ToJsonString())!.AsObject(), path).RopeLlama3);
     }
 
     [Fact]

@@ -90,6 +90,30 @@ public sealed class LanguageModelParityTests : IDisposable
         Assert.Equal(18, context.Length);
     }
 
+    /// <summary>
+    /// Llama 3's RoPE scaling, set so the head's eight frequency pairs fall in all three regimes (kept, blended, divided
+    /// by the factor: wavelengths from 6 to 20 000 against thresholds of 16 and 64), over positions past the original
+    /// context.
+    /// </summary>
+    [Fact]
+    public void Forward_Llama3RopeScaling_MatchesReference()
+    {
+        var spec = TestModels.Small(seed: 23) with { HeadDim = 16, MaxPositions = 256, RopeLlama3 = new Llama3RopeScaling(8, 1, 4, 64) };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("llama3-rope"), spec);
+        var tokens = Tokens(spec.Vocab, 90, seed: 6);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted, maxStepTokens: 128);
+        Assert.Equal(new Llama3RopeScaling(8, 1, 4, 64), lm.Config.RopeLlama3);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"llama3 rope, position {t}");
+        }
+    }
+
     [Fact]
     public void Prefill_LongerThanOneStep_MatchesReference()
     {

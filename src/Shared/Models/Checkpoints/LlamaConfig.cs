@@ -49,6 +49,19 @@ public sealed record LlamaConfig
     /// <summary>Linear RoPE scaling factor (positions are divided by it); 1 when the checkpoint has no scaling.</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
+    /// <summary>Llama 3's frequency-dependent RoPE scaling (<c>rope_scaling</c> of type <c>llama3</c>), or null.</summary>
+    public Llama3RopeScaling? RopeLlama3 { get; init; }
+
+    /// <summary>
+    /// The rotary inverse frequency of dimension pair <paramref name="pair"/> (0 … head_dim/2 − 1): θ^(−2i/d), adjusted
+    /// by <see cref="RopeLlama3"/> when set (positions are divided by <see cref="RopeLinearFactor"/> separately).
+    /// </summary>
+    public double InverseFrequency(int pair)
+    {
+        var frequency = Math.Pow(RopeTheta, -2.0 * pair / HeadDim);
+        return RopeLlama3 is { } scaling ? scaling.Adjust(frequency) : frequency;
+    }
+
     /// <summary><c>tie_word_embeddings</c>: the output projection is the embedding.</summary>
     public bool TieWordEmbeddings { get; init; }
 
@@ -141,6 +154,7 @@ public sealed record LlamaConfig
             throw new ModelFormatException(path, $"rope_theta = {theta.ToString(CultureInfo.InvariantCulture)} must be greater than 1");
         }
 
+        var rope = ReadRopeScaling(obj, path);
         var maxPositions = ReadInt(obj, path, "max_position_embeddings") ?? DefaultMaxPositionEmbeddings;
         if (maxPositions <= 0)
         {
@@ -158,7 +172,8 @@ public sealed record LlamaConfig
             VocabSize = RequirePositive(obj, path, "vocab_size"),
             RmsNormEps = eps,
             RopeTheta = theta,
-            RopeLinearFactor = ReadRopeScaling(obj, path),
+            RopeLinearFactor = rope.Linear,
+            RopeLlama3 = rope.Llama3,
             TieWordEmbeddings = ReadBool(obj, path, "tie_word_embeddings") ?? false,
             BosTokenId = ReadInt(obj, path, "bos_token_id"),
             EosTokenIds = ReadIntOrList(obj, path, "eos_token_id"),
@@ -213,7 +228,9 @@ public sealed record LlamaConfig
             ["vocab_size"] = VocabSize,
             ["rms_norm_eps"] = RmsNormEps,
             ["rope_theta"] = RopeTheta,
-            ["rope_scaling"] = RopeLinearFactor == 1.0 ? null : new JsonObject { ["rope_type"] = "linear", ["factor"] = RopeLinearFactor },
+            ["rope_scaling"] = RopeLlama3 is { } llama3
+                ? new JsonObject { ["rope_type"] = "llama3", ["factor"] = llama3.Factor, ["low_freq_factor"] = llama3.LowFreqFactor, ["high_freq_factor"] = llama3.HighFreqFactor, ["original_max_position_embeddings"] = llama3.OriginalMaxPositions }
+                : RopeLinearFactor == 1.0 ? null : new JsonObject { ["rope_type"] = "linear", ["factor"] = RopeLinearFactor },
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["max_position_embeddings"] = MaxPositionEmbeddings,
             ["attention_bias"] = false,
@@ -246,12 +263,12 @@ public sealed record LlamaConfig
         return obj;
     }
 
-    private static double ReadRopeScaling(JsonObject obj, string path)
+    private static (double Linear, Llama3RopeScaling? Llama3) ReadRopeScaling(JsonObject obj, string path)
     {
         var node = obj["rope_scaling"];
         if (node is null)
         {
-            return 1.0;
+            return (1.0, null);
         }
 
         if (node is not JsonObject scaling)
@@ -263,19 +280,30 @@ public sealed record LlamaConfig
         switch (type)
         {
             case null or "default":
-                return 1.0;
+                return (1.0, null);
             case "linear":
-                var factor = ReadDouble(scaling, path, "factor")
-                    ?? throw new ModelFormatException(path, "rope_scaling of type 'linear' needs a 'factor'");
-                if (!(factor >= 1.0))
+                return (ScalingFactor(scaling, path, type), null);
+            case "llama3":
+                var factor = ScalingFactor(scaling, path, type);
+                var low = ReadDouble(scaling, path, "low_freq_factor") ?? throw new ModelFormatException(path, "rope_scaling of type 'llama3' needs 'low_freq_factor'");
+                var high = ReadDouble(scaling, path, "high_freq_factor") ?? throw new ModelFormatException(path, "rope_scaling of type 'llama3' needs 'high_freq_factor'");
+                var original = ReadInt(scaling, path, "original_max_position_embeddings") ?? throw new ModelFormatException(path, "rope_scaling of type 'llama3' needs 'original_max_position_embeddings'");
+                if (!(low > 0) || !(high > low) || original <= 0)
                 {
-                    throw new ModelFormatException(path, $"rope_scaling.factor = {factor.ToString(CultureInfo.InvariantCulture)} must be at least 1");
+                    throw new ModelFormatException(path, $"rope_scaling (llama3): low_freq_factor = {low.ToString(CultureInfo.InvariantCulture)} must be positive, high_freq_factor = {high.ToString(CultureInfo.InvariantCulture)} above it, and original_max_position_embeddings = {original} positive");
                 }
 
-                return factor;
+                return (1.0, new Llama3RopeScaling(factor, low, high, original));
             default:
-                throw new UnsupportedModelException(path, $"rope_scaling type '{type}' is unsupported; SpecEdge implements none and 'linear'");
+                throw new UnsupportedModelException(path, $"rope_scaling.rope_type = '{type}' is unsupported; SpecEdge implements none, 'linear' and 'llama3'");
         }
+    }
+
+    private static double ScalingFactor(JsonObject scaling, string path, string type)
+    {
+        var factor = ReadDouble(scaling, path, "factor")
+            ?? throw new ModelFormatException(path, $"rope_scaling of type '{type}' needs a 'factor'");
+        return factor >= 1.0 ? factor : throw new ModelFormatException(path, $"rope_scaling.factor = {factor.ToString(CultureInfo.InvariantCulture)} must be at least 1");
     }
 
     private static int RequirePositive(JsonObject obj, string path, string name)
@@ -385,5 +413,36 @@ public sealed record LlamaConfig
         }
 
         return [ReadInt(obj, path, name)!.Value];
+    }
+}
+
+/// <summary>
+/// Llama 3's RoPE scaling: wavelengths shorter than original/high_freq_factor keep their frequency, those longer than
+/// original/low_freq_factor are divided by the factor, and those between are blended smoothly.
+/// </summary>
+/// <param name="Factor">How much longer the context is than the original (<c>factor</c>).</param>
+/// <param name="LowFreqFactor"><c>low_freq_factor</c>.</param>
+/// <param name="HighFreqFactor"><c>high_freq_factor</c>.</param>
+/// <param name="OriginalMaxPositions"><c>original_max_position_embeddings</c>.</param>
+public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositions)
+{
+    /// <summary>The scaled inverse frequency for one of the unscaled <paramref name="frequency"/>.</summary>
+    public double Adjust(double frequency)
+    {
+        var wavelength = 2 * Math.PI / frequency;
+        var lowFreqWavelength = OriginalMaxPositions / LowFreqFactor;
+        var highFreqWavelength = OriginalMaxPositions / HighFreqFactor;
+        if (wavelength < highFreqWavelength)
+        {
+            return frequency;
+        }
+
+        if (wavelength > lowFreqWavelength)
+        {
+            return frequency / Factor;
+        }
+
+        var smooth = ((OriginalMaxPositions / wavelength) - LowFreqFactor) / (HighFreqFactor - LowFreqFactor);
+        return ((1 - smooth) * frequency / Factor) + (smooth * frequency);
     }
 }

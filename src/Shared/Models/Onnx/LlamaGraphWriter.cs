@@ -333,7 +333,7 @@ internal sealed class LlamaGraphWriter
                 var scaled = pos / c.RopeLinearFactor;
                 for (var i = 0; i < half; i++)
                 {
-                    var invFreq = 1.0 / Math.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+                    var invFreq = c.InverseFrequency(i);
                     var angle = scaled * invFreq;
                     cache[((long)pos * half) + i] = (float)(cosine ? Math.Cos(angle) : Math.Sin(angle));
                 }

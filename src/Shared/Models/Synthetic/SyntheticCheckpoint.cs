@@ -41,6 +41,9 @@ public sealed record SyntheticModelSpec
     /// <summary>Linear RoPE scaling factor (1: none).</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
+    /// <summary>Llama 3's RoPE scaling, or null.</summary>
+    public Llama3RopeScaling? RopeLlama3 { get; init; }
+
     /// <summary>Maximum positions.</summary>
     public int MaxPositions { get; init; } = 512;
 
@@ -80,6 +83,7 @@ public sealed record SyntheticModelSpec
         VocabSize = Vocab,
         RopeTheta = RopeTheta,
         RopeLinearFactor = RopeLinearFactor,
+        RopeLlama3 = RopeLlama3,
         TieWordEmbeddings = Tied,
         MaxPositionEmbeddings = MaxPositions,
         BosTokenId = Vocab >= ByteTokenizer.MinVocabWithSpecials ? ByteTokenizer.BosId : null,

@@ -56,6 +56,21 @@ public sealed class ModelToolsCliTests : IDisposable
     }
 
     [Fact]
+    public void Synth_Qwen2_WritesBiasesAndTheQwen2Config()
+    {
+        var checkpoint = _temp.Combine("qwen2");
+        Assert.Equal(0, Run("synth", "--out", checkpoint, "--arch", "qwen2", "--tied").Code);
+
+        var (code, output, _) = Run("inspect", checkpoint, "--json");
+
+        Assert.Equal(0, code);
+        var report = JsonNode.Parse(output)!;
+        Assert.Equal("qwen2", report["config"]!["model_type"]!.GetValue<string>());
+        Assert.Contains(report["tensors"]!.AsArray(), t => t!["name"]!.GetValue<string>() == "model.layers.0.self_attn.q_proj.bias");
+        Assert.NotEqual(0, Run("synth", "--out", _temp.Combine("phi"), "--arch", "phi3").Code);
+    }
+
+    [Fact]
     public void Inspect_Checkpoint_ListsConfigAndTensors()
     {
         var checkpoint = _temp.Combine("ck");

@@ -41,9 +41,9 @@ public sealed class ReferenceLlama
         {
             var prefix = $"model.layers.{layer}.";
             var normed = x.Select(v => RmsNorm(v, _w[prefix + "input_layernorm.weight"])).ToArray();
-            var q = normed.Select(v => Linear(v, _w[prefix + "self_attn.q_proj.weight"], c.NumAttentionHeads * c.HeadDim)).ToArray();
-            var k = normed.Select(v => Linear(v, _w[prefix + "self_attn.k_proj.weight"], c.NumKeyValueHeads * c.HeadDim)).ToArray();
-            var v2 = normed.Select(v => Linear(v, _w[prefix + "self_attn.v_proj.weight"], c.NumKeyValueHeads * c.HeadDim)).ToArray();
+            var q = normed.Select(v => Projection(v, prefix + "self_attn.q_proj", c.NumAttentionHeads * c.HeadDim)).ToArray();
+            var k = normed.Select(v => Projection(v, prefix + "self_attn.k_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
+            var v2 = normed.Select(v => Projection(v, prefix + "self_attn.v_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
             for (var t = 0; t < n; t++)
             {
                 Rotate(q[t], c.NumAttentionHeads, t);
@@ -225,6 +225,21 @@ public sealed class ReferenceLlama
 
         var smooth = ((s.OriginalMaxPositions / wavelength) - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
         return ((1 - smooth) * scaled / s.Factor) + (smooth * scaled);
+    }
+
+    /// <summary>x·Wᵀ, plus the projection's bias when the checkpoint has one (Qwen2's query, key and value).</summary>
+    private float[] Projection(float[] x, string name, int outFeatures)
+    {
+        var y = Linear(x, _w[name + ".weight"], outFeatures);
+        if (_w.TryGetValue(name + ".bias", out var bias))
+        {
+            for (var i = 0; i < y.Length; i++)
+            {
+                y[i] += bias[i];
+            }
+        }
+
+        return y;
     }
 
     private static float[][] Copy(float[][] x) => x.Select(v => (float[])v.Clone()).ToArray();

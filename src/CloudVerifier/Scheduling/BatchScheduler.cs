@@ -229,8 +229,13 @@ public sealed class BatchScheduler : IDisposable
             _queue.Clear();
         }
 
-        _runner.Dispose();
-        _signal.Dispose();
+        // Under the model lock: a session opening or closing a slot right now (OpenSlot grows the arena, disposing and
+        // creating native tensors) must not meet the runner's disposal half-way; after this, OpenSlot sees the scheduler
+        // stopped. The signal is left undisposed: a late RunAsync or Finished may still release it harmlessly.
+        lock (_modelLock)
+        {
+            _runner.Dispose();
+        }
     }
 
     private static RpcException ShuttingDown() =>

@@ -60,6 +60,7 @@ public sealed class BadInputTests : IDisposable
     [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling.rope_type = 'yarn' is unsupported")]
     [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling.rope_type = 'dynamic' is unsupported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported")]
+    [InlineData("mlp_bias", "true", "mlp_bias = true is not supported")]
     public void Load_UnsupportedFeature_SaysUnsupported(string field, string value, string message)
     {
         var path = WriteConfig(field, value);
@@ -92,6 +93,49 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(new Llama3RopeScaling(8, 1, 4, 8192), config.RopeLlama3);
         Assert.Equal([128001, 128008, 128009], config.EosTokenIds);
         Assert.Equal(config.RopeLlama3, LlamaConfig.Parse(System.Text.Json.Nodes.JsonNode.Parse(config.ToJson().ToJsonString())!.AsObject(), path).RopeLlama3);
+    }
+
+    /// <summary>Qwen2.5-0.5B's config.json as transformers writes it.</summary>
+    [Fact]
+    public void Load_Qwen25Config_ReadsBiasesTiedEmbeddingsAndTheta()
+    {
+        var path = _temp.Combine("qwen2.5-config.json");
+        File.WriteAllText(path, """
+            {
+              "architectures": ["Qwen2ForCausalLM"],
+              "attention_dropout": 0.0,
+              "bos_token_id": 151643,
+              "eos_token_id": 151643,
+              "hidden_act": "silu",
+              "hidden_size": 896,
+              "initializer_range": 0.02,
+              "intermediate_size": 4864,
+              "max_position_embeddings": 32768,
+              "max_window_layers": 24,
+              "model_type": "qwen2",
+              "num_attention_heads": 14,
+              "num_hidden_layers": 24,
+              "num_key_value_heads": 2,
+              "rms_norm_eps": 1e-06,
+              "rope_theta": 1000000.0,
+              "sliding_window": 32768,
+              "tie_word_embeddings": true,
+              "torch_dtype": "bfloat16",
+              "transformers_version": "4.40.1",
+              "use_cache": true,
+              "use_sliding_window": false,
+              "vocab_size": 151936
+            }
+            """);
+
+        var config = LlamaConfig.Load(path);
+
+        Assert.Equal("qwen2", config.ModelType);
+        Assert.True(config.AttentionBias);
+        Assert.True(config.TieWordEmbeddings);
+        Assert.Equal(1_000_000, config.RopeTheta);
+        Assert.Equal(64, config.HeadDim);
+        Assert.Equal(LlamaConfig.Qwen2Architecture, config.ToJson()["architectures"]![0]!.GetValue<string>());
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using SpecEdge.Shared.Models.Checkpoints;
+using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Models.Synthetic;
 using SpecEdge.Shared.Tokenization;
@@ -111,6 +112,38 @@ public sealed class LanguageModelParityTests : IDisposable
         for (var t = 0; t < tokens.Length; t++)
         {
             AssertClose(expected[t], logits.Row(t), $"llama3 rope, position {t}");
+        }
+    }
+
+    /// <summary>Qwen2: biases on the query, key and value projections, tied embeddings, θ = 1e6; both graph forms.</summary>
+    [Fact]
+    public void Forward_Qwen2Biases_BothGraphFormsMatchReference()
+    {
+        var spec = TestModels.Small(seed: 24) with { Arch = "qwen2", Tied = true, RopeTheta = 1_000_000 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("qwen2"), spec);
+        var tokens = Tokens(spec.Vocab, 20, seed: 7);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using (var lm = TestModels.Load(converted))
+        {
+            Assert.True(lm.Config.AttentionBias);
+            Assert.Equal("qwen2", lm.Config.ModelType);
+            using var context = lm.CreateContext();
+            var logits = context.Forward(ToTokenIds(tokens));
+            for (var t = 0; t < tokens.Length; t++)
+            {
+                AssertClose(expected[t], logits.Row(t), $"qwen2 shared-buffer form, position {t}");
+            }
+        }
+
+        using var batched = TestModels.Load(converted, attention: SpecEdge.Shared.Models.Onnx.AttentionForm.Batched);
+        using var runner = new BatchRunner(batched, maxSlots: 1, maxSequenceLength: 64, maxRows: 1, maxBatchTokens: 64);
+        var slot = runner.Allocate();
+        runner.BeginStep([new BatchRow(slot, ToTokenIds(tokens))]);
+        var rows = runner.RunNextStage().Row(0, tokens.Length);
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], rows.Row(t), $"qwen2 batched form, position {t}");
         }
     }
 

@@ -171,6 +171,13 @@ public sealed class LlamaCheckpoint : IDisposable
             Expect(LlamaTensorNames.QProj(i), c.NumAttentionHeads * c.HeadDim, c.HiddenSize);
             Expect(LlamaTensorNames.KProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
             Expect(LlamaTensorNames.VProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+            if (c.AttentionBias)
+            {
+                Expect(LlamaTensorNames.Bias(LlamaTensorNames.QProj(i)), c.NumAttentionHeads * c.HeadDim);
+                Expect(LlamaTensorNames.Bias(LlamaTensorNames.KProj(i)), c.NumKeyValueHeads * c.HeadDim);
+                Expect(LlamaTensorNames.Bias(LlamaTensorNames.VProj(i)), c.NumKeyValueHeads * c.HeadDim);
+            }
+
             Expect(LlamaTensorNames.OProj(i), c.HiddenSize, c.NumAttentionHeads * c.HeadDim);
             Expect(LlamaTensorNames.GateProj(i), c.IntermediateSize, c.HiddenSize);
             Expect(LlamaTensorNames.UpProj(i), c.IntermediateSize, c.HiddenSize);
@@ -206,6 +213,9 @@ public static class LlamaTensorNames
 
     /// <summary>Layer <paramref name="layer"/>'s query projection.</summary>
     public static string QProj(int layer) => $"model.layers.{layer}.self_attn.q_proj.weight";
+
+    /// <summary>The bias beside a projection's weight (<c>….q_proj.weight</c> → <c>….q_proj.bias</c>).</summary>
+    public static string Bias(string weight) => weight[..^".weight".Length] + ".bias";
 
     /// <summary>Layer <paramref name="layer"/>'s key projection.</summary>
     public static string KProj(int layer) => $"model.layers.{layer}.self_attn.k_proj.weight";

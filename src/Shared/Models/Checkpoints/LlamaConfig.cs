@@ -10,6 +10,9 @@ public sealed record LlamaConfig
     /// <summary>The architecture name SpecEdge implements.</summary>
     public const string Architecture = "LlamaForCausalLM";
 
+    /// <summary>Qwen2/Qwen2.5's architecture name: Llama's layers with biases on the query, key and value projections.</summary>
+    public const string Qwen2Architecture = "Qwen2ForCausalLM";
+
     /// <summary>Default <c>rms_norm_eps</c> when the file leaves it out (Hugging Face's LlamaConfig default).</summary>
     public const double DefaultRmsNormEps = 1e-6;
 
@@ -48,6 +51,12 @@ public sealed record LlamaConfig
 
     /// <summary>Linear RoPE scaling factor (positions are divided by it); 1 when the checkpoint has no scaling.</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
+
+    /// <summary>The checkpoint's <c>model_type</c>: <c>llama</c> or <c>qwen2</c>.</summary>
+    public string ModelType { get; init; } = "llama";
+
+    /// <summary>Whether the query, key and value projections have biases (Qwen2 always; Llama when <c>attention_bias</c>).</summary>
+    public bool AttentionBias { get; init; }
 
     /// <summary>Llama 3's frequency-dependent RoPE scaling (<c>rope_scaling</c> of type <c>llama3</c>), or null.</summary>
     public Llama3RopeScaling? RopeLlama3 { get; init; }
@@ -117,7 +126,7 @@ public sealed record LlamaConfig
     /// <summary>Validates a parsed <c>config.json</c> object; <paramref name="path"/> is used in error messages.</summary>
     public static LlamaConfig Parse(JsonObject obj, string path)
     {
-        CheckSupported(obj, path);
+        var modelType = CheckSupported(obj, path);
         var hidden = RequirePositive(obj, path, "hidden_size");
         var heads = RequirePositive(obj, path, "num_attention_heads");
         var kvHeads = ReadInt(obj, path, "num_key_value_heads") ?? heads;
@@ -172,6 +181,8 @@ public sealed record LlamaConfig
             VocabSize = RequirePositive(obj, path, "vocab_size"),
             RmsNormEps = eps,
             RopeTheta = theta,
+            ModelType = modelType,
+            AttentionBias = modelType == "qwen2" || ReadBool(obj, path, "attention_bias") == true,
             RopeLinearFactor = rope.Linear,
             RopeLlama3 = rope.Llama3,
             TieWordEmbeddings = ReadBool(obj, path, "tie_word_embeddings") ?? false,
@@ -183,32 +194,43 @@ public sealed record LlamaConfig
         };
     }
 
-    /// <summary>Refuses what SpecEdge cannot convert: another architecture, activation, or projections with biases.</summary>
-    private static void CheckSupported(JsonObject obj, string path)
+    /// <summary>
+    /// Refuses what SpecEdge cannot convert (another architecture, activation, MLP biases, Qwen2's sliding window) and
+    /// returns the model type, <c>llama</c> or <c>qwen2</c>.
+    /// </summary>
+    private static string CheckSupported(JsonObject obj, string path)
     {
         var architectures = obj["architectures"] as JsonArray;
         var modelType = ReadString(obj, path, "model_type");
         var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
-        if (architecture is not null && architecture != Architecture)
+        if (architecture is not null && architecture is not (Architecture or Qwen2Architecture))
         {
-            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M)");
+            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M) and {Qwen2Architecture} (Qwen2, Qwen2.5)");
         }
 
-        if (architecture is null && modelType != "llama")
+        var type = architecture == Qwen2Architecture || modelType == "qwen2" ? "qwen2" : "llama";
+        if (architecture is null && modelType is not ("llama" or "qwen2"))
         {
-            throw new UnsupportedModelException(path, $"config.json names neither architectures [\"{Architecture}\"] nor model_type \"llama\" (model_type is '{modelType ?? "missing"}')");
+            throw new UnsupportedModelException(path, $"config.json names no supported architecture and model_type is '{modelType ?? "missing"}' (SpecEdge reads 'llama' and 'qwen2')");
         }
 
         var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
         if (hiddenAct != "silu")
         {
-            throw new UnsupportedModelException(path, $"hidden_act '{hiddenAct}' is not supported; Llama uses 'silu'");
+            throw new UnsupportedModelException(path, $"hidden_act '{hiddenAct}' is not supported; Llama and Qwen2 use 'silu'");
         }
 
-        if (ReadBool(obj, path, "attention_bias") == true || ReadBool(obj, path, "mlp_bias") == true)
+        if (ReadBool(obj, path, "mlp_bias") == true)
         {
-            throw new UnsupportedModelException(path, "attention_bias / mlp_bias = true is not supported; Llama projections have no bias");
+            throw new UnsupportedModelException(path, "mlp_bias = true is not supported; Llama and Qwen2 MLPs have no bias");
         }
+
+        if (type == "qwen2" && ReadBool(obj, path, "use_sliding_window") == true)
+        {
+            throw new UnsupportedModelException(path, "use_sliding_window = true is not supported: SpecEdge attends to the whole context");
+        }
+
+        return type;
     }
 
     /// <summary>Writes this configuration as a Hugging Face <c>config.json</c> object.</summary>
@@ -216,8 +238,8 @@ public sealed record LlamaConfig
     {
         var obj = new JsonObject
         {
-            ["architectures"] = new JsonArray(Architecture),
-            ["model_type"] = "llama",
+            ["architectures"] = new JsonArray(ModelType == "qwen2" ? Qwen2Architecture : Architecture),
+            ["model_type"] = ModelType,
             ["hidden_act"] = "silu",
             ["hidden_size"] = HiddenSize,
             ["intermediate_size"] = IntermediateSize,
@@ -233,7 +255,7 @@ public sealed record LlamaConfig
                 : RopeLinearFactor == 1.0 ? null : new JsonObject { ["rope_type"] = "linear", ["factor"] = RopeLinearFactor },
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["max_position_embeddings"] = MaxPositionEmbeddings,
-            ["attention_bias"] = false,
+            ["attention_bias"] = AttentionBias,
             ["mlp_bias"] = false,
         };
         if (BosTokenId is { } bos)

@@ -188,9 +188,9 @@ internal sealed class LlamaGraphWriter
                 residual = outputs[3];
             }
 
-            var q = MatMul(g, normed, LlamaTensorNames.QProj(layer), c.NumAttentionHeads * c.HeadDim, c.HiddenSize, $"{p}/q_proj");
-            var k = MatMul(g, normed, LlamaTensorNames.KProj(layer), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize, $"{p}/k_proj");
-            var v = MatMul(g, normed, LlamaTensorNames.VProj(layer), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize, $"{p}/v_proj");
+            var q = Projection(g, normed, LlamaTensorNames.QProj(layer), c.NumAttentionHeads * c.HeadDim, $"{p}/q_proj");
+            var k = Projection(g, normed, LlamaTensorNames.KProj(layer), c.NumKeyValueHeads * c.HeadDim, $"{p}/k_proj");
+            var v = Projection(g, normed, LlamaTensorNames.VProj(layer), c.NumKeyValueHeads * c.HeadDim, $"{p}/v_proj");
             var qRot = g.Node("RotaryEmbedding", [q, GraphNames.PositionIds, cos, sin], [$"{p}/q_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumAttentionHeads)])[0];
             var kRot = g.Node("RotaryEmbedding", [k, GraphNames.PositionIds, cos, sin], [$"{p}/k_rotary"], OnnxGraphBuilder.MicrosoftDomain, [OnnxGraphBuilder.Int("interleaved", 0), OnnxGraphBuilder.Int("num_heads", c.NumKeyValueHeads)])[0];
             var attention = batched
@@ -313,6 +313,19 @@ internal sealed class LlamaGraphWriter
     {
         var dims = transpose ? new[] { hfShape[1], hfShape[0] } : hfShape;
         return g.AddWeight(storedName ?? name, dims, () => transpose ? Transpose(_read(name), (int)hfShape[0], (int)hfShape[1]) : _read(name), _storage);
+    }
+
+    /// <summary>A query, key or value projection: the MatMul, then the bias where the model has one (Qwen2).</summary>
+    private string Projection(OnnxGraphBuilder g, string input, string weightName, int outFeatures, string scope)
+    {
+        var projected = MatMul(g, input, weightName, outFeatures, _config.HiddenSize, scope);
+        if (!_config.AttentionBias)
+        {
+            return projected;
+        }
+
+        var bias = Weight(g, LlamaTensorNames.Bias(weightName), [outFeatures], transpose: false);
+        return g.Node("Add", [projected, bias], [$"{scope}/biased"])[0];
     }
 
     private string MatMul(OnnxGraphBuilder g, string input, string weightName, int outFeatures, int inFeatures, string scope)

@@ -41,6 +41,9 @@ public sealed record SyntheticModelSpec
     /// <summary>Linear RoPE scaling factor (1: none).</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
+    /// <summary><c>llama</c> (default) or <c>qwen2</c> (biases on the query, key and value projections).</summary>
+    public string Arch { get; init; } = "llama";
+
     /// <summary>Llama 3's RoPE scaling, or null.</summary>
     public Llama3RopeScaling? RopeLlama3 { get; init; }
 
@@ -84,6 +87,8 @@ public sealed record SyntheticModelSpec
         RopeTheta = RopeTheta,
         RopeLinearFactor = RopeLinearFactor,
         RopeLlama3 = RopeLlama3,
+        ModelType = Arch,
+        AttentionBias = Arch == "qwen2",
         TieWordEmbeddings = Tied,
         MaxPositionEmbeddings = MaxPositions,
         BosTokenId = Vocab >= ByteTokenizer.MinVocabWithSpecials ? ByteTokenizer.BosId : null,
@@ -121,6 +126,12 @@ public static class SyntheticCheckpoint
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.QProj(i), [qDim, h], 1.0 / Math.Sqrt(h)));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.KProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.VProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
+            if (c.AttentionBias)
+            {
+                tensors.Add(Normal(spec.Seed, LlamaTensorNames.Bias(LlamaTensorNames.QProj(i)), [qDim], 0.5));
+                tensors.Add(Normal(spec.Seed, LlamaTensorNames.Bias(LlamaTensorNames.KProj(i)), [kvDim], 0.5));
+                tensors.Add(Normal(spec.Seed, LlamaTensorNames.Bias(LlamaTensorNames.VProj(i)), [kvDim], 0.5));
+            }
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.OProj(i), [h, qDim], spec.LayerOutputScale / Math.Sqrt(qDim)));
             tensors.Add(Norm(spec.Seed, LlamaTensorNames.PostAttentionNorm(i), h));
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.GateProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h)));

@@ -103,6 +103,14 @@ public sealed class TargetModel : IDisposable
     public IEnumerable<ExitInfo> ExitInfos(IReadOnlyList<float> thresholds) =>
         Model.Manifest.Exits.Select((layer, i) => new ExitInfo { Layer = (uint)layer, Threshold = thresholds[i] });
 
+    /// <summary>
+    /// What bounds a sequence, for error messages: a Mistral model's sliding window when that is the bound (attention
+    /// over the whole context is exact only within it), else the maximum sequence length.
+    /// </summary>
+    public string LengthLimit => Model.Config.SlidingWindow is { } window && window == MaxSequenceLength
+        ? $"the model's sliding window of {window} tokens (sliding_window in config.json: SpecEdge attends to the whole context, which is exact only within the window)"
+        : $"the maximum sequence length of {MaxSequenceLength}";
+
     /// <summary>A session's acceptance rule (each session owns one: it keeps scratch buffers).</summary>
     internal AcceptanceRule CreateAcceptanceRule() => new(Model.VocabSize, _correction);
 

@@ -93,7 +93,7 @@ internal sealed class DecodeSession : IDisposable
 
         if (prefix >= target.MaxSequenceLength)
         {
-            throw Refusal.InvalidArgument($"the prompt holds {prefix} tokens, which leaves no room in the maximum sequence length of {target.MaxSequenceLength}");
+            throw Refusal.InvalidArgument($"the prompt holds {prefix} tokens, which leaves no room in {target.LengthLimit}");
         }
 
         CheckIds(open.PromptIds, "Open.prompt_ids", model.VocabSize);

@@ -27,7 +27,7 @@ public sealed class LanguageModel : IDisposable
         Device = device;
         FallbackReason = fallbackReason;
         Tokenizer = tokenizer;
-        MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? config.MaxPositionEmbeddings, config.MaxPositionEmbeddings);
+        MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? config.LongestSequence, config.LongestSequence);
         HeadStages = [.. Enumerable.Range(0, manifest.Stages.Count)];
     }
 
@@ -56,6 +56,7 @@ public sealed class LanguageModel : IDisposable
     public int VocabSize => Manifest.VocabSize;
 
     /// <summary>The longest sequence a context holds (the options' limit or the model's maximum).</summary>
+    /// <remarks>A Mistral model's sliding window caps it: within the window, whole-context attention is exact.</remarks>
     public int MaxSequenceLength { get; }
 
     /// <summary>The stages, in order.</summary>

@@ -56,7 +56,7 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Theory]
-    [InlineData("architectures", "[\"MistralForCausalLM\"]", "architecture 'MistralForCausalLM' is not supported")]
+    [InlineData("architectures", "[\"Phi3ForCausalLM\"]", "architecture 'Phi3ForCausalLM' is not supported")]
     [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling.rope_type = 'yarn' is unsupported")]
     [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling.rope_type = 'dynamic' is unsupported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported")]
@@ -93,6 +93,45 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(new Llama3RopeScaling(8, 1, 4, 8192), config.RopeLlama3);
         Assert.Equal([128001, 128008, 128009], config.EosTokenIds);
         Assert.Equal(config.RopeLlama3, LlamaConfig.Parse(System.Text.Json.Nodes.JsonNode.Parse(config.ToJson().ToJsonString())!.AsObject(), path).RopeLlama3);
+    }
+
+    /// <summary>Mistral-7B-v0.1's config.json (a 4 096-token sliding window) and v0.3's (none).</summary>
+    [Theory]
+    [InlineData("4096", 4096)]
+    [InlineData("null", 32768)]
+    public void Load_MistralConfig_SlidingWindowBoundsTheLongestSequence(string window, int longest)
+    {
+        var path = _temp.Combine($"mistral-{window}.json");
+        File.WriteAllText(path, $$"""
+            {
+              "architectures": ["MistralForCausalLM"],
+              "bos_token_id": 1,
+              "eos_token_id": 2,
+              "hidden_act": "silu",
+              "hidden_size": 4096,
+              "initializer_range": 0.02,
+              "intermediate_size": 14336,
+              "max_position_embeddings": 32768,
+              "model_type": "mistral",
+              "num_attention_heads": 32,
+              "num_hidden_layers": 32,
+              "num_key_value_heads": 8,
+              "rms_norm_eps": 1e-05,
+              "rope_theta": 10000.0,
+              "sliding_window": {{window}},
+              "tie_word_embeddings": false,
+              "torch_dtype": "bfloat16",
+              "transformers_version": "4.34.0.dev0",
+              "use_cache": true,
+              "vocab_size": 32000
+            }
+            """);
+
+        var config = LlamaConfig.Load(path);
+
+        Assert.Equal("mistral", config.ModelType);
+        Assert.False(config.AttentionBias);
+        Assert.Equal(longest, config.LongestSequence);
     }
 
     /// <summary>Qwen2.5-0.5B's config.json as transformers writes it.</summary>

@@ -147,6 +147,31 @@ public sealed class LanguageModelParityTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Mistral: within its sliding window, attention over the whole context is exact, so the model serves sequences up
+    /// to the window and refuses longer ones, naming the limit.
+    /// </summary>
+    [Fact]
+    public void Forward_MistralWithinSlidingWindow_MatchesReferenceAndLongerIsRefused()
+    {
+        var spec = TestModels.Small(seed: 25) with { Arch = "mistral", SlidingWindow = 16, MaxPositions = 64 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("mistral"), spec);
+        var tokens = Tokens(spec.Vocab, 16, seed: 8);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using var lm = TestModels.Load(converted);
+        Assert.Equal(16, lm.MaxSequenceLength);
+        using var context = lm.CreateContext();
+        var logits = context.Forward(ToTokenIds(tokens));
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], logits.Row(t), $"mistral position {t}");
+        }
+
+        var error = Assert.Throws<SequenceTooLongException>(() => context.Forward(ToTokenIds([1])));
+        Assert.Equal(16, error.MaxLength);
+    }
+
     [Fact]
     public void Prefill_LongerThanOneStep_MatchesReference()
     {

@@ -10,6 +10,9 @@ public sealed record LlamaConfig
     /// <summary>The architecture name SpecEdge implements.</summary>
     public const string Architecture = "LlamaForCausalLM";
 
+    /// <summary>Mistral's architecture name: Llama's layers, with sliding-window attention.</summary>
+    public const string MistralArchitecture = "MistralForCausalLM";
+
     /// <summary>Qwen2/Qwen2.5's architecture name: Llama's layers with biases on the query, key and value projections.</summary>
     public const string Qwen2Architecture = "Qwen2ForCausalLM";
 
@@ -52,7 +55,17 @@ public sealed record LlamaConfig
     /// <summary>Linear RoPE scaling factor (positions are divided by it); 1 when the checkpoint has no scaling.</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
-    /// <summary>The checkpoint's <c>model_type</c>: <c>llama</c> or <c>qwen2</c>.</summary>
+    /// <summary>
+    /// Mistral's <c>sliding_window</c>: each token attends to at most this many before it. SpecEdge attends to the
+    /// whole context, which is the same while sequences stay within the window, so it is the longest sequence a model
+    /// with one serves (<see cref="LongestSequence"/>); null when the model has none.
+    /// </summary>
+    public int? SlidingWindow { get; init; }
+
+    /// <summary>The longest sequence the model serves exactly: its maximum positions, or its sliding window when shorter.</summary>
+    public int LongestSequence => SlidingWindow is { } window ? Math.Min(window, MaxPositionEmbeddings) : MaxPositionEmbeddings;
+
+    /// <summary>The checkpoint's <c>model_type</c>: <c>llama</c>, <c>mistral</c> or <c>qwen2</c>.</summary>
     public string ModelType { get; init; } = "llama";
 
     /// <summary>Whether the query, key and value projections have biases (Qwen2 always; Llama when <c>attention_bias</c>).</summary>
@@ -182,6 +195,7 @@ public sealed record LlamaConfig
             RmsNormEps = eps,
             RopeTheta = theta,
             ModelType = modelType,
+            SlidingWindow = modelType == "mistral" ? ReadSlidingWindow(obj, path) : null,
             AttentionBias = modelType == "qwen2" || ReadBool(obj, path, "attention_bias") == true,
             RopeLinearFactor = rope.Linear,
             RopeLlama3 = rope.Llama3,
@@ -203,15 +217,21 @@ public sealed record LlamaConfig
         var architectures = obj["architectures"] as JsonArray;
         var modelType = ReadString(obj, path, "model_type");
         var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
-        if (architecture is not null && architecture is not (Architecture or Qwen2Architecture))
+        if (architecture is not null && architecture is not (Architecture or Qwen2Architecture or MistralArchitecture))
         {
-            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M) and {Qwen2Architecture} (Qwen2, Qwen2.5)");
+            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M), {MistralArchitecture} and {Qwen2Architecture} (Qwen2, Qwen2.5)");
         }
 
-        var type = architecture == Qwen2Architecture || modelType == "qwen2" ? "qwen2" : "llama";
-        if (architecture is null && modelType is not ("llama" or "qwen2"))
+        var type = architecture switch
         {
-            throw new UnsupportedModelException(path, $"config.json names no supported architecture and model_type is '{modelType ?? "missing"}' (SpecEdge reads 'llama' and 'qwen2')");
+            Qwen2Architecture => "qwen2",
+            MistralArchitecture => "mistral",
+            Architecture => "llama",
+            _ => modelType,
+        };
+        if (type is not ("llama" or "qwen2" or "mistral"))
+        {
+            throw new UnsupportedModelException(path, $"config.json names no supported architecture and model_type is '{modelType ?? "missing"}' (SpecEdge reads 'llama', 'mistral' and 'qwen2')");
         }
 
         var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
@@ -233,12 +253,18 @@ public sealed record LlamaConfig
         return type;
     }
 
+    private static int? ReadSlidingWindow(JsonObject obj, string path)
+    {
+        var window = ReadInt(obj, path, "sliding_window");
+        return window is null or > 0 ? window : throw new ModelFormatException(path, $"sliding_window = {window} must be positive (or null for none)");
+    }
+
     /// <summary>Writes this configuration as a Hugging Face <c>config.json</c> object.</summary>
     public JsonObject ToJson()
     {
         var obj = new JsonObject
         {
-            ["architectures"] = new JsonArray(ModelType == "qwen2" ? Qwen2Architecture : Architecture),
+            ["architectures"] = new JsonArray(ModelType switch { "qwen2" => Qwen2Architecture, "mistral" => MistralArchitecture, _ => Architecture }),
             ["model_type"] = ModelType,
             ["hidden_act"] = "silu",
             ["hidden_size"] = HiddenSize,
@@ -261,6 +287,11 @@ public sealed record LlamaConfig
         if (BosTokenId is { } bos)
         {
             obj["bos_token_id"] = bos;
+        }
+
+        if (ModelType == "mistral")
+        {
+            obj["sliding_window"] = SlidingWindow;
         }
 
         if (EosTokenIds.Count == 1)

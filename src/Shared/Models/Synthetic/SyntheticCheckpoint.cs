@@ -41,8 +41,11 @@ public sealed record SyntheticModelSpec
     /// <summary>Linear RoPE scaling factor (1: none).</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
-    /// <summary><c>llama</c> (default) or <c>qwen2</c> (biases on the query, key and value projections).</summary>
+    /// <summary><c>llama</c> (default), <c>mistral</c> (with <see cref="SlidingWindow"/>) or <c>qwen2</c> (biases on the query, key and value projections).</summary>
     public string Arch { get; init; } = "llama";
+
+    /// <summary>Mistral's sliding window, or null.</summary>
+    public int? SlidingWindow { get; init; }
 
     /// <summary>Llama 3's RoPE scaling, or null.</summary>
     public Llama3RopeScaling? RopeLlama3 { get; init; }
@@ -88,6 +91,7 @@ public sealed record SyntheticModelSpec
         RopeLinearFactor = RopeLinearFactor,
         RopeLlama3 = RopeLlama3,
         ModelType = Arch,
+        SlidingWindow = Arch == "mistral" ? SlidingWindow : null,
         AttentionBias = Arch == "qwen2",
         TieWordEmbeddings = Tied,
         MaxPositionEmbeddings = MaxPositions,

@@ -67,7 +67,7 @@ public sealed class ModelToolsCliTests : IDisposable
         var report = JsonNode.Parse(output)!;
         Assert.Equal("qwen2", report["config"]!["model_type"]!.GetValue<string>());
         Assert.Contains(report["tensors"]!.AsArray(), t => t!["name"]!.GetValue<string>() == "model.layers.0.self_attn.q_proj.bias");
-        Assert.NotEqual(0, Run("synth", "--out", _temp.Combine("phi"), "--arch", "phi3").Code);
+        Assert.NotEqual(0, Run("synth", "--out", _temp.Combine("gpt2"), "--arch", "gpt2").Code);
     }
 
     [Fact]

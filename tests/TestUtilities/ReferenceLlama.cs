@@ -41,9 +41,23 @@ public sealed class ReferenceLlama
         {
             var prefix = $"model.layers.{layer}.";
             var normed = x.Select(v => RmsNorm(v, _w[prefix + "input_layernorm.weight"])).ToArray();
-            var q = normed.Select(v => Projection(v, prefix + "self_attn.q_proj", c.NumAttentionHeads * c.HeadDim)).ToArray();
-            var k = normed.Select(v => Projection(v, prefix + "self_attn.k_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
-            var v2 = normed.Select(v => Projection(v, prefix + "self_attn.v_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
+            float[][] q, k, v2;
+            if (_w.TryGetValue(prefix + "self_attn.qkv_proj.weight", out var qkvWeight))
+            {
+                // Phi-3: one projection, then split as Hugging Face's Phi3Attention does: [q | k | v].
+                var qSize = c.NumAttentionHeads * c.HeadDim;
+                var kvSize = c.NumKeyValueHeads * c.HeadDim;
+                var qkv = normed.Select(v => Linear(v, qkvWeight, qSize + (2 * kvSize))).ToArray();
+                q = [.. qkv.Select(r => r[..qSize])];
+                k = [.. qkv.Select(r => r[qSize..(qSize + kvSize)])];
+                v2 = [.. qkv.Select(r => r[(qSize + kvSize)..])];
+            }
+            else
+            {
+                q = normed.Select(v => Projection(v, prefix + "self_attn.q_proj", c.NumAttentionHeads * c.HeadDim)).ToArray();
+                k = normed.Select(v => Projection(v, prefix + "self_attn.k_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
+                v2 = normed.Select(v => Projection(v, prefix + "self_attn.v_proj", c.NumKeyValueHeads * c.HeadDim)).ToArray();
+            }
             for (var t = 0; t < n; t++)
             {
                 Rotate(q[t], c.NumAttentionHeads, t);
@@ -102,8 +116,19 @@ public sealed class ReferenceLlama
                 }
 
                 var post = RmsNorm(x[t], _w[prefix + "post_attention_layernorm.weight"]);
-                var gate = Linear(post, _w[prefix + "mlp.gate_proj.weight"], c.IntermediateSize);
-                var up = Linear(post, _w[prefix + "mlp.up_proj.weight"], c.IntermediateSize);
+                float[] gate, up;
+                if (_w.TryGetValue(prefix + "mlp.gate_up_proj.weight", out var gateUpWeight))
+                {
+                    // Phi-3: gate_up_proj, then chunk(2): the gate first.
+                    var both = Linear(post, gateUpWeight, 2 * c.IntermediateSize);
+                    (gate, up) = (both[..c.IntermediateSize], both[c.IntermediateSize..]);
+                }
+                else
+                {
+                    gate = Linear(post, _w[prefix + "mlp.gate_proj.weight"], c.IntermediateSize);
+                    up = Linear(post, _w[prefix + "mlp.up_proj.weight"], c.IntermediateSize);
+                }
+
                 var act = new float[c.IntermediateSize];
                 for (var i = 0; i < act.Length; i++)
                 {

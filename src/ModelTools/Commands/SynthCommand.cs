@@ -23,7 +23,7 @@ internal static class SynthCommand
         var shards = new Option<int>("--shards") { Description = "Split the weights into this many safetensors shards with an index.", DefaultValueFactory = _ => 1 };
         var ropeTheta = new Option<double>("--rope-theta") { Description = "RoPE base.", DefaultValueFactory = _ => LlamaConfig.DefaultRopeTheta };
         var maxPositions = new Option<int>("--max-positions") { Description = "max_position_embeddings.", DefaultValueFactory = _ => 512 };
-        var arch = new Option<string>("--arch") { Description = "The model family: llama, mistral (with --sliding-window) or qwen2 (biases on the query, key and value projections).", DefaultValueFactory = _ => "llama" };
+        var arch = new Option<string>("--arch") { Description = "The model family: llama, mistral (with --sliding-window), phi3 (fused projections) or qwen2 (biases on the query, key and value projections).", DefaultValueFactory = _ => "llama" };
         var slidingWindow = new Option<int?>("--sliding-window") { Description = "Mistral's sliding window (with --arch mistral)." };
         var layerScale = new Option<double>("--layer-scale") { Description = "Scale of each layer's output projections; below 1 a model cut after fewer layers (an exit, a same-seed draft with fewer layers) predicts much like the whole.", DefaultValueFactory = _ => 1.0 };
         foreach (var option in new[] { layers, hidden, heads, kvHeads, intermediate, shards, maxPositions })
@@ -33,9 +33,9 @@ internal static class SynthCommand
 
         CliErrors.AtLeast(vocab, 2);
         dtype.AcceptOnlyFromAmong("f32", "f16", "bf16");
-        arch.AcceptOnlyFromAmong("llama", "mistral", "qwen2");
+        arch.AcceptOnlyFromAmong("llama", "mistral", "phi3", "qwen2");
 
-        var command = new Command("synth", "Write a seeded random Llama, Mistral or Qwen2 checkpoint (config.json, safetensors, tokenizer.json) as a Hugging Face folder.")
+        var command = new Command("synth", "Write a seeded random Llama, Mistral, Phi-3 or Qwen2 checkpoint (config.json, safetensors, tokenizer.json) as a Hugging Face folder.")
         {
             output, layers, hidden, heads, kvHeads, headDim, intermediate, vocab, seed, tied, dtype, shards, ropeTheta, maxPositions, layerScale, arch, slidingWindow,
         };

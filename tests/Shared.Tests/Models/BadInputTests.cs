@@ -56,7 +56,9 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Theory]
-    [InlineData("architectures", "[\"Phi3ForCausalLM\"]", "architecture 'Phi3ForCausalLM' is not supported")]
+    [InlineData("architectures", "[\"GemmaForCausalLM\"]", "architecture 'GemmaForCausalLM' is not supported")]
+    [InlineData("partial_rotary_factor", "0.5", "partial_rotary_factor = 0.5 is not supported")]
+    [InlineData("rope_scaling", "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}", "rope_scaling.rope_type = 'longrope' is unsupported")]
     [InlineData("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling.rope_type = 'yarn' is unsupported")]
     [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2}", "rope_scaling.rope_type = 'dynamic' is unsupported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported")]
@@ -132,6 +134,50 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal("mistral", config.ModelType);
         Assert.False(config.AttentionBias);
         Assert.Equal(longest, config.LongestSequence);
+    }
+
+    /// <summary>Phi-3-mini-4k-instruct's config.json (fused projections, a 2 047-token sliding window).</summary>
+    [Fact]
+    public void Load_Phi3MiniConfig_FusedProjectionsAndSlidingWindow()
+    {
+        var path = _temp.Combine("phi3-config.json");
+        File.WriteAllText(path, """
+            {
+              "architectures": ["Phi3ForCausalLM"],
+              "attention_dropout": 0.0,
+              "bos_token_id": 1,
+              "embd_pdrop": 0.0,
+              "eos_token_id": 32000,
+              "hidden_act": "silu",
+              "hidden_size": 3072,
+              "initializer_range": 0.02,
+              "intermediate_size": 8192,
+              "max_position_embeddings": 4096,
+              "model_type": "phi3",
+              "num_attention_heads": 32,
+              "num_hidden_layers": 32,
+              "num_key_value_heads": 32,
+              "original_max_position_embeddings": 4096,
+              "pad_token_id": 32000,
+              "resid_pdrop": 0.0,
+              "rms_norm_eps": 1e-05,
+              "rope_scaling": null,
+              "rope_theta": 10000.0,
+              "sliding_window": 2047,
+              "tie_word_embeddings": false,
+              "torch_dtype": "bfloat16",
+              "transformers_version": "4.40.2",
+              "use_cache": true,
+              "vocab_size": 32064
+            }
+            """);
+
+        var config = LlamaConfig.Load(path);
+
+        Assert.Equal("phi3", config.ModelType);
+        Assert.True(config.FusedProjections);
+        Assert.Equal(2047, config.LongestSequence);
+        Assert.Equal(96, config.HeadDim);
     }
 
     /// <summary>Qwen2.5-0.5B's config.json as transformers writes it.</summary>

@@ -172,6 +172,39 @@ public sealed class LanguageModelParityTests : IDisposable
         Assert.Equal(16, error.MaxLength);
     }
 
+    /// <summary>Phi-3: fused qkv_proj and gate_up_proj in the checkpoint, split at conversion; both graph forms.</summary>
+    [Fact]
+    public void Forward_Phi3FusedProjections_BothGraphFormsMatchReference()
+    {
+        var spec = TestModels.Small(seed: 26) with { Arch = "phi3", SlidingWindow = 48, MaxPositions = 64 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("phi3"), spec);
+        Assert.Contains("model.layers.0.self_attn.qkv_proj.weight", model.Weights.Keys);
+        Assert.DoesNotContain("model.layers.0.self_attn.q_proj.weight", model.Weights.Keys);
+        var tokens = Tokens(spec.Vocab, 20, seed: 9);
+        var expected = model.Reference().Forward(tokens).Logits;
+
+        using (var lm = TestModels.Load(converted))
+        {
+            Assert.Equal(48, lm.MaxSequenceLength);
+            using var context = lm.CreateContext();
+            var logits = context.Forward(ToTokenIds(tokens));
+            for (var t = 0; t < tokens.Length; t++)
+            {
+                AssertClose(expected[t], logits.Row(t), $"phi3 shared-buffer form, position {t}");
+            }
+        }
+
+        using var batched = TestModels.Load(converted, attention: SpecEdge.Shared.Models.Onnx.AttentionForm.Batched);
+        using var runner = new BatchRunner(batched, maxSlots: 1, maxSequenceLength: 48, maxRows: 1, maxBatchTokens: 64);
+        var slot = runner.Allocate();
+        runner.BeginStep([new BatchRow(slot, ToTokenIds(tokens))]);
+        var rows = runner.RunNextStage().Row(0, tokens.Length);
+        for (var t = 0; t < tokens.Length; t++)
+        {
+            AssertClose(expected[t], rows.Row(t), $"phi3 batched form, position {t}");
+        }
+    }
+
     [Fact]
     public void Prefill_LongerThanOneStep_MatchesReference()
     {

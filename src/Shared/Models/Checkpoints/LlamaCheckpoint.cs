@@ -86,10 +86,59 @@ public sealed class LlamaCheckpoint : IDisposable
     }
 
     /// <summary>The tensor <paramref name="name"/>, read as float32.</summary>
+    /// <remarks>
+    /// A Phi-3 checkpoint's separate projections are read out of its fused tensors: q, k and v are consecutive row
+    /// blocks of <c>qkv_proj</c>, gate and up the two halves of <c>gate_up_proj</c>.
+    /// </remarks>
     public float[] ReadFloat32(string name)
     {
+        if (Config.FusedProjections && FusedSource(name) is { } fused)
+        {
+            var (fusedFile, fusedInfo) = Get(fused.Tensor);
+            var all = fusedFile.ReadFloat32(fusedInfo);
+            var columns = (int)fusedInfo.Shape[1];
+            return all.AsSpan(fused.FirstRow * columns, fused.Rows * columns).ToArray();
+        }
+
         var (file, info) = Get(name);
         return file.ReadFloat32(info);
+    }
+
+    // Where a separate projection lives inside a fused tensor: the tensor, its first row and its row count.
+    private (string Tensor, int FirstRow, int Rows)? FusedSource(string name)
+    {
+        var c = Config;
+        var q = c.NumAttentionHeads * c.HeadDim;
+        var kv = c.NumKeyValueHeads * c.HeadDim;
+        for (var i = 0; i < c.NumHiddenLayers; i++)
+        {
+            if (name == LlamaTensorNames.QProj(i))
+            {
+                return (LlamaTensorNames.QkvProj(i), 0, q);
+            }
+
+            if (name == LlamaTensorNames.KProj(i))
+            {
+                return (LlamaTensorNames.QkvProj(i), q, kv);
+            }
+
+            if (name == LlamaTensorNames.VProj(i))
+            {
+                return (LlamaTensorNames.QkvProj(i), q + kv, kv);
+            }
+
+            if (name == LlamaTensorNames.GateProj(i))
+            {
+                return (LlamaTensorNames.GateUpProj(i), 0, c.IntermediateSize);
+            }
+
+            if (name == LlamaTensorNames.UpProj(i))
+            {
+                return (LlamaTensorNames.GateUpProj(i), c.IntermediateSize, c.IntermediateSize);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Location and layout of a tensor.</summary>
@@ -168,9 +217,20 @@ public sealed class LlamaCheckpoint : IDisposable
         {
             Expect(LlamaTensorNames.InputNorm(i), c.HiddenSize);
             Expect(LlamaTensorNames.PostAttentionNorm(i), c.HiddenSize);
-            Expect(LlamaTensorNames.QProj(i), c.NumAttentionHeads * c.HeadDim, c.HiddenSize);
-            Expect(LlamaTensorNames.KProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
-            Expect(LlamaTensorNames.VProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+            if (c.FusedProjections)
+            {
+                Expect(LlamaTensorNames.QkvProj(i), (c.NumAttentionHeads + (2 * c.NumKeyValueHeads)) * c.HeadDim, c.HiddenSize);
+                Expect(LlamaTensorNames.GateUpProj(i), 2 * c.IntermediateSize, c.HiddenSize);
+            }
+            else
+            {
+                Expect(LlamaTensorNames.QProj(i), c.NumAttentionHeads * c.HeadDim, c.HiddenSize);
+                Expect(LlamaTensorNames.KProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+                Expect(LlamaTensorNames.VProj(i), c.NumKeyValueHeads * c.HeadDim, c.HiddenSize);
+                Expect(LlamaTensorNames.GateProj(i), c.IntermediateSize, c.HiddenSize);
+                Expect(LlamaTensorNames.UpProj(i), c.IntermediateSize, c.HiddenSize);
+            }
+
             if (c.AttentionBias)
             {
                 Expect(LlamaTensorNames.Bias(LlamaTensorNames.QProj(i)), c.NumAttentionHeads * c.HeadDim);
@@ -179,8 +239,6 @@ public sealed class LlamaCheckpoint : IDisposable
             }
 
             Expect(LlamaTensorNames.OProj(i), c.HiddenSize, c.NumAttentionHeads * c.HeadDim);
-            Expect(LlamaTensorNames.GateProj(i), c.IntermediateSize, c.HiddenSize);
-            Expect(LlamaTensorNames.UpProj(i), c.IntermediateSize, c.HiddenSize);
             Expect(LlamaTensorNames.DownProj(i), c.HiddenSize, c.IntermediateSize);
         }
     }
@@ -213,6 +271,12 @@ public static class LlamaTensorNames
 
     /// <summary>Layer <paramref name="layer"/>'s query projection.</summary>
     public static string QProj(int layer) => $"model.layers.{layer}.self_attn.q_proj.weight";
+
+    /// <summary>Phi-3's fused query, key and value projection of layer <paramref name="layer"/>.</summary>
+    public static string QkvProj(int layer) => $"model.layers.{layer}.self_attn.qkv_proj.weight";
+
+    /// <summary>Phi-3's fused MLP gate and up projection of layer <paramref name="layer"/> (gate first).</summary>
+    public static string GateUpProj(int layer) => $"model.layers.{layer}.mlp.gate_up_proj.weight";
 
     /// <summary>The bias beside a projection's weight (<c>….q_proj.weight</c> → <c>….q_proj.bias</c>).</summary>
     public static string Bias(string weight) => weight[..^".weight".Length] + ".bias";

@@ -13,6 +13,9 @@ public sealed record LlamaConfig
     /// <summary>Mistral's architecture name: Llama's layers, with sliding-window attention.</summary>
     public const string MistralArchitecture = "MistralForCausalLM";
 
+    /// <summary>Phi-3's architecture name: Llama's layers with the query, key and value projections fused in one tensor, and the MLP's gate and up projections in another.</summary>
+    public const string Phi3Architecture = "Phi3ForCausalLM";
+
     /// <summary>Qwen2/Qwen2.5's architecture name: Llama's layers with biases on the query, key and value projections.</summary>
     public const string Qwen2Architecture = "Qwen2ForCausalLM";
 
@@ -65,7 +68,10 @@ public sealed record LlamaConfig
     /// <summary>The longest sequence the model serves exactly: its maximum positions, or its sliding window when shorter.</summary>
     public int LongestSequence => SlidingWindow is { } window ? Math.Min(window, MaxPositionEmbeddings) : MaxPositionEmbeddings;
 
-    /// <summary>The checkpoint's <c>model_type</c>: <c>llama</c>, <c>mistral</c> or <c>qwen2</c>.</summary>
+    /// <summary>Whether the checkpoint stores fused projections (Phi-3: <c>qkv_proj</c> and <c>gate_up_proj</c>).</summary>
+    public bool FusedProjections => ModelType == "phi3";
+
+    /// <summary>The checkpoint's <c>model_type</c>: <c>llama</c>, <c>mistral</c>, <c>phi3</c> or <c>qwen2</c>.</summary>
     public string ModelType { get; init; } = "llama";
 
     /// <summary>Whether the query, key and value projections have biases (Qwen2 always; Llama when <c>attention_bias</c>).</summary>
@@ -195,7 +201,7 @@ public sealed record LlamaConfig
             RmsNormEps = eps,
             RopeTheta = theta,
             ModelType = modelType,
-            SlidingWindow = modelType == "mistral" ? ReadSlidingWindow(obj, path) : null,
+            SlidingWindow = modelType is "mistral" or "phi3" ? ReadSlidingWindow(obj, path) : null,
             AttentionBias = modelType == "qwen2" || ReadBool(obj, path, "attention_bias") == true,
             RopeLinearFactor = rope.Linear,
             RopeLlama3 = rope.Llama3,
@@ -217,21 +223,27 @@ public sealed record LlamaConfig
         var architectures = obj["architectures"] as JsonArray;
         var modelType = ReadString(obj, path, "model_type");
         var architecture = architectures is { Count: > 0 } ? architectures[0]?.GetValue<string>() : null;
-        if (architecture is not null && architecture is not (Architecture or Qwen2Architecture or MistralArchitecture))
+        if (architecture is not null && architecture is not (Architecture or Qwen2Architecture or MistralArchitecture or Phi3Architecture))
         {
-            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M), {MistralArchitecture} and {Qwen2Architecture} (Qwen2, Qwen2.5)");
+            throw new UnsupportedModelException(path, $"architecture '{architecture}' is not supported; SpecEdge converts {Architecture} checkpoints (Llama, Vicuna, TinyLlama, Llama-68M), {MistralArchitecture}, {Phi3Architecture} and {Qwen2Architecture} (Qwen2, Qwen2.5)");
         }
 
         var type = architecture switch
         {
             Qwen2Architecture => "qwen2",
             MistralArchitecture => "mistral",
+            Phi3Architecture => "phi3",
             Architecture => "llama",
             _ => modelType,
         };
-        if (type is not ("llama" or "qwen2" or "mistral"))
+        if (type is not ("llama" or "qwen2" or "mistral" or "phi3"))
         {
-            throw new UnsupportedModelException(path, $"config.json names no supported architecture and model_type is '{modelType ?? "missing"}' (SpecEdge reads 'llama', 'mistral' and 'qwen2')");
+            throw new UnsupportedModelException(path, $"config.json names no supported architecture and model_type is '{modelType ?? "missing"}' (SpecEdge reads 'llama', 'mistral', 'phi3' and 'qwen2')");
+        }
+
+        if (ReadDouble(obj, path, "partial_rotary_factor") is { } partial && partial != 1.0)
+        {
+            throw new UnsupportedModelException(path, $"partial_rotary_factor = {partial.ToString(CultureInfo.InvariantCulture)} is not supported: SpecEdge rotates the whole head");
         }
 
         var hiddenAct = ReadString(obj, path, "hidden_act") ?? "silu";
@@ -264,7 +276,7 @@ public sealed record LlamaConfig
     {
         var obj = new JsonObject
         {
-            ["architectures"] = new JsonArray(ModelType switch { "qwen2" => Qwen2Architecture, "mistral" => MistralArchitecture, _ => Architecture }),
+            ["architectures"] = new JsonArray(ModelType switch { "qwen2" => Qwen2Architecture, "mistral" => MistralArchitecture, "phi3" => Phi3Architecture, _ => Architecture }),
             ["model_type"] = ModelType,
             ["hidden_act"] = "silu",
             ["hidden_size"] = HiddenSize,
@@ -289,7 +301,7 @@ public sealed record LlamaConfig
             obj["bos_token_id"] = bos;
         }
 
-        if (ModelType == "mistral")
+        if (ModelType is "mistral" or "phi3")
         {
             obj["sliding_window"] = SlidingWindow;
         }

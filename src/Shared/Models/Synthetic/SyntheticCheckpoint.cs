@@ -41,7 +41,7 @@ public sealed record SyntheticModelSpec
     /// <summary>Linear RoPE scaling factor (1: none).</summary>
     public double RopeLinearFactor { get; init; } = 1.0;
 
-    /// <summary><c>llama</c> (default), <c>mistral</c> (with <see cref="SlidingWindow"/>) or <c>qwen2</c> (biases on the query, key and value projections).</summary>
+    /// <summary><c>llama</c> (default), <c>mistral</c> (with <see cref="SlidingWindow"/>), <c>phi3</c> (fused projections) or <c>qwen2</c> (biases on the query, key and value projections).</summary>
     public string Arch { get; init; } = "llama";
 
     /// <summary>Mistral's sliding window, or null.</summary>
@@ -91,7 +91,7 @@ public sealed record SyntheticModelSpec
         RopeLinearFactor = RopeLinearFactor,
         RopeLlama3 = RopeLlama3,
         ModelType = Arch,
-        SlidingWindow = Arch == "mistral" ? SlidingWindow : null,
+        SlidingWindow = Arch is "mistral" or "phi3" ? SlidingWindow : null,
         AttentionBias = Arch == "qwen2",
         TieWordEmbeddings = Tied,
         MaxPositionEmbeddings = MaxPositions,
@@ -127,9 +127,10 @@ public static class SyntheticCheckpoint
         for (var i = 0; i < c.NumHiddenLayers; i++)
         {
             tensors.Add(Norm(spec.Seed, LlamaTensorNames.InputNorm(i), h));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.QProj(i), [qDim, h], 1.0 / Math.Sqrt(h)));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.KProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.VProj(i), [kvDim, h], 1.0 / Math.Sqrt(h)));
+            var qProj = Normal(spec.Seed, LlamaTensorNames.QProj(i), [qDim, h], 1.0 / Math.Sqrt(h));
+            var kProj = Normal(spec.Seed, LlamaTensorNames.KProj(i), [kvDim, h], 1.0 / Math.Sqrt(h));
+            var vProj = Normal(spec.Seed, LlamaTensorNames.VProj(i), [kvDim, h], 1.0 / Math.Sqrt(h));
+            tensors.AddRange(c.FusedProjections ? [Fuse(LlamaTensorNames.QkvProj(i), qProj, kProj, vProj)] : [qProj, kProj, vProj]);
             if (c.AttentionBias)
             {
                 tensors.Add(Normal(spec.Seed, LlamaTensorNames.Bias(LlamaTensorNames.QProj(i)), [qDim], 0.5));
@@ -138,8 +139,9 @@ public static class SyntheticCheckpoint
             }
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.OProj(i), [h, qDim], spec.LayerOutputScale / Math.Sqrt(qDim)));
             tensors.Add(Norm(spec.Seed, LlamaTensorNames.PostAttentionNorm(i), h));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.GateProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h)));
-            tensors.Add(Normal(spec.Seed, LlamaTensorNames.UpProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h)));
+            var gate = Normal(spec.Seed, LlamaTensorNames.GateProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h));
+            var up = Normal(spec.Seed, LlamaTensorNames.UpProj(i), [c.IntermediateSize, h], 1.0 / Math.Sqrt(h));
+            tensors.AddRange(c.FusedProjections ? [Fuse(LlamaTensorNames.GateUpProj(i), gate, up)] : [gate, up]);
             tensors.Add(Normal(spec.Seed, LlamaTensorNames.DownProj(i), [h, c.IntermediateSize], spec.LayerOutputScale / Math.Sqrt(c.IntermediateSize)));
         }
 
@@ -170,6 +172,10 @@ public static class SyntheticCheckpoint
 
         return config;
     }
+
+    // Phi-3's fused tensors: the parts' rows one after another.
+    private static HostTensor Fuse(string name, params HostTensor[] parts) =>
+        new(name, [parts.Sum(p => p.Shape[0]), parts[0].Shape[1]], [.. parts.SelectMany(p => p.Data)]);
 
     private static HostTensor Normal(ulong seed, string name, long[] shape, double std)
     {

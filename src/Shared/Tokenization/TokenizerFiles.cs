@@ -29,8 +29,13 @@ public static class TokenizerFiles
     /// the plain byte tokenizer when the vocabulary holds every byte, else ids only (<see cref="IdTokenizer"/>).
     /// </summary>
     /// <exception cref="ModelFormatException">An unreadable tokenizer file.</exception>
+    /// <remarks>
+    /// The end-of-sequence ids are <paramref name="eosIds"/> (config.json's) together with those of the folder's
+    /// <c>generation_config.json</c>, where chat models list the ids that end a turn.
+    /// </remarks>
     public static ITextTokenizer Load(string directory, int modelVocabSize, int? bosId, IReadOnlyList<int> eosIds)
     {
+        eosIds = [.. eosIds.Union(Models.Checkpoints.GenerationConfig.Load(directory).EosTokenIds)];
         var file = Find(directory);
         ITextTokenizer tokenizer = file switch
         {

@@ -180,6 +180,33 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(96, config.HeadDim);
     }
 
+    /// <summary>
+    /// generation_config.json's end-of-sequence ids join config.json's (Llama 3 instruct lists &lt;|eot_id|&gt; only
+    /// there), and its sampling defaults are read; a field of the wrong type is named.
+    /// </summary>
+    [Fact]
+    public void GenerationConfig_EosIdsJoinTheModelsAndDefaultsAreRead()
+    {
+        var model = TestModels.WriteCheckpoint(_temp.Combine("gen-config"), TestModels.Small() with { Vocab = 320 });
+        File.WriteAllText(Path.Combine(model.CheckpointDir, GenerationConfig.FileName), """
+            { "bos_token_id": 256, "do_sample": true, "eos_token_id": [257, 300], "temperature": 0.6, "top_p": 0.9 }
+            """);
+
+        var defaults = GenerationConfig.Load(model.CheckpointDir);
+        Assert.Equal([257, 300], defaults.EosTokenIds);
+        Assert.Equal((true, 0.6, 0.9), (defaults.DoSample!.Value, defaults.Temperature!.Value, defaults.TopP!.Value));
+        var converted = _temp.Combine("gen-config-converted");
+        ModelConverter.Convert(model.CheckpointDir, converted, new ConversionOptions());
+        using var lm = TestModels.Load(converted);
+        Assert.True(lm.Tokenizer.IsEos(new TokenId(300)));
+        Assert.True(lm.Tokenizer.IsEos(new TokenId(257)));
+        Assert.False(lm.Tokenizer.IsEos(new TokenId(299)));
+
+        File.WriteAllText(Path.Combine(model.CheckpointDir, GenerationConfig.FileName), """{ "temperature": "warm" }""");
+        var error = Assert.Throws<ModelFormatException>(() => GenerationConfig.Load(model.CheckpointDir));
+        Assert.Contains("'temperature' has the wrong type", error.Message);
+    }
+
     /// <summary>Qwen2.5-0.5B's config.json as transformers writes it.</summary>
     [Fact]
     public void Load_Qwen25Config_ReadsBiasesTiedEmbeddingsAndTheta()

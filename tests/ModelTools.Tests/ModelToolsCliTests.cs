@@ -29,7 +29,7 @@ public sealed class ModelToolsCliTests : IDisposable
         var staged = _temp.Combine($"staged-{dtype}-{shards}");
         (code, _, error) = Run("convert", "--checkpoint", checkpoint, "--out", staged, "--exits", "1,3");
         Assert.True(code == 0, error);
-        Assert.Contains("layer 4/4 (100%)", error);
+        Assert.Contains("8/8 layer graphs (100%)", error);
 
         (code, output, error) = Run("inspect", plain, "--json");
         Assert.True(code == 0, error);

@@ -38,7 +38,7 @@ internal static class ConvertCommand
                     if (percent != lastPercent)
                     {
                         lastPercent = percent;
-                        parse.InvocationConfiguration.Error.Write($"\rconverting: layer {done}/{total} ({percent}%)");
+                        parse.InvocationConfiguration.Error.Write($"\rconverting: {done}/{total} layer graphs ({percent}%)");
                         if (done == total)
                         {
                             parse.InvocationConfiguration.Error.WriteLine();

@@ -24,7 +24,10 @@ public sealed class ModelResolverTests : IDisposable
         Assert.StartsWith(cache, first);
         Assert.Equal([1], ModelManifest.Load(first).Exits);
         Assert.Equal(ModelKind.Draft, ModelManifest.Load(draft).Kind);
-        Assert.Equal(2, messages.Count);
+
+        // Two conversions, each announced and then reported every quarter (2 layers, written in two graph forms).
+        Assert.Equal(2, messages.Count(m => m.StartsWith("converting checkpoint", StringComparison.Ordinal)));
+        Assert.Equal(["25%", "50%", "75%", "100%", "25%", "50%", "75%", "100%"], messages.Where(m => m.Contains("layer graphs written", StringComparison.Ordinal)).Select(m => m.Split(": ")[1].Split(' ')[0]));
     }
 
     [Fact]

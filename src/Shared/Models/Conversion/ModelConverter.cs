@@ -39,7 +39,10 @@ public sealed record ConversionOptions
     /// <summary>Where the weights go: inside each graph, or one shared <c>weights.bin</c> (default: by size).</summary>
     public ExternalDataPolicy ExternalData { get; init; } = ExternalDataPolicy.Auto;
 
-    /// <summary>Called with (layers written, layers in total) as the conversion goes.</summary>
+    /// <summary>
+    /// Called with (layer graphs written, layer graphs in total) as the conversion goes: each layer is written twice,
+    /// in the shared-buffer and the batched graph form.
+    /// </summary>
     public Action<int, int>? Progress { get; init; }
 }
 
@@ -155,7 +158,7 @@ public static class ModelConverter
 
         using (var store = new InitializerStore(external ? Path.Combine(dir, ExternalDataFile) : null))
         {
-            var writer = new LlamaGraphWriter(config, Read, options.WeightsDtype, store, _ => options.Progress?.Invoke(++layersDone, config.NumHiddenLayers));
+            var writer = new LlamaGraphWriter(config, Read, options.WeightsDtype, store, _ => options.Progress?.Invoke(++layersDone, 2 * config.NumHiddenLayers));
             for (var s = 0; s < boundaries.Count - 1; s++)
             {
                 var isLast = s == boundaries.Count - 2;

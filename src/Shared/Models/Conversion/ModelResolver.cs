@@ -58,9 +58,24 @@ public static class ModelResolver
         }
 
         log?.Invoke($"converting checkpoint {directory} into {target} (first use)");
+        var lastQuarter = 0;
+        var withProgress = log is null ? options : options with
+        {
+            // A large checkpoint takes minutes: say how far it is every quarter, so a first start is not silent.
+            Progress = (done, total) =>
+            {
+                options.Progress?.Invoke(done, total);
+                var quarter = done * 4 / total;
+                if (quarter > lastQuarter)
+                {
+                    lastQuarter = quarter;
+                    log($"converting {directory}: {quarter * 25}% ({done} of {total} layer graphs written)");
+                }
+            },
+        };
         try
         {
-            ModelConverter.Convert(directory, target, options);
+            ModelConverter.Convert(directory, target, withProgress);
         }
         catch (IOException) when (ModelManifest.Exists(target))
         {

@@ -1,3 +1,4 @@
+using System.Text;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -198,11 +199,26 @@ public sealed record ModelManifest
     /// <summary>The manifest as indented JSON.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
-    /// <summary>Checks the size and SHA-256 of every file the manifest lists.</summary>
+    /// <summary>
+    /// Checks the size and SHA-256 of every file the manifest lists. Hashing a large model takes minutes, so a full check
+    /// leaves a stamp (<see cref="VerifiedStampFileName"/>: each file's size and modification time); while every file
+    /// still has the stamped size and time, later loads check just that. Any change of size or time (an edit, a
+    /// truncation, a copy) hashes everything again. Where the folder is read-only no stamp is written and every load
+    /// hashes.
+    /// </summary>
     /// <exception cref="ModelFormatException">A file is missing.</exception>
+    /// <param name="directory">The converted model folder.</param>
+    /// <param name="trustStamp">Accept a matching stamp (false: hash everything, as <c>specedge-models inspect</c> does).</param>
     /// <exception cref="ModelIntegrityException">A file's size or content differs from the manifest.</exception>
-    public void VerifyFiles(string directory)
+    public void VerifyFiles(string directory, bool trustStamp = true)
     {
+        var stamp = Stamp(directory);
+        var stampPath = Path.Combine(directory, VerifiedStampFileName);
+        if (trustStamp && stamp is not null && System.IO.File.Exists(stampPath) && System.IO.File.ReadAllText(stampPath) == stamp)
+        {
+            return;
+        }
+
         foreach (var (name, expected) in Files)
         {
             var path = Path.Combine(directory, name);
@@ -218,6 +234,36 @@ public sealed record ModelManifest
                 throw new ModelIntegrityException(path, expected.Sha256, actual);
             }
         }
+
+        try
+        {
+            System.IO.File.WriteAllText(stampPath, Stamp(directory));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A read-only model folder: every load hashes, which is slower but as safe.
+        }
+    }
+
+    /// <summary>The stamp a full check leaves beside the manifest.</summary>
+    public const string VerifiedStampFileName = ".specedge-verified";
+
+    // Every listed file's name, size and modification time (and the manifest's), or null when one is missing.
+    private string? Stamp(string directory)
+    {
+        var lines = new StringBuilder();
+        foreach (var name in Files.Keys.Append(FileName))
+        {
+            var info = new FileInfo(Path.Combine(directory, name));
+            if (!info.Exists)
+            {
+                return null;
+            }
+
+            lines.Append(name).Append('\t').Append(info.Length).Append('\t').Append(info.LastWriteTimeUtc.Ticks).Append('\n');
+        }
+
+        return lines.ToString();
     }
 
     /// <summary>The SHA-256 of a file, as lower-case hex.</summary>

@@ -376,6 +376,32 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(path, ex.FilePath);
     }
 
+    /// <summary>
+    /// A verified load leaves a stamp, and later loads trust it while every file keeps its size and modification time;
+    /// an edit (which changes the time) is hashed and caught. An edit that restores the time passes a load (the stamp's
+    /// documented limit) but not a full check, which inspect runs.
+    /// </summary>
+    [Fact]
+    public void Load_AfterAVerifiedLoad_StampSkipsHashingUntilAFileChanges()
+    {
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("stamp"), TestModels.Small());
+        TestModels.Load(converted).Dispose();
+        Assert.True(File.Exists(Path.Combine(converted, ModelManifest.VerifiedStampFileName)));
+
+        // config.json is listed and hashed but not read on load (the manifest carries the configuration): a same-size
+        // edit keeps the model loadable.
+        var path = Path.Combine(converted, "config.json");
+        var written = File.GetLastWriteTimeUtc(path);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"silu\"", "\"SILU\"", StringComparison.Ordinal));
+        File.SetLastWriteTimeUtc(path, written);
+        TestModels.Load(converted).Dispose();
+        Assert.Throws<ModelIntegrityException>(() => ModelManifest.Load(converted).VerifyFiles(converted, trustStamp: false));
+
+        File.SetLastWriteTimeUtc(path, written.AddSeconds(5));
+        var ex = Assert.Throws<ModelIntegrityException>(() => TestModels.Load(converted));
+        Assert.Equal(path, ex.FilePath);
+    }
+
     [Fact]
     public void Load_ConvertedFileTruncated_FailsWithContentHashError()
     {

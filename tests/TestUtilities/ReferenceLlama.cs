@@ -238,18 +238,19 @@ public sealed class ReferenceLlama
             return inverse;
         }
 
-        var lowWavelength = s.OriginalMaxPositions / s.LowFreqFactor;
-        var highWavelength = s.OriginalMaxPositions / s.HighFreqFactor;
         var wavelength = 2 * Math.PI / inverse;
-        var scaled = wavelength > lowWavelength ? inverse / s.Factor : inverse;
-        var isMedium = !(wavelength < highWavelength) && !(wavelength > lowWavelength);
-        if (!isMedium)
+        if (wavelength < s.OriginalMaxPositions / s.HighFreqFactor)
         {
-            return scaled;
+            return inverse;
+        }
+
+        if (wavelength > s.OriginalMaxPositions / s.LowFreqFactor)
+        {
+            return inverse / s.Factor;
         }
 
         var smooth = ((s.OriginalMaxPositions / wavelength) - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
-        return ((1 - smooth) * scaled / s.Factor) + (smooth * scaled);
+        return ((1 - smooth) * inverse / s.Factor) + (smooth * inverse);
     }
 
     /// <summary>x·Wᵀ, plus the projection's bias when the checkpoint has one (Qwen2's query, key and value).</summary>

@@ -17,6 +17,8 @@ namespace SpecEdge.CloudVerifier.Hosting;
 /// </summary>
 public sealed class TargetModel : IDisposable
 {
+    private readonly RejectionCorrection _correction;
+
     /// <summary>Loads the configured model (converting a checkpoint on first use) and resolves its exits, thresholds, limits and profile.</summary>
     public TargetModel(IOptions<VerifierOptions> options, ILogger<TargetModel> logger)
     {
@@ -45,8 +47,6 @@ public sealed class TargetModel : IDisposable
         ModelId = Path.GetFileName(Path.GetFullPath(o.Model).TrimEnd(Path.DirectorySeparatorChar));
         _correction = o.RejectionCorrection;
     }
-
-    private readonly RejectionCorrection _correction;
 
     /// <summary>The loaded model, in the batched graph form.</summary>
     public LanguageModel Model { get; }

@@ -18,8 +18,8 @@ internal interface IStageObserver
     void OnStage(int stage, LogitsView logits);
 }
 
-/// <summary>What one step request cost: waiting, each stage of its last step, the emulated part, and its batch.</summary>
-internal sealed record StepOutcome(TimeSpan Queued, IReadOnlyList<TimeSpan> Stages, TimeSpan Emulated, int BatchRows, int BatchTokens);
+/// <summary>What one step request cost: waiting, each stage of its last step, and the emulated part.</summary>
+internal sealed record StepOutcome(TimeSpan Queued, IReadOnlyList<TimeSpan> Stages, TimeSpan Emulated);
 
 /// <summary>
 /// The one stage runner of the verifier (continuous batching): Decode rounds, prefills and cloud Generate steps of every
@@ -96,18 +96,6 @@ public sealed class BatchScheduler : IDisposable
             lock (_modelLock)
             {
                 return _runner.Occupied;
-            }
-        }
-    }
-
-    /// <summary>Requests waiting for a step right now.</summary>
-    public int Waiting
-    {
-        get
-        {
-            lock (_queueLock)
-            {
-                return _queue.Count;
             }
         }
     }
@@ -475,7 +463,7 @@ public sealed class BatchScheduler : IDisposable
             }
 
             request.Cancellation.Dispose();
-            request.Completion.TrySetResult(new StepOutcome(_time.GetElapsedTime(request.Queued, request.Started), step.Stages, step.Emulated, step.Rows, step.Rows * step.StepTokens));
+            request.Completion.TrySetResult(new StepOutcome(_time.GetElapsedTime(request.Queued, request.Started), step.Stages, step.Emulated));
         }
     }
 

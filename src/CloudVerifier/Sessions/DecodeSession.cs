@@ -231,9 +231,10 @@ internal sealed class DecodeSession : IDisposable
         var drafts = Validate(draft);
         var committed = _tokens.Count;
         var gamma = drafts.Length;
-        var step = new TokenId[gamma + 1];
-        step[0] = _tokens[^1];
-        drafts.CopyTo(step.AsSpan(1));
+        // The session's step buffer: it stays untouched while the step is queued, since a session has one round at a time.
+        _step[0] = _tokens[^1];
+        drafts.CopyTo(_step.AsSpan(1));
+        var step = _step.AsMemory(0, gamma + 1);
 
         var round = new RoundCheck(this, draft.Round, drafts, committed, started);
         var run = _scheduler.RunAsync(_slot, step, round, cancellationToken);
@@ -248,7 +249,7 @@ internal sealed class DecodeSession : IDisposable
         var (kept, reason) = Commit(drafts, final, committed);
         LastVerdict = new Verdict(kept - 1, _tokens[^1]);
         yield return new FinalRoundVerdict(draft.Round, LastVerdict.Value, reason, _tokens.Count, new RoundTimings(
-            outcome.Queued, outcome.Stages, _time.GetElapsedTime(started), outcome.Emulated, received, _time.GetUtcNow(), outcome.BatchRows, outcome.BatchTokens));
+            outcome.Queued, outcome.Stages, _time.GetElapsedTime(started), outcome.Emulated, received, _time.GetUtcNow()));
     }
 
     /// <summary>Prefills the committed prefix except its last token, which the first round feeds.</summary>

@@ -14,5 +14,5 @@ internal sealed record FinalRoundVerdict(uint Round, Verdict Verdict, FinishReas
 /// <summary>A conditional round that was not verified: its condition did not hold, or it could not apply at all.</summary>
 internal sealed record DroppedRound(uint Round, string Reason, bool Invalid) : RoundVerdict(Round);
 
-/// <summary>Where a round's time went on the verifier, and the batch it ran in.</summary>
-internal sealed record RoundTimings(TimeSpan Queued, IReadOnlyList<TimeSpan> Stages, TimeSpan Total, TimeSpan Emulated, DateTimeOffset Received, DateTimeOffset Decided, int BatchRows, int BatchTokens);
+/// <summary>Where a round's time went on the verifier.</summary>
+internal sealed record RoundTimings(TimeSpan Queued, IReadOnlyList<TimeSpan> Stages, TimeSpan Total, TimeSpan Emulated, DateTimeOffset Received, DateTimeOffset Decided);

@@ -138,8 +138,7 @@ public sealed class RoundLoopTests(RoundLoopFixture fixture) : IClassFixture<Rou
         var stream = new ScriptedVerifierStream(fixture.Truth, fixture.End) { Silent = true };
 
         var run = RunAsync(GenerationMode.Preemptive, stream, time: time);
-        await stream.FirstDraftSent.DefaultTimeout();
-        await Task.Delay(50);
+        await stream.ReadingAfterDraft.DefaultTimeout();
         time.Advance(RoundTimeout + TimeSpan.FromSeconds(1));
 
         var error = await Assert.ThrowsAsync<RoundTimeoutException>(() => run).DefaultTimeout();

@@ -20,6 +20,7 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
 {
     private readonly Channel<VerifierMessage> _inbox = Channel.CreateUnbounded<VerifierMessage>();
     private readonly TaskCompletionSource _firstDraft = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _reading = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private FinalVerdict? _held;
     private FinalVerdict? _lastFinal;
     private int _waits;
@@ -61,6 +62,9 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
     /// <summary>Completes when the first round has been sent.</summary>
     public Task FirstDraftSent => _firstDraft.Task;
 
+    /// <summary>Completes when the loop first waits to read after sending a round (its deadline is set by then).</summary>
+    public Task ReadingAfterDraft => _reading.Task;
+
     public Task SendAsync(EdgeMessage message, CancellationToken cancellationToken)
     {
         lock (Sent)
@@ -91,6 +95,11 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
         }
 
         using var both = CancellationTokenSource.CreateLinkedTokenSource(deadline, cancellationToken);
+        if (_firstDraft.Task.IsCompleted)
+        {
+            _reading.TrySetResult();
+        }
+
         try
         {
             return await _inbox.Reader.ReadAsync(both.Token);

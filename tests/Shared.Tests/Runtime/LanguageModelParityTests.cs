@@ -128,23 +128,9 @@ public sealed class LanguageModelParityTests : IDisposable
         {
             Assert.True(lm.Config.AttentionBias);
             Assert.Equal("qwen2", lm.Config.ModelType);
-            using var context = lm.CreateContext();
-            var logits = context.Forward(ToTokenIds(tokens));
-            for (var t = 0; t < tokens.Length; t++)
-            {
-                AssertClose(expected[t], logits.Row(t), $"qwen2 shared-buffer form, position {t}");
-            }
         }
 
-        using var batched = TestModels.Load(converted, attention: SpecEdge.Shared.Models.Onnx.AttentionForm.Batched);
-        using var runner = new BatchRunner(batched, maxSlots: 1, maxSequenceLength: 64, maxRows: 1, maxBatchTokens: 64);
-        var slot = runner.Allocate();
-        runner.BeginStep([new BatchRow(slot, ToTokenIds(tokens))]);
-        var rows = runner.RunNextStage().Row(0, tokens.Length);
-        for (var t = 0; t < tokens.Length; t++)
-        {
-            AssertClose(expected[t], rows.Row(t), $"qwen2 batched form, position {t}");
-        }
+        AssertBothFormsMatch(converted, tokens, expected, maxSequenceLength: 64, "qwen2");
     }
 
     /// <summary>
@@ -186,22 +172,32 @@ public sealed class LanguageModelParityTests : IDisposable
         using (var lm = TestModels.Load(converted))
         {
             Assert.Equal(48, lm.MaxSequenceLength);
+        }
+
+        AssertBothFormsMatch(converted, tokens, expected, maxSequenceLength: 48, "phi3");
+    }
+
+    /// <summary>A model's logits through the shared-buffer form (a decode context) and the batched form (a one-row batch) against the reference's.</summary>
+    private static void AssertBothFormsMatch(string converted, int[] tokens, float[][] expected, int maxSequenceLength, string name)
+    {
+        using (var lm = TestModels.Load(converted))
+        {
             using var context = lm.CreateContext();
             var logits = context.Forward(ToTokenIds(tokens));
             for (var t = 0; t < tokens.Length; t++)
             {
-                AssertClose(expected[t], logits.Row(t), $"phi3 shared-buffer form, position {t}");
+                AssertClose(expected[t], logits.Row(t), $"{name} shared-buffer form, position {t}");
             }
         }
 
         using var batched = TestModels.Load(converted, attention: SpecEdge.Shared.Models.Onnx.AttentionForm.Batched);
-        using var runner = new BatchRunner(batched, maxSlots: 1, maxSequenceLength: 48, maxRows: 1, maxBatchTokens: 64);
+        using var runner = new BatchRunner(batched, maxSlots: 1, maxSequenceLength: maxSequenceLength, maxRows: 1, maxBatchTokens: 64);
         var slot = runner.Allocate();
         runner.BeginStep([new BatchRow(slot, ToTokenIds(tokens))]);
         var rows = runner.RunNextStage().Row(0, tokens.Length);
         for (var t = 0; t < tokens.Length; t++)
         {
-            AssertClose(expected[t], rows.Row(t), $"phi3 batched form, position {t}");
+            AssertClose(expected[t], rows.Row(t), $"{name} batched form, position {t}");
         }
     }
 

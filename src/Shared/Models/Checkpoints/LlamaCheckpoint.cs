@@ -18,6 +18,8 @@ public sealed class LlamaCheckpoint : IDisposable
     private readonly List<SafetensorsFile> _files;
     private readonly Dictionary<string, (SafetensorsFile File, TensorInfo Info)> _tensors;
 
+    private (string Name, float[] Data)? _lastFused;
+
     private LlamaCheckpoint(string directory, LlamaConfig config, List<SafetensorsFile> files, Dictionary<string, (SafetensorsFile, TensorInfo)> tensors)
     {
         Directory = directory;
@@ -95,9 +97,14 @@ public sealed class LlamaCheckpoint : IDisposable
         if (Config.FusedProjections && FusedSource(name) is { } fused)
         {
             var (fusedFile, fusedInfo) = Get(fused.Tensor);
-            var all = fusedFile.ReadFloat32(fusedInfo);
+            if (_lastFused?.Name != fused.Tensor)
+            {
+                // The parts are read one after another (q, k, v; gate, up): read each fused tensor once, not per part.
+                _lastFused = (fused.Tensor, fusedFile.ReadFloat32(fusedInfo));
+            }
+
             var columns = (int)fusedInfo.Shape[1];
-            return all.AsSpan(fused.FirstRow * columns, fused.Rows * columns).ToArray();
+            return _lastFused.Value.Data.AsSpan(fused.FirstRow * columns, fused.Rows * columns).ToArray();
         }
 
         var (file, info) = Get(name);

@@ -20,10 +20,11 @@ internal static class BenchModels
     };
 
     /// <summary>A converted synthetic model of <paramref name="spec"/> (converted with <paramref name="exits"/>), cached.</summary>
-    public static string Converted(string name, SyntheticModelSpec spec, IReadOnlyList<int>? exits = null)
+    public static string Converted(string name, SyntheticModelSpec spec, IReadOnlyList<int>? exits = null, ConversionOptions? options = null)
     {
         var exitsKey = exits is { Count: > 0 } ? "-exits" + string.Join("_", exits) : string.Empty;
-        var root = Path.Combine(CacheRoot, $"{name}-s{spec.Seed}{exitsKey}-g{ModelConverter.GraphFormat}");
+        var quantizedKey = options is { Quantization: not Shared.Models.Onnx.WeightQuantization.None } q ? $"-{q.Quantization}a{q.QuantizationAccuracyLevel}" : string.Empty;
+        var root = Path.Combine(CacheRoot, $"{name}-s{spec.Seed}{exitsKey}{quantizedKey}-g{ModelConverter.GraphFormat}");
         var checkpoint = Path.Combine(root, "checkpoint");
         var converted = Path.Combine(root, "converted");
         if (File.Exists(Path.Combine(converted, "specedge.json")))
@@ -38,7 +39,7 @@ internal static class BenchModels
 
         Console.Error.WriteLine($"making benchmark model {name} ({spec.ParameterCount / 1e6:F1} M parameters) in {root}");
         SyntheticCheckpoint.Write(checkpoint, spec);
-        ModelConverter.Convert(checkpoint, converted, new ConversionOptions { Exits = exits ?? [] });
+        ModelConverter.Convert(checkpoint, converted, (options ?? new ConversionOptions()) with { Exits = exits ?? [] });
         return converted;
     }
 }

@@ -15,5 +15,6 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     ServeBenchmark.Create(),
     BatchDriftCommand.Create(),
     QualityCommand.Create(),
+    QuantizeCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -17,6 +17,12 @@ public enum ModelKind
     Staged,
 }
 
+/// <summary>How a draft's projections are quantized.</summary>
+/// <param name="Type">int8 or int4.</param>
+/// <param name="BlockSize">Columns per quantization block.</param>
+/// <param name="AccuracyLevel">MatMulNBits' accuracy_level.</param>
+public sealed record QuantizationManifest(string Type, int BlockSize, int AccuracyLevel);
+
 /// <summary>One ONNX graph of a converted model: a run of consecutive decoder layers.</summary>
 public sealed record StageManifest
 {
@@ -112,6 +118,9 @@ public sealed record ModelManifest
 
     /// <summary>How weights are stored in the ONNX files (<c>f32</c> or <c>f16</c>); compute is float32.</summary>
     public required string WeightsDtype { get; init; }
+
+    /// <summary>The block quantization of the projections and LM head (MatMulNBits), or null when they are not quantized.</summary>
+    public QuantizationManifest? Quantization { get; init; }
 
     /// <summary>How the shared-buffer graphs hold the KV cache.</summary>
     public string KvLayout { get; init; } = SharedBufferKvLayout;

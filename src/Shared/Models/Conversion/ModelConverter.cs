@@ -30,6 +30,15 @@ public sealed record ConversionOptions
     public TensorDType WeightsDtype { get; init; } = TensorDType.Float32;
 
     /// <summary>
+    /// Block quantization of the projections and LM head (a draft only: a staged target is the model whose output
+    /// SpecEdge reproduces, so it keeps its weights).
+    /// </summary>
+    public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
+
+    /// <summary>MatMulNBits' accuracy_level for quantized weights: 0 (float32 compute) or 4 (int8 activations, faster on CPU).</summary>
+    public int QuantizationAccuracyLevel { get; init; } = 4;
+
+    /// <summary>
     /// A safetensors file of trained exit heads (<c>exits.{L}.norm.weight</c>, <c>exits.{L}.proj.weight</c>,
     /// <c>exits.{L}.lm_head.weight</c>); every tensor must belong to a requested exit. When null, an
     /// <c>exit_adapters.safetensors</c> in the checkpoint folder is used for the exits it has weights for.
@@ -86,6 +95,16 @@ public static class ModelConverter
         if (options.WeightsDtype == TensorDType.BFloat16)
         {
             throw new ArgumentException("ONNX weights are written as f32 or f16 (bf16 checkpoints are read and converted)", nameof(options));
+        }
+
+        if (options.Quantization != WeightQuantization.None && options.Exits.Count > 0)
+        {
+            throw new ArgumentException("quantization applies to drafts: a staged target (with exits) is the model whose output is reproduced, so its weights stay as they are", nameof(options));
+        }
+
+        if (options.QuantizationAccuracyLevel is not (0 or 1 or 2 or 3 or 4))
+        {
+            throw new ArgumentException($"quantization accuracy level {options.QuantizationAccuracyLevel} is not one of 0-4", nameof(options));
         }
 
         using var checkpoint = LlamaCheckpoint.Open(checkpointDir);
@@ -158,7 +177,14 @@ public static class ModelConverter
 
         using (var store = new InitializerStore(external ? Path.Combine(dir, ExternalDataFile) : null))
         {
-            var writer = new LlamaGraphWriter(config, Read, options.WeightsDtype, store, _ => options.Progress?.Invoke(++layersDone, 2 * config.NumHiddenLayers));
+            var writer = new LlamaGraphWriter(
+                config,
+                Read,
+                options.WeightsDtype,
+                store,
+                _ => options.Progress?.Invoke(++layersDone, 2 * config.NumHiddenLayers),
+                options.Quantization,
+                options.QuantizationAccuracyLevel);
             for (var s = 0; s < boundaries.Count - 1; s++)
             {
                 var isLast = s == boundaries.Count - 2;
@@ -232,6 +258,9 @@ public static class ModelConverter
             HiddenSize = config.HiddenSize,
             MaxPositions = config.MaxPositionEmbeddings,
             WeightsDtype = options.WeightsDtype.CliName(),
+            Quantization = options.Quantization == WeightQuantization.None
+                ? null
+                : new QuantizationManifest(options.Quantization.CliName(), BlockQuantizer.DefaultBlockSize, options.QuantizationAccuracyLevel),
             Stages = stages,
             Exits = exits,
             ExitAdapters = adapters is null ? null : ExitAdaptersFile,

@@ -94,6 +94,11 @@ public static class ModelResolver
         var key = new StringBuilder();
         key.Append(ModelConverter.Version).Append('|').Append(ModelConverter.GraphFormat).Append('|').Append(string.Join(",", options.Exits)).Append('|').Append(options.WeightsDtype)
             .Append('|').Append(options.ExternalData).Append('|');
+        if (options.Quantization != Onnx.WeightQuantization.None)
+        {
+            key.Append(options.Quantization).Append(options.QuantizationAccuracyLevel).Append('|');
+        }
+
         if (options.ExitAdaptersPath is { } adapters)
         {
             key.Append(ModelManifest.HashFile(adapters)).Append('|');

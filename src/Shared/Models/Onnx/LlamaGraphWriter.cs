@@ -79,14 +79,36 @@ internal sealed class LlamaGraphWriter
     private readonly TensorDType _storage;
     private readonly InitializerStore _store;
     private readonly Action<int>? _onLayerWritten;
+    private readonly WeightQuantization _quantization;
+    private readonly int _accuracyLevel;
+    private (string Name, QuantizedMatrix Matrix)? _lastQuantized;
 
-    public LlamaGraphWriter(LlamaConfig config, Func<string, float[]> readTensor, TensorDType storage, InitializerStore store, Action<int>? onLayerWritten = null)
+    /// <param name="config">The model's configuration.</param>
+    /// <param name="readTensor">Reads a checkpoint tensor as float32.</param>
+    /// <param name="storage">The storage type of the weights that are not quantized.</param>
+    /// <param name="store">Where initializers go.</param>
+    /// <param name="onLayerWritten">Called after each layer.</param>
+    /// <param name="quantization">Block quantization of the projections and LM heads (MatMulNBits), or none.</param>
+    /// <param name="accuracyLevel">
+    /// MatMulNBits' accuracy_level: 0 computes in float32 from the dequantized weights; 4 lets the CPU kernel quantize
+    /// the activations to int8 per block and use integer dot products (faster, and looser).
+    /// </param>
+    public LlamaGraphWriter(
+        LlamaConfig config,
+        Func<string, float[]> readTensor,
+        TensorDType storage,
+        InitializerStore store,
+        Action<int>? onLayerWritten = null,
+        WeightQuantization quantization = WeightQuantization.None,
+        int accuracyLevel = 0)
     {
         _config = config;
         _read = readTensor;
         _storage = storage;
         _store = store;
         _onLayerWritten = onLayerWritten;
+        _quantization = quantization;
+        _accuracyLevel = accuracyLevel;
     }
 
     /// <summary>Builds the graph of layers [<paramref name="firstLayer"/>, <paramref name="endLayer"/>).</summary>
@@ -238,8 +260,17 @@ internal sealed class LlamaGraphWriter
             var normWeight = Weight(g, head.Norm ?? LlamaTensorNames.FinalNorm, [c.HiddenSize], transpose: false);
             var normed = g.Node("SimplifiedLayerNormalization", [headInput, normWeight], ["/head/norm"], attributes: [OnnxGraphBuilder.Float("epsilon", eps), OnnxGraphBuilder.Int("axis", -1), OnnxGraphBuilder.Int("stash_type", 1)])[0];
             var lmHead = head.LmHead ?? (c.TieWordEmbeddings ? LlamaTensorNames.Embedding : LlamaTensorNames.LmHead);
-            var headWeight = Weight(g, lmHead, [c.VocabSize, c.HiddenSize], transpose: true, storedName: lmHead == LlamaTensorNames.Embedding ? "lm_head.weight.tied" : null);
-            g.Node("MatMul", [normed, headWeight], [GraphNames.Logits]);
+            var storedHead = lmHead == LlamaTensorNames.Embedding ? "lm_head.weight.tied" : lmHead;
+            if (_quantization == WeightQuantization.None)
+            {
+                var headWeight = Weight(g, lmHead, [c.VocabSize, c.HiddenSize], transpose: true, storedName: storedHead);
+                g.Node("MatMul", [normed, headWeight], [GraphNames.Logits]);
+            }
+            else
+            {
+                QuantizedMatMul(g, normed, lmHead, storedHead, c.VocabSize, c.HiddenSize, GraphNames.Logits);
+            }
+
             g.AddOutput(GraphNames.Logits, DataType.Float, "batch_size", "sequence_length", c.VocabSize);
         }
 
@@ -330,8 +361,50 @@ internal sealed class LlamaGraphWriter
 
     private string MatMul(OnnxGraphBuilder g, string input, string weightName, int outFeatures, int inFeatures, string scope)
     {
+        if (_quantization != WeightQuantization.None)
+        {
+            return QuantizedMatMul(g, input, weightName, weightName, outFeatures, inFeatures, $"{scope}/output");
+        }
+
         var weight = Weight(g, weightName, [outFeatures, inFeatures], transpose: true);
         return g.Node("MatMul", [input, weight], [$"{scope}/output"])[0];
+    }
+
+    /// <summary>
+    /// A projection by a block-quantized weight: com.microsoft MatMulNBits with the packed blocks, float32 scales and
+    /// packed zero points as initializers (the three are quantized once, though both graph forms use them).
+    /// </summary>
+    private string QuantizedMatMul(OnnxGraphBuilder g, string input, string weightName, string storedName, int outFeatures, int inFeatures, string output)
+    {
+        var bits = _quantization.Bits();
+        QuantizedMatrix Quantized()
+        {
+            if (_lastQuantized is not { } last || last.Name != storedName)
+            {
+                _lastQuantized = (storedName, BlockQuantizer.Quantize(_read(weightName), outFeatures, inFeatures, bits));
+            }
+
+            return _lastQuantized.Value.Matrix;
+        }
+
+        var blocks = (inFeatures + BlockQuantizer.DefaultBlockSize - 1) / BlockQuantizer.DefaultBlockSize;
+        var blockBytes = BlockQuantizer.DefaultBlockSize * bits / 8;
+        var zeroBytes = ((blocks * bits) + 7) / 8;
+        var packed = g.AddRawWeight($"{storedName}.q{bits}", [outFeatures, blocks, blockBytes], DataType.Uint8, () => Quantized().Packed);
+        var scales = g.AddRawWeight($"{storedName}.q{bits}.scales", [(long)outFeatures * blocks], DataType.Float, () => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Quantized().Scales.AsSpan()).ToArray());
+        var zeroPoints = g.AddRawWeight($"{storedName}.q{bits}.zero_points", [(long)outFeatures * zeroBytes], DataType.Uint8, () => Quantized().ZeroPoints);
+        return g.Node(
+            "MatMulNBits",
+            [input, packed, scales, zeroPoints],
+            [output],
+            OnnxGraphBuilder.MicrosoftDomain,
+            [
+                OnnxGraphBuilder.Int("K", inFeatures),
+                OnnxGraphBuilder.Int("N", outFeatures),
+                OnnxGraphBuilder.Int("bits", bits),
+                OnnxGraphBuilder.Int("block_size", BlockQuantizer.DefaultBlockSize),
+                OnnxGraphBuilder.Int("accuracy_level", _accuracyLevel),
+            ])[0];
     }
 
     private (string Cos, string Sin) RopeCaches(OnnxGraphBuilder g)

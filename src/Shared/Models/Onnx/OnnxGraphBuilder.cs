@@ -53,6 +53,20 @@ internal sealed class OnnxGraphBuilder
         return floatName;
     }
 
+    /// <summary>
+    /// Adds an initializer of <paramref name="type"/> from its little-endian bytes (a quantized weight's blocks, scales
+    /// and zero points); <paramref name="data"/> is only called when the store has not placed the tensor yet.
+    /// </summary>
+    public string AddRawWeight(string name, long[] dims, TensorProto.Types.DataType type, Func<byte[]> data)
+    {
+        if (_initializers.Add(name))
+        {
+            _graph.Initializer.Add(_store.TryGetPlaced(name, out var placed) ? placed.Clone() : _store.PlaceBytes(name, dims, type, data()));
+        }
+
+        return name;
+    }
+
     public string AddInt64Constant(string name, long[] dims, params long[] values)
     {
         if (_initializers.Add(name))
@@ -187,9 +201,7 @@ internal sealed class InitializerStore : IDisposable
         }
         else
         {
-            var padding = (Alignment - (_external.Position % Alignment)) % Alignment;
-            _external.Write(new byte[padding]);
-            var offset = _external.Position;
+            var offset = AlignExternal();
             var perChunk = _buffer.Length / storage.SizeOf();
             for (var start = 0; start < data.Length; start += perChunk)
             {
@@ -198,10 +210,7 @@ internal sealed class InitializerStore : IDisposable
                 _external.Write(_buffer, 0, count * storage.SizeOf());
             }
 
-            tensor.DataLocation = TensorProto.Types.DataLocation.External;
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = ExternalFileName });
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = byteLength.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            MarkExternal(tensor, offset, byteLength);
             _placed[name] = tensor;
         }
 
@@ -209,7 +218,43 @@ internal sealed class InitializerStore : IDisposable
         return tensor;
     }
 
+    /// <summary>Places an initializer of <paramref name="type"/> given as its little-endian bytes.</summary>
+    public TensorProto PlaceBytes(string name, long[] dims, TensorProto.Types.DataType type, byte[] data)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)type };
+        tensor.Dims.AddRange(dims);
+        if (_external is null)
+        {
+            tensor.RawData = UnsafeByteOperations.UnsafeWrap(data);
+        }
+        else
+        {
+            var offset = AlignExternal();
+            _external.Write(data);
+            MarkExternal(tensor, offset, data.LongLength);
+            _placed[name] = tensor;
+        }
+
+        BytesWritten += data.LongLength;
+        return tensor;
+    }
+
     public void Dispose() => _external?.Dispose();
+
+    private long AlignExternal()
+    {
+        var padding = (Alignment - (_external!.Position % Alignment)) % Alignment;
+        _external.Write(new byte[padding]);
+        return _external.Position;
+    }
+
+    private void MarkExternal(TensorProto tensor, long offset, long byteLength)
+    {
+        tensor.DataLocation = TensorProto.Types.DataLocation.External;
+        tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = ExternalFileName });
+        tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = byteLength.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
 
     private static void Convert(string name, ReadOnlySpan<float> data, TensorDType storage, Span<byte> destination)
     {

@@ -524,7 +524,8 @@ public sealed partial class HfBpeTokenizer : ITextTokenizer
                 replacements.Add((pattern, obj["content"]?.GetValue<string>() ?? string.Empty));
                 break;
             case "NFC" or "NFKC":
-                // Text reaching a tokenizer is almost always NFC already; SpecEdge runs in invariant-globalization mode.
+                // Not applied: SpecEdge runs in invariant-globalization mode, whose string.Normalize leaves non-ASCII text
+                // as it is. Text that is already NFC (almost all text) encodes exactly; decomposed accents do not.
                 break;
             case var other:
                 throw new UnsupportedModelException(path, $"tokenizer normalizer '{other}' is not supported");

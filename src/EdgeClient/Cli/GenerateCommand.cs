@@ -60,7 +60,30 @@ internal static class GenerateCommand
                 StopAtEos = !parse.GetValue(o.IgnoreEos),
                 ExitThresholds = parse.GetValue(o.Thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
             };
-            request = WithPrompt(request, parse.GetValue(o.Prompt), parse.GetValue(o.PromptFile), parse.GetValue(o.PromptIds));
+            request = WithPrompt(request, parse.GetValue(o.Prompt), parse.GetValue(o.PromptFile), parse.GetValue(o.PromptIds), parse.GetValue(o.Chat), parse.GetValue(o.System));
+            var stops = parse.GetValue(o.Stop) ?? [];
+            if (stops.Length > 4 || stops.Any(string.IsNullOrEmpty))
+            {
+                throw new UsageException($"--stop: at most 4 stop sequences, none empty (got {stops.Length})");
+            }
+
+            request = request with { StopSequences = stops };
+            if (parse.GetResult(o.Temperature) is null && parse.GetResult(o.TopK) is null && parse.GetResult(o.TopP) is null
+                && options.DraftModel is { } draftFolder && Directory.Exists(draftFolder)
+                && Shared.Models.Checkpoints.GenerationConfig.Load(draftFolder) is { DoSample: true } defaults)
+            {
+                // The model's own sampling defaults (generation_config.json) when no sampling option was given.
+                request = request with
+                {
+                    Sampling = request.Sampling with
+                    {
+                        Temperature = (float)(defaults.Temperature ?? 1.0),
+                        TopK = defaults.TopK ?? 0,
+                        TopP = (float)(defaults.TopP ?? 1.0),
+                    },
+                };
+                stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"sampling with the model's defaults (generation_config.json): temperature {request.Sampling.Temperature}, top-k {request.Sampling.TopK}, top-p {request.Sampling.TopP}; --temperature 0 decodes greedily"));
+            }
             if (request.Sampling.Validate() is { } samplingProblem)
             {
                 throw new UsageException($"--temperature/--top-k/--top-p: {samplingProblem}");
@@ -154,7 +177,13 @@ internal static class GenerateCommand
 
         public Option<double?> DegradedAfter { get; } = new("--degraded-after") { Description = "Opt-in: after this many seconds without a verifier, continue with the draft alone, tokens marked unverified." };
 
-        public IEnumerable<Option> All => [Server, Draft, Prompt, PromptFile, PromptIds, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+        public Option<string?> Chat { get; } = new("--chat") { Description = "A user message, rendered with the draft model's chat template (instead of --prompt)." };
+
+        public Option<string?> System { get; } = new("--system") { Description = "A system message before the --chat message." };
+
+        public Option<string[]> Stop { get; } = new("--stop") { Description = "Stop before this text (repeat for up to 4).", AllowMultipleArgumentsPerToken = false };
+
+        public IEnumerable<Option> All => [Server, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The environment variable the API key is read from when no key file is given.</summary>
@@ -196,12 +225,24 @@ internal static class GenerateCommand
     private static string? ExistingFile(string? path, string option) =>
         path is null || File.Exists(path) ? path : throw new UsageException($"{option}: '{path}' not found");
 
-    private static GenerationRequest WithPrompt(GenerationRequest request, string? text, string? file, string? ids)
+    private static GenerationRequest WithPrompt(GenerationRequest request, string? text, string? file, string? ids, string? chat, string? system)
     {
-        var given = new[] { text, file, ids }.Count(v => v is not null);
+        var given = new[] { text, file, ids, chat }.Count(v => v is not null);
         if (given != 1)
         {
-            throw new UsageException("give exactly one of --prompt, --prompt-file and --prompt-ids");
+            throw new UsageException("give exactly one of --prompt, --prompt-file, --prompt-ids and --chat");
+        }
+
+        if (system is not null && chat is null)
+        {
+            throw new UsageException("--system goes with --chat");
+        }
+
+        if (chat is not null)
+        {
+            List<ChatMessage> messages = system is null ? [] : [new ChatMessage(ChatMessage.System, system)];
+            messages.Add(new ChatMessage(ChatMessage.User, chat));
+            return request with { Messages = messages };
         }
 
         if (file is not null)

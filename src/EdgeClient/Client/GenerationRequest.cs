@@ -18,6 +18,19 @@ public sealed record GenerationRequest
     /// <summary>The prompt as text, encoded with the draft model's tokenizer (with its beginning-of-sequence token).</summary>
     public string? PromptText { get; init; }
 
+    /// <summary>
+    /// The prompt as a conversation, rendered with the draft model's chat template (its <c>tokenizer_config.json</c>, or
+    /// the built-in plain format); used when <see cref="PromptIds"/> and <see cref="PromptText"/> are null. The
+    /// template's end-of-turn marker ends the generation.
+    /// </summary>
+    public IReadOnlyList<ChatMessage>? Messages { get; init; }
+
+    /// <summary>
+    /// Text that ends the generation where it first appears; the text delivered stops just before it (at most 4, none
+    /// empty). The verifier computes on a little past it: stop sequences are matched on the edge, in committed text.
+    /// </summary>
+    public IReadOnlyList<string> StopSequences { get; init; } = [];
+
     /// <summary>How to decode (default speculative).</summary>
     public GenerationMode Mode { get; init; } = GenerationMode.Speculative;
 

@@ -38,7 +38,9 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private readonly EndpointRing _ring;
     private readonly DraftEngine? _engine;
     private readonly ILogger _logger;
+    private const int MaxStopSequences = 4;
     private int _running;
+    private ChatTemplate? _chatTemplate;
 
     private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
@@ -60,6 +62,14 @@ public sealed class SpecEdgeClient : IAsyncDisposable
 
     /// <summary>The tokenizer shared by draft and target (the draft's).</summary>
     public ITextTokenizer? Tokenizer { get; }
+
+    /// <summary>
+    /// The chat format conversations are rendered with: the draft model's chat template, or the built-in plain format
+    /// when its folder has none.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No draft model was given.</exception>
+    /// <exception cref="Shared.Models.UnsupportedModelException">The draft's template is of no family SpecEdge recognises.</exception>
+    public ChatTemplate ChatTemplate => _chatTemplate ??= ChatTemplate.Load(Draft?.Directory ?? throw new InvalidOperationException("a chat template comes from the draft model's folder: give a draft model"));
 
     /// <summary>The in-process link emulator in front of the primary verifier, when a link profile was given.</summary>
     public LinkRelay? Relay => _endpoints.Count > 0 ? _endpoints[0].Relay : null;
@@ -185,9 +195,48 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             throw new ArgumentException($"mode {request.Mode.Name()} needs a verifier: give a server address", nameof(request));
         }
 
-        var prompt = request.PromptIds ?? (request.PromptText is { } text
-            ? Tokenizer?.Encode(text, addBos: true) ?? throw new ArgumentException("a text prompt needs the draft model's tokenizer: give a draft model or prompt ids", nameof(request))
-            : throw new ArgumentException("give a prompt (text or token ids)", nameof(request)));
+        if (request.StopSequences.Count > MaxStopSequences || request.StopSequences.Any(string.IsNullOrEmpty))
+        {
+            throw new ArgumentException($"stop sequences: at most {MaxStopSequences}, none empty (got {request.StopSequences.Count})", nameof(request));
+        }
+
+        var stops = request.StopSequences;
+        IReadOnlyList<TokenId> prompt;
+        if (request.PromptIds is { } ids)
+        {
+            prompt = ids;
+        }
+        else if (request.PromptText is { } text)
+        {
+            prompt = Tokenizer?.Encode(text, addBos: true) ?? throw new ArgumentException("a text prompt needs the draft model's tokenizer: give a draft model or prompt ids", nameof(request));
+        }
+        else if (request.Messages is { } messages)
+        {
+            if (Tokenizer is null)
+            {
+                throw new ArgumentException("a conversation needs the draft model's tokenizer and chat template: give a draft model", nameof(request));
+            }
+
+            if (messages.Count == 0)
+            {
+                throw new ArgumentException("the conversation has no messages", nameof(request));
+            }
+
+            // A rendered template writes its own beginning-of-sequence token. An end of turn written as text (the
+            // built-in format) ends the generation as a stop sequence; the families' special end-of-turn tokens are
+            // end-of-sequence ids already (their generation_config.json lists them).
+            var template = ChatTemplate;
+            prompt = Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true), addBos: !template.WritesBos);
+            if (template.Format == ChatFormat.Plain && template.EndOfTurn is { } endOfTurn && !stops.Contains(endOfTurn))
+            {
+                stops = [.. stops, endOfTurn];
+            }
+        }
+        else
+        {
+            throw new ArgumentException("give a prompt (text, token ids or messages)", nameof(request));
+        }
+
         if (prompt.Count == 0)
         {
             throw new ArgumentException("the prompt is empty", nameof(request));
@@ -202,7 +251,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             }
         }
 
-        return new Generation(request, (generation, cancellationToken) => RunAsync(generation, prompt, cancellationToken));
+        return new Generation(request, (generation, cancellationToken) => RunAsync(generation, prompt, stops, cancellationToken));
     }
 
     /// <summary>Closes the connections and frees the draft model.</summary>
@@ -216,7 +265,51 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         }
     }
 
-    private async IAsyncEnumerable<CommittedToken> RunAsync(Generation generation, IReadOnlyList<TokenId> prompt, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<CommittedToken> RunAsync(Generation generation, IReadOnlyList<TokenId> prompt, IReadOnlyList<string> stops, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var filter = stops.Count > 0 ? new StopSequenceFilter(stops) : null;
+        var request = generation.Request;
+        GenerationTracker? tracker = null;
+        var enumerator = RunUnfilteredAsync(request, prompt, t => tracker = t, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        await using (enumerator.ConfigureAwait(false))
+        {
+            while (await enumerator.MoveNextAsync().ConfigureAwait(false))
+            {
+                if (filter is null)
+                {
+                    yield return enumerator.Current;
+                    continue;
+                }
+
+                foreach (var token in filter.Push(enumerator.Current))
+                {
+                    yield return token;
+                }
+
+                if (filter.Stopped)
+                {
+                    // Leaving the enumeration closes the session; the tokens past the stop are committed but not delivered.
+                    break;
+                }
+            }
+        }
+
+        if (filter is not null && !filter.Stopped)
+        {
+            foreach (var token in filter.Flush())
+            {
+                yield return token;
+            }
+        }
+
+        generation.Report = tracker!.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.Link?.ToString() ?? "none" : "none");
+        if (filter is { Stopped: true })
+        {
+            generation.Report = generation.Report with { Text = filter.Released.ToString(), FinishReason = "stop" };
+        }
+    }
+
+    private async IAsyncEnumerable<CommittedToken> RunUnfilteredAsync(GenerationRequest request, IReadOnlyList<TokenId> prompt, Action<GenerationTracker> started, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         if (Interlocked.Exchange(ref _running, 1) == 1)
         {
@@ -225,9 +318,9 @@ public sealed class SpecEdgeClient : IAsyncDisposable
 
         try
         {
-            var request = generation.Request;
             var tokenizer = Tokenizer ?? new ByteTokenizer(Math.Max(256, VerifierDescription!.VocabSize));
             var tracker = new GenerationTracker(tokenizer, prompt, _options.Time);
+            started(tracker);
             if (request.Mode == GenerationMode.Edge)
             {
                 await foreach (var token in new EdgeRunner(_engine!, request, tracker).RunAsync(cancellationToken).ConfigureAwait(false))
@@ -255,8 +348,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
                     await producer.ConfigureAwait(false);
                 }
             }
-
-            generation.Report = tracker.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.Link?.ToString() ?? "none" : "none");
         }
         finally
         {

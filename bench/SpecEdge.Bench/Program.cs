@@ -16,5 +16,7 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     BatchDriftCommand.Create(),
     QualityCommand.Create(),
     QuantizeCommand.Create(),
+    StartupCommand.Create(),
+    HalfOpsCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

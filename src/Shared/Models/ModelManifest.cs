@@ -116,8 +116,14 @@ public sealed record ModelManifest
     /// <summary>The longest sequence the model was built for (<c>max_position_embeddings</c>).</summary>
     public required int MaxPositions { get; init; }
 
-    /// <summary>How weights are stored in the ONNX files (<c>f32</c> or <c>f16</c>); compute is float32.</summary>
+    /// <summary>How weights are stored in the ONNX files (<c>f32</c> or <c>f16</c>).</summary>
     public required string WeightsDtype { get; init; }
+
+    /// <summary>
+    /// The type the graphs compute in (<c>f32</c>, or <c>f16</c>: float16 activations, KV cache and hidden state between
+    /// stages; float32 logits).
+    /// </summary>
+    public string ComputeDtype { get; init; } = "f32";
 
     /// <summary>The block quantization of the projections and LM head (MatMulNBits), or null when they are not quantized.</summary>
     public QuantizationManifest? Quantization { get; init; }
@@ -244,9 +250,18 @@ public sealed record ModelManifest
             }
         }
 
+        WriteStamp(directory);
+    }
+
+    /// <summary>
+    /// Records that every file matches the manifest as it stands now (the converter, which has just hashed what it
+    /// wrote, and a full check call this); later loads compare sizes and modification times with it.
+    /// </summary>
+    internal void WriteStamp(string directory)
+    {
         try
         {
-            System.IO.File.WriteAllText(stampPath, Stamp(directory));
+            System.IO.File.WriteAllText(Path.Combine(directory, VerifiedStampFileName), Stamp(directory));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Onnx;
 using SpecEdge.Shared.Tokenization;
@@ -40,11 +41,15 @@ public sealed class BatchRunner : IDisposable
     private readonly long[] _inputIds;
     private readonly long[] _positionIds;
     private readonly float[] _bias;
-    private readonly float[][] _stepKeys;
-    private readonly float[][] _stepValues;
-    private readonly float[][] _hiddenBuffers;
+    private readonly TensorElementType _element;
+    private readonly int _elementSize;
+
+    // Keys, values and hidden states are in the graphs' compute type (float32 or float16), held as pinned bytes.
+    private readonly byte[][] _stepKeys;
+    private readonly byte[][] _stepValues;
+    private readonly byte[][] _hiddenBuffers;
     private readonly float[] _logits;
-    private readonly float[] _swap;
+    private readonly byte[] _swap;
     private readonly OrtIoBinding[] _bindings;
     private readonly RunOptions _runOptions = new();
     private readonly List<OrtValue> _stepTensors = [];
@@ -52,8 +57,8 @@ public sealed class BatchRunner : IDisposable
     private readonly List<BatchRow> _rows = [];
     private readonly int[] _positions;
     private readonly bool[] _held;
-    private float[][] _keys = [];
-    private float[][] _values = [];
+    private byte[][] _keys = [];
+    private byte[][] _values = [];
     private OrtValue?[][] _kvViews = [];
     private OrtValue? _idsValue;
     private OrtValue? _positionsValue;
@@ -97,17 +102,19 @@ public sealed class BatchRunner : IDisposable
         _inputIds = new long[tokens];
         _positionIds = new long[tokens];
         _bias = new float[(long)tokens * (_slotLength + MaxStepTokens)];
-        _stepKeys = new float[_layers][];
-        _stepValues = new float[_layers][];
+        _element = model.ComputeElementType;
+        _elementSize = _element == TensorElementType.Float16 ? 2 : 4;
+        _stepKeys = new byte[_layers][];
+        _stepValues = new byte[_layers][];
         for (var layer = 0; layer < _layers; layer++)
         {
-            _stepKeys[layer] = new float[(long)tokens * _kvHeads * _headDim];
-            _stepValues[layer] = new float[(long)tokens * _kvHeads * _headDim];
+            _stepKeys[layer] = Pinned((long)tokens * _kvHeads * _headDim);
+            _stepValues[layer] = Pinned((long)tokens * _kvHeads * _headDim);
         }
 
-        _hiddenBuffers = [new float[(long)tokens * _hidden], new float[(long)tokens * _hidden]];
+        _hiddenBuffers = [Pinned((long)tokens * _hidden), Pinned((long)tokens * _hidden)];
         _logits = new float[(long)tokens * _vocab];
-        _swap = new float[(long)_slotLength * _headDim];
+        _swap = new byte[(long)_slotLength * _headDim * _elementSize];
         _positions = new int[maxRows];
         _held = new bool[maxRows];
         _bindings = new OrtIoBinding[model.Stages.Count];
@@ -149,8 +156,8 @@ public sealed class BatchRunner : IDisposable
     /// <summary>The most tokens one step runs (rows × tokens per row, padding included).</summary>
     public int MaxBatchTokens { get; }
 
-    /// <summary>Bytes of KV cache one slot holds (float32 keys and values of every layer).</summary>
-    public long BytesPerSlot => 2L * _layers * _kvHeads * _headDim * _slotLength * sizeof(float);
+    /// <summary>Bytes of KV cache one slot holds (keys and values of every layer, in the compute type).</summary>
+    public long BytesPerSlot => 2L * _layers * _kvHeads * _headDim * _slotLength * _elementSize;
 
     /// <summary>The stage the pending step runs next, or -1 when no step is pending.</summary>
     public int NextStage => _nextStage;
@@ -318,15 +325,15 @@ public sealed class BatchRunner : IDisposable
         _idsValue = Tensor(_inputIds, rows * t, [rows, t]);
         _positionsValue = Tensor(_positionIds, rows * t, [rows, t]);
         _biasValue = Tensor(_bias, rows * t * width, [rows, 1, t, width]);
-        _hiddenValues = [Tensor(_hiddenBuffers[0], rows * t * _hidden, [rows, t, _hidden]), Tensor(_hiddenBuffers[1], rows * t * _hidden, [rows, t, _hidden])];
+        _hiddenValues = [Elements(_hiddenBuffers[0], [rows, t, _hidden]), Elements(_hiddenBuffers[1], [rows, t, _hidden])];
         _logitsValue = Tensor(_logits, rows * t * _vocab, [rows, t, _vocab]);
         for (var s = 0; s < _bindings.Length; s++)
         {
             var stage = _model.Stages[s];
             for (var layer = stage.FirstLayer; layer < stage.EndLayer; layer++)
             {
-                _bindings[s].BindOutput(GraphNames.StepKey(layer), Tensor(_stepKeys[layer], rows * _kvHeads * t * _headDim, [rows, _kvHeads, t, _headDim]));
-                _bindings[s].BindOutput(GraphNames.StepValue(layer), Tensor(_stepValues[layer], rows * _kvHeads * t * _headDim, [rows, _kvHeads, t, _headDim]));
+                _bindings[s].BindOutput(GraphNames.StepKey(layer), Elements(_stepKeys[layer], [rows, _kvHeads, t, _headDim]));
+                _bindings[s].BindOutput(GraphNames.StepValue(layer), Elements(_stepValues[layer], [rows, _kvHeads, t, _headDim]));
             }
         }
 
@@ -418,14 +425,14 @@ public sealed class BatchRunner : IDisposable
     private void Grow(int capacity)
     {
         var perSlot = (long)_kvHeads * _slotLength * _headDim;
-        var keys = new float[_layers][];
-        var values = new float[_layers][];
+        var keys = new byte[_layers][];
+        var values = new byte[_layers][];
         for (var layer = 0; layer < _layers; layer++)
         {
             // Pinned (ONNX Runtime reads them in place) and zeroed: the attention reads positions past a short row's
             // length (masked, so they must hold finite numbers).
-            keys[layer] = GC.AllocateArray<float>(checked((int)(perSlot * capacity)), pinned: true);
-            values[layer] = GC.AllocateArray<float>(checked((int)(perSlot * capacity)), pinned: true);
+            keys[layer] = Pinned(perSlot * capacity);
+            values[layer] = Pinned(perSlot * capacity);
             if (_keys.Length > 0)
             {
                 _keys[layer].CopyTo(keys[layer], 0);
@@ -499,17 +506,17 @@ public sealed class BatchRunner : IDisposable
     private void Swap(int slotA, int lengthA, int slotB, int lengthB)
     {
         var block = (long)_slotLength * _headDim;
-        foreach (var arrays in (float[][][])[_keys, _values])
+        foreach (var arrays in (byte[][][])[_keys, _values])
         {
             foreach (var buffer in arrays)
             {
                 for (var h = 0; h < _kvHeads; h++)
                 {
-                    var a = buffer.AsSpan((int)(((slotA * (long)_kvHeads) + h) * block), (int)block);
-                    var b = buffer.AsSpan((int)(((slotB * (long)_kvHeads) + h) * block), (int)block);
-                    var temp = _swap.AsSpan(0, lengthA * _headDim);
+                    var a = Span(buffer, ((slotA * (long)_kvHeads) + h) * block, block);
+                    var b = Span(buffer, ((slotB * (long)_kvHeads) + h) * block, block);
+                    var temp = _swap.AsSpan(0, lengthA * _headDim * _elementSize);
                     a[..temp.Length].CopyTo(temp);
-                    b[..(lengthB * _headDim)].CopyTo(a);
+                    b[..(lengthB * _headDim * _elementSize)].CopyTo(a);
                     temp.CopyTo(b);
                 }
             }
@@ -546,12 +553,12 @@ public sealed class BatchRunner : IDisposable
                 {
                     var row = _rows[r];
                     var at = _positions[r];
-                    var count = row.Tokens.Length * _headDim;
+                    var count = (long)row.Tokens.Length * _headDim;
                     for (var h = 0; h < _kvHeads; h++)
                     {
-                        var from = step.AsSpan(((at * _kvHeads) + h) * t * _headDim, count);
-                        var to = (((long)at * _kvHeads) + h) * _slotLength + row.Slot.Length;
-                        from.CopyTo(arena.AsSpan((int)(to * _headDim), count));
+                        var from = Span(step, ((at * _kvHeads) + h) * (long)t * _headDim, count);
+                        var to = ((((long)at * _kvHeads) + h) * _slotLength) + row.Slot.Length;
+                        from.CopyTo(Span(arena, to * _headDim, count));
                     }
                 }
             }
@@ -563,13 +570,41 @@ public sealed class BatchRunner : IDisposable
         var views = _kvViews[(layer * 2) + kind];
         if (views[rows] is not { } view)
         {
-            var buffer = kind == 0 ? _keys[layer] : _values[layer];
-            var length = rows * _kvHeads * _slotLength * _headDim;
-            view = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, length), [rows, _kvHeads, _slotLength, _headDim]);
+            view = View(kind == 0 ? _keys[layer] : _values[layer], [rows, _kvHeads, _slotLength, _headDim]);
             views[rows] = view;
         }
 
         return view;
+    }
+
+    /// <summary>A zeroed, pinned buffer of <paramref name="elements"/> elements of the compute type.</summary>
+    private byte[] Pinned(long elements) => GC.AllocateArray<byte>(checked((int)(elements * _elementSize)), pinned: true);
+
+    /// <summary>Elements [start, start + count) of a compute-type buffer, as bytes.</summary>
+    private Span<byte> Span(byte[] buffer, long start, long count) => buffer.AsSpan(checked((int)(start * _elementSize)), checked((int)(count * _elementSize)));
+
+    /// <summary>A tensor of the compute type over the front of a pinned buffer (not owned by the step).</summary>
+    private unsafe OrtValue View(byte[] buffer, long[] shape)
+    {
+        var elements = 1L;
+        foreach (var dim in shape)
+        {
+            elements *= dim;
+        }
+
+        fixed (byte* data = buffer)
+        {
+            // The buffer is pinned for its lifetime, so the address stays valid after this block.
+            return OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _element, shape, (nint)data, elements * _elementSize);
+        }
+    }
+
+    /// <summary>A step tensor of the compute type over a pinned buffer.</summary>
+    private OrtValue Elements(byte[] buffer, long[] shape)
+    {
+        var value = View(buffer, shape);
+        _stepTensors.Add(value);
+        return value;
     }
 
     private OrtValue Tensor<T>(T[] buffer, int length, long[] shape)

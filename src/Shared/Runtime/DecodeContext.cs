@@ -21,6 +21,8 @@ public sealed class DecodeContext : IDisposable
     private readonly long[] _positionIds;
     private readonly long[] _attentionMask;
     private readonly float[][] _hiddenBuffers;
+    private readonly Float16[][] _halfHiddenBuffers;
+    private readonly bool _half;
     private readonly float[][] _logits;
     private readonly OrtValue[] _keys;
     private readonly OrtValue[] _values;
@@ -45,10 +47,17 @@ public sealed class DecodeContext : IDisposable
         Array.Fill(_attentionMask, 1L);
 
         var stageCount = model.Stages.Count;
-        _hiddenBuffers = new float[Math.Max(stageCount - 1, 0)][];
+        _half = model.ComputeElementType == TensorElementType.Float16;
+        _hiddenBuffers = new float[_half ? 0 : Math.Max(stageCount - 1, 0)][];
+        _halfHiddenBuffers = new Float16[_half ? Math.Max(stageCount - 1, 0) : 0][];
         for (var i = 0; i < _hiddenBuffers.Length; i++)
         {
             _hiddenBuffers[i] = new float[_maxStep * _hidden];
+        }
+
+        for (var i = 0; i < _halfHiddenBuffers.Length; i++)
+        {
+            _halfHiddenBuffers[i] = new Float16[_maxStep * _hidden];
         }
 
         _logits = new float[stageCount][];
@@ -63,11 +72,14 @@ public sealed class DecodeContext : IDisposable
         _bindings = new OrtIoBinding[stageCount];
         try
         {
+            // The cache lives where the model runs: in device memory on CUDA (bound in place, never copied to the
+            // host between steps), in host memory on the CPU.
             long[] kvShape = [1, config.NumKeyValueHeads, maxSequenceLength, config.HeadDim];
+            var allocator = model.CacheAllocator;
             for (var layer = 0; layer < config.NumHiddenLayers; layer++)
             {
-                _keys[layer] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, kvShape);
-                _values[layer] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, kvShape);
+                _keys[layer] = OrtValue.CreateAllocatedTensorValue(allocator, model.ComputeElementType, kvShape);
+                _values[layer] = OrtValue.CreateAllocatedTensorValue(allocator, model.ComputeElementType, kvShape);
             }
 
             for (var s = 0; s < stageCount; s++)
@@ -199,14 +211,14 @@ public sealed class DecodeContext : IDisposable
         }
         else
         {
-            binding.BindInput(GraphNames.HiddenStates, View(values, 1, _hiddenBuffers[s - 1], count, _hidden));
+            binding.BindInput(GraphNames.HiddenStates, _half ? View(values, 1, _halfHiddenBuffers[s - 1], count, _hidden) : View(values, 1, _hiddenBuffers[s - 1], count, _hidden));
         }
 
         binding.BindInput(GraphNames.PositionIds, View(values, 2, _positionIds, count, 1));
         binding.BindInput(GraphNames.AttentionMask, MaskValue(total));
-        if (s < _hiddenBuffers.Length)
+        if (s < _model.Stages.Count - 1)
         {
-            binding.BindOutput(GraphNames.LastHiddenState, View(values, 3, _hiddenBuffers[s], count, _hidden));
+            binding.BindOutput(GraphNames.LastHiddenState, _half ? View(values, 3, _halfHiddenBuffers[s], count, _hidden) : View(values, 3, _hiddenBuffers[s], count, _hidden));
         }
 
         binding.BindOutput(GraphNames.Logits, View(values, 4, _logits[s], count, _model.VocabSize));

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Onnx;
@@ -16,6 +17,8 @@ namespace SpecEdge.Shared.Runtime;
 public sealed class LanguageModel : IDisposable
 {
     private readonly InferenceSession[] _sessions;
+    private OrtAllocator? _cacheAllocator;
+    private OrtMemoryInfo? _cudaMemory;
 
     private LanguageModel(string directory, ModelManifest manifest, LlamaConfig config, InferenceSession[] sessions, RuntimeOptions options, ExecutionDevice device, string? fallbackReason, ITextTokenizer tokenizer)
     {
@@ -67,6 +70,14 @@ public sealed class LanguageModel : IDisposable
 
     internal InferenceSession Session(int stage) => _sessions[stage];
 
+    /// <summary>
+    /// Where KV caches are allocated: the CUDA device's memory when the model runs on CUDA (bound through IOBinding, so
+    /// the cache never crosses to the host), else host memory.
+    /// </summary>
+    internal OrtAllocator CacheAllocator => _cacheAllocator ??= Device == ExecutionDevice.Cuda
+        ? new OrtAllocator(_sessions[0], _cudaMemory = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, Options.DeviceId, OrtMemType.Default))
+        : OrtAllocator.DefaultInstance;
+
     /// <summary>Loads a converted model folder.</summary>
     /// <exception cref="ModelFormatException">The folder is not a converted model or a file is missing.</exception>
     /// <exception cref="ModelIntegrityException">A file does not match its manifest hash.</exception>
@@ -104,6 +115,10 @@ public sealed class LanguageModel : IDisposable
                 {
                     sessions[s] = new InferenceSession(path, sessionOptions);
                 }
+                catch (OnnxRuntimeException ex) when (device == ExecutionDevice.Cuda)
+                {
+                    throw new ModelFormatException(path, $"not every node of the graph can run on CUDA, and SpecEdge does not split a graph between the GPU and the CPU ({ex.Message.Split('\n')[0]}); convert with --compute f16 for a GPU, or run with --device cpu", ex);
+                }
                 catch (OnnxRuntimeException ex)
                 {
                     throw new ModelFormatException(path, $"ONNX Runtime cannot load the graph ({ex.Message})", ex);
@@ -137,11 +152,23 @@ public sealed class LanguageModel : IDisposable
 
     /// <summary>Bytes of KV cache one context of <paramref name="maxSequenceLength"/> tokens holds.</summary>
     public long KvBytesPerContext(int maxSequenceLength) =>
-        2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * sizeof(float);
+        2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * (ComputeElementType == TensorElementType.Float16 ? 2 : 4);
+
+    /// <summary>
+    /// The element type of the KV cache and of the hidden state between stages: float32, or float16 for a model
+    /// converted with float16 compute. Logits are float32 either way.
+    /// </summary>
+    public TensorElementType ComputeElementType => Manifest.ComputeDtype == "f16" ? TensorElementType.Float16 : TensorElementType.Float;
 
     /// <inheritdoc/>
     public void Dispose()
     {
+        if (_cacheAllocator is not null && !ReferenceEquals(_cacheAllocator, OrtAllocator.DefaultInstance))
+        {
+            _cacheAllocator.Dispose();
+        }
+
+        _cudaMemory?.Dispose();
         foreach (var session in _sessions)
         {
             session.Dispose();
@@ -167,6 +194,11 @@ public sealed class LanguageModel : IDisposable
             try
             {
                 sessionOptions.AppendExecutionProvider_CUDA(options.DeviceId);
+
+                // Every node on the GPU or no session: a graph split between CUDA and the CPU would copy activations
+                // across PCIe at every node boundary, silently slower. ONNX Runtime then refuses to create the session
+                // and names the node that has no CUDA kernel.
+                sessionOptions.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             }
             catch (Exception ex) when (ex is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
             {

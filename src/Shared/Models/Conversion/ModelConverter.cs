@@ -26,8 +26,15 @@ public sealed record ConversionOptions
     /// <summary>Exit layers; empty converts a single draft-style graph, otherwise the staged target form.</summary>
     public IReadOnlyList<int> Exits { get; init; } = [];
 
-    /// <summary>Weight storage in the ONNX files: float32 or float16 (compute stays float32).</summary>
+    /// <summary>Weight storage in the ONNX files: float32 or float16 (with float32 compute, cast once at load).</summary>
     public TensorDType WeightsDtype { get; init; } = TensorDType.Float32;
+
+    /// <summary>
+    /// The type the graphs compute in: float32, or float16 for GPU verification (weights, activations, KV cache and
+    /// the hidden state between stages in float16; norms accumulate and softmax runs in float32; logits are float32).
+    /// Float16 compute stores the weights as float16 whatever <see cref="WeightsDtype"/> says.
+    /// </summary>
+    public TensorDType ComputeDtype { get; init; } = TensorDType.Float32;
 
     /// <summary>
     /// Block quantization of the projections and LM head (a draft only: a staged target is the model whose output
@@ -102,6 +109,16 @@ public static class ModelConverter
             throw new ArgumentException("quantization applies to drafts: a staged target (with exits) is the model whose output is reproduced, so its weights stay as they are", nameof(options));
         }
 
+        if (options.ComputeDtype == TensorDType.BFloat16)
+        {
+            throw new ArgumentException("graphs compute in f32 or f16", nameof(options));
+        }
+
+        if (options.ComputeDtype == TensorDType.Float16 && options.Quantization != WeightQuantization.None)
+        {
+            throw new ArgumentException("quantized drafts compute in float32: float16 compute is for the verifier's target", nameof(options));
+        }
+
         if (options.QuantizationAccuracyLevel is not (0 or 1 or 2 or 3 or 4))
         {
             throw new ArgumentException($"quantization accuracy level {options.QuantizationAccuracyLevel} is not one of 0-4", nameof(options));
@@ -151,7 +168,7 @@ public static class ModelConverter
         {
             ExternalDataPolicy.Always => true,
             ExternalDataPolicy.Never => false,
-            _ => EstimateBytes(config, exits.Count, options.WeightsDtype) > InlineLimitBytes,
+            _ => EstimateBytes(config, exits.Count, options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype) > InlineLimitBytes,
         };
 
         float[] Read(string name)
@@ -177,14 +194,16 @@ public static class ModelConverter
 
         using (var store = new InitializerStore(external ? Path.Combine(dir, ExternalDataFile) : null))
         {
+            var storage = options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype;
             var writer = new LlamaGraphWriter(
                 config,
                 Read,
-                options.WeightsDtype,
+                storage,
                 store,
                 _ => options.Progress?.Invoke(++layersDone, 2 * config.NumHiddenLayers),
                 options.Quantization,
-                options.QuantizationAccuracyLevel);
+                options.QuantizationAccuracyLevel,
+                options.ComputeDtype);
             for (var s = 0; s < boundaries.Count - 1; s++)
             {
                 var isLast = s == boundaries.Count - 2;
@@ -257,7 +276,8 @@ public static class ModelConverter
             HeadDim = config.HeadDim,
             HiddenSize = config.HiddenSize,
             MaxPositions = config.MaxPositionEmbeddings,
-            WeightsDtype = options.WeightsDtype.CliName(),
+            WeightsDtype = (options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype).CliName(),
+            ComputeDtype = options.ComputeDtype.CliName(),
             Quantization = options.Quantization == WeightQuantization.None
                 ? null
                 : new QuantizationManifest(options.Quantization.CliName(), BlockQuantizer.DefaultBlockSize, options.QuantizationAccuracyLevel),
@@ -271,6 +291,9 @@ public static class ModelConverter
             Converter = $"specedge {Version}",
         };
         manifest.Save(dir);
+
+        // The files were hashed a moment ago: the first load need not hash them again.
+        manifest.WriteStamp(dir);
         return manifest;
     }
 

@@ -94,6 +94,11 @@ public static class ModelResolver
         var key = new StringBuilder();
         key.Append(ModelConverter.Version).Append('|').Append(ModelConverter.GraphFormat).Append('|').Append(string.Join(",", options.Exits)).Append('|').Append(options.WeightsDtype)
             .Append('|').Append(options.ExternalData).Append('|');
+        if (options.ComputeDtype != Checkpoints.TensorDType.Float32)
+        {
+            key.Append("compute-").Append(options.ComputeDtype).Append('|');
+        }
+
         if (options.Quantization != Onnx.WeightQuantization.None)
         {
             key.Append(options.Quantization).Append(options.QuantizationAccuracyLevel).Append('|');

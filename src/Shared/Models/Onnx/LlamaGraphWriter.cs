@@ -77,6 +77,8 @@ internal sealed class LlamaGraphWriter
     private readonly LlamaConfig _config;
     private readonly Func<string, float[]> _read;
     private readonly TensorDType _storage;
+    private readonly TensorDType _compute;
+    private readonly DataType _element;
     private readonly InitializerStore _store;
     private readonly Action<int>? _onLayerWritten;
     private readonly WeightQuantization _quantization;
@@ -89,6 +91,10 @@ internal sealed class LlamaGraphWriter
     /// <param name="store">Where initializers go.</param>
     /// <param name="onLayerWritten">Called after each layer.</param>
     /// <param name="quantization">Block quantization of the projections and LM heads (MatMulNBits), or none.</param>
+    /// <param name="compute">
+    /// The type activations, the KV cache and the stage hand-over are in: float32, or float16 for GPU verification
+    /// (norms accumulate in float32, softmax runs in float32, logits leave the graph as float32).
+    /// </param>
     /// <param name="accuracyLevel">
     /// MatMulNBits' accuracy_level: 0 computes in float32 from the dequantized weights; 4 lets the CPU kernel quantize
     /// the activations to int8 per block and use integer dot products (faster, and looser).
@@ -100,8 +106,11 @@ internal sealed class LlamaGraphWriter
         InitializerStore store,
         Action<int>? onLayerWritten = null,
         WeightQuantization quantization = WeightQuantization.None,
-        int accuracyLevel = 0)
+        int accuracyLevel = 0,
+        TensorDType compute = TensorDType.Float32)
     {
+        _compute = compute;
+        _element = OnnxGraphBuilder.ElementType(compute);
         _config = config;
         _read = readTensor;
         _storage = storage;
@@ -133,7 +142,7 @@ internal sealed class LlamaGraphWriter
         }
         else
         {
-            g.AddInput(GraphNames.HiddenStates, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
+            g.AddInput(GraphNames.HiddenStates, _element, "batch_size", "sequence_length", c.HiddenSize);
         }
 
         if (batched)
@@ -148,8 +157,8 @@ internal sealed class LlamaGraphWriter
         g.AddInput(GraphNames.PositionIds, DataType.Int64, "batch_size", "sequence_length");
         for (var layer = firstLayer; layer < endLayer; layer++)
         {
-            g.AddInput(GraphNames.PastKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
-            g.AddInput(GraphNames.PastValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
+            g.AddInput(GraphNames.PastKey(layer), _element, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
+            g.AddInput(GraphNames.PastValue(layer), _element, "batch_size", c.NumKeyValueHeads, "past_sequence_length", c.HeadDim);
         }
 
         if (firstLayer == 0)
@@ -173,7 +182,10 @@ internal sealed class LlamaGraphWriter
             pastEnd = g.Node("Sub", [total, steps], ["/attn/past_end"])[0];
             splitSizes = g.Node("Concat", [pastEnd, steps], ["/attn/split_sizes"], attributes: [OnnxGraphBuilder.Int("axis", 0)])[0];
             var group = c.NumAttentionHeads / c.NumKeyValueHeads;
-            bias = group == 1 ? GraphNames.AttentionBias : g.Node("Tile", [GraphNames.AttentionBias, g.AddInt64Constant("/const/bias_repeats", [4], 1, 1, group, 1)], ["/attn/bias_grouped"])[0];
+
+            // The bias comes in as float32 (0 or -inf) whatever the graph computes in.
+            bias = _compute == TensorDType.Float32 ? GraphNames.AttentionBias : g.Node("Cast", [GraphNames.AttentionBias], ["/attn/bias_cast"], attributes: [OnnxGraphBuilder.Int("to", (long)_element)])[0];
+            bias = group == 1 ? bias : g.Node("Tile", [bias, g.AddInt64Constant("/const/bias_repeats", [4], 1, 1, group, 1)], ["/attn/bias_grouped"])[0];
         }
         else
         {
@@ -245,7 +257,7 @@ internal sealed class LlamaGraphWriter
         var stageHidden = g.Node("Add", [pending!, residual], [emitHidden ? GraphNames.LastHiddenState : "/stage/hidden"])[0];
         if (emitHidden)
         {
-            g.AddOutput(GraphNames.LastHiddenState, DataType.Float, "batch_size", "sequence_length", c.HiddenSize);
+            g.AddOutput(GraphNames.LastHiddenState, _element, "batch_size", "sequence_length", c.HiddenSize);
         }
 
         if (head is not null)
@@ -264,7 +276,16 @@ internal sealed class LlamaGraphWriter
             if (_quantization == WeightQuantization.None)
             {
                 var headWeight = Weight(g, lmHead, [c.VocabSize, c.HiddenSize], transpose: true, storedName: storedHead);
-                g.Node("MatMul", [normed, headWeight], [GraphNames.Logits]);
+                if (_compute == TensorDType.Float32)
+                {
+                    g.Node("MatMul", [normed, headWeight], [GraphNames.Logits]);
+                }
+                else
+                {
+                    // Logits leave as float32: the sampler and the verdict rules read float32.
+                    var logits = g.Node("MatMul", [normed, headWeight], ["/head/logits"])[0];
+                    g.Node("Cast", [logits], [GraphNames.Logits], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Float)]);
+                }
             }
             else
             {
@@ -278,13 +299,13 @@ internal sealed class LlamaGraphWriter
         {
             if (batched)
             {
-                g.AddOutput(GraphNames.StepKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
-                g.AddOutput(GraphNames.StepValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.StepKey(layer), _element, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.StepValue(layer), _element, "batch_size", c.NumKeyValueHeads, "sequence_length", c.HeadDim);
             }
             else
             {
-                g.AddOutput(GraphNames.PresentKey(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
-                g.AddOutput(GraphNames.PresentValue(layer), DataType.Float, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.PresentKey(layer), _element, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
+                g.AddOutput(GraphNames.PresentValue(layer), _element, "batch_size", c.NumKeyValueHeads, "total_sequence_length", c.HeadDim);
             }
         }
 
@@ -311,7 +332,7 @@ internal sealed class LlamaGraphWriter
         var mergedShape = g.AddInt64Constant("/const/shape_merged", [3], 0, 0, heads * d);
         var zero = g.AddInt64Constant("/const/zero1", [1], 0);
         var axis2 = g.AddInt64Constant("/const/axis2", [1], 2);
-        var scale = g.AddWeight("/const/attention_scale", [], () => [(float)(1.0 / Math.Sqrt(d))], TensorDType.Float32);
+        var scale = g.AddWeight("/const/attention_scale", [], () => [(float)(1.0 / Math.Sqrt(d))], _compute, _compute);
 
         var qHeads = g.Node("Transpose", [g.Node("Reshape", [q, headsShape])[0]], attributes: [perm0213])[0];
         var qGrouped = g.Node("Reshape", [qHeads, groupedShape], [$"{p}/attn/q_grouped"])[0];
@@ -328,7 +349,19 @@ internal sealed class LlamaGraphWriter
         var scores = g.Node("Concat", [pastScores, newScores], [$"{p}/attn/scores"], attributes: [OnnxGraphBuilder.Int("axis", 3)])[0];
         var scaled = g.Node("Mul", [scores, scale])[0];
         var biased = g.Node("Add", [scaled, bias])[0];
-        var probs = g.Node("Softmax", [biased], [$"{p}/attn/probs"], attributes: [OnnxGraphBuilder.Int("axis", -1)])[0];
+        string probs;
+        if (_compute == TensorDType.Float32)
+        {
+            probs = g.Node("Softmax", [biased], [$"{p}/attn/probs"], attributes: [OnnxGraphBuilder.Int("axis", -1)])[0];
+        }
+        else
+        {
+            // Softmax in float32 (its sum over a long row is where float16 loses most), as fused kernels do.
+            var wide = g.Node("Cast", [biased], attributes: [OnnxGraphBuilder.Int("to", (long)DataType.Float)])[0];
+            var softmax = g.Node("Softmax", [wide], attributes: [OnnxGraphBuilder.Int("axis", -1)])[0];
+            probs = g.Node("Cast", [softmax], [$"{p}/attn/probs"], attributes: [OnnxGraphBuilder.Int("to", (long)_element)])[0];
+        }
+
         var parts = g.Node("Split", [probs, splitSizes], [$"{p}/attn/probs_past", $"{p}/attn/probs_new"], attributes: [OnnxGraphBuilder.Int("axis", 3)]);
         var context = g.Node("Add", [g.Node("MatMul", [parts[0], vPast])[0], g.Node("MatMul", [parts[1], vNew])[0]])[0];
         var ungrouped = g.Node("Reshape", [context, ungroupedShape])[0];
@@ -343,7 +376,7 @@ internal sealed class LlamaGraphWriter
     private string Weight(OnnxGraphBuilder g, string name, long[] hfShape, bool transpose, string? storedName = null)
     {
         var dims = transpose ? new[] { hfShape[1], hfShape[0] } : hfShape;
-        return g.AddWeight(storedName ?? name, dims, () => transpose ? Transpose(_read(name), (int)hfShape[0], (int)hfShape[1]) : _read(name), _storage);
+        return g.AddWeight(storedName ?? name, dims, () => transpose ? Transpose(_read(name), (int)hfShape[0], (int)hfShape[1]) : _read(name), _storage, _compute);
     }
 
     /// <summary>A query, key or value projection: the MatMul, then the bias where the model has one (Qwen2).</summary>
@@ -428,9 +461,9 @@ internal sealed class LlamaGraphWriter
             return cache;
         }
 
-        // The caches are small and must stay exact: always float32.
-        var cos = g.AddWeight("/rope/cos_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: true), TensorDType.Float32);
-        var sin = g.AddWeight("/rope/sin_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: false), TensorDType.Float32);
+        // The caches are small: float32 (computed in double), or float16 where RotaryEmbedding computes in float16.
+        var cos = g.AddWeight("/rope/cos_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: true), _compute, _compute);
+        var sin = g.AddWeight("/rope/sin_cache", [c.MaxPositionEmbeddings, half], () => Build(cosine: false), _compute, _compute);
         return (cos, sin);
     }
 

@@ -30,28 +30,36 @@ internal sealed class OnnxGraphBuilder
         _graph.Output.Add(ValueInfo(name, type, dims));
 
     /// <summary>
-    /// Adds a float weight; <paramref name="data"/> is only called when the store has not placed the tensor yet (a tensor
-    /// shared by several graphs of one model is read and written once). When the weight is stored in a narrower type a
-    /// Cast to float32 follows, which ONNX Runtime folds when the session loads.
+    /// Adds a weight; <paramref name="data"/> is only called when the store has not placed the tensor yet (a tensor
+    /// shared by several graphs of one model is read and written once). When the weight is stored in another type than
+    /// the graph computes in, a Cast to <paramref name="compute"/> follows, which ONNX Runtime folds when the session loads.
     /// </summary>
-    /// <returns>The name to use as a float32 input.</returns>
-    public string AddWeight(string name, long[] dims, Func<float[]> data, TensorDType storage)
+    /// <returns>The name to use as an input of type <paramref name="compute"/>.</returns>
+    public string AddWeight(string name, long[] dims, Func<float[]> data, TensorDType storage, TensorDType compute = TensorDType.Float32)
     {
-        var floatName = storage == TensorDType.Float32 ? name : name + "_f32";
+        var computeName = storage == compute ? name : $"{name}_{compute.CliName()}";
         if (!_initializers.Add(name))
         {
-            return floatName;
+            return computeName;
         }
 
         var tensor = _store.TryGetPlaced(name, out var placed) ? placed.Clone() : _store.Place(name, dims, data(), storage);
         _graph.Initializer.Add(tensor);
-        if (storage != TensorDType.Float32)
+        if (storage != compute)
         {
-            Node("Cast", [name], [floatName], attributes: [Int("to", (long)TensorProto.Types.DataType.Float)]);
+            Node("Cast", [name], [computeName], attributes: [Int("to", (long)ElementType(compute))]);
         }
 
-        return floatName;
+        return computeName;
     }
+
+    /// <summary>The ONNX element type of a float type.</summary>
+    public static TensorProto.Types.DataType ElementType(TensorDType dtype) => dtype switch
+    {
+        TensorDType.Float32 => TensorProto.Types.DataType.Float,
+        TensorDType.Float16 => TensorProto.Types.DataType.Float16,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "ONNX graphs compute in float32 or float16"),
+    };
 
     /// <summary>
     /// Adds an initializer of <paramref name="type"/> from its little-endian bytes (a quantized weight's blocks, scales

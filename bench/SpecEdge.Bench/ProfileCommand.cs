@@ -28,12 +28,16 @@ internal static class ProfileCommand
         var name = new Option<string>("--name") { Description = "The profile's name.", DefaultValueFactory = _ => "measured-" + Environment.MachineName.ToLowerInvariant() };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads.", DefaultValueFactory = _ => 0 };
         var iterations = new Option<int>("--iterations") { Description = "Timed runs per measurement.", DefaultValueFactory = _ => 100 };
-        var command = new Command("profile", "Measure this machine's draft and verify times and write a compute profile file.") { target, draft, exits, output, name, threads, iterations };
+        var device = new Option<string>("--device") { Description = "Where the target runs: cpu or cuda (the draft always runs on the CPU).", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var compute = new Option<string>("--compute") { Description = "The target's compute type when it is converted here: f32 or f16.", DefaultValueFactory = _ => "f32" };
+        compute.AcceptOnlyFromAmong("f32", "f16");
+        var command = new Command("profile", "Measure this machine's draft and verify times and write a compute profile file.") { target, draft, exits, output, name, threads, iterations, device, compute };
         command.SetAction(parse =>
         {
             var pair = DefaultModels.Resolve();
             var exitList = parse.GetValue(exits) is { } e ? e.Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList() : [.. pair.Exits];
-            var targetDir = ModelResolver.Resolve(parse.GetValue(target) ?? pair.Target, new ConversionOptions { Exits = exitList });
+            var targetDir = ModelResolver.Resolve(parse.GetValue(target) ?? pair.Target, new ConversionOptions { Exits = exitList, ComputeDtype = parse.GetValue(compute) == "f16" ? Shared.Models.Checkpoints.TensorDType.Float16 : Shared.Models.Checkpoints.TensorDType.Float32 });
             var draftDir = ModelResolver.Resolve(parse.GetValue(draft) ?? pair.Draft);
             var options = new RuntimeOptions { IntraOpThreads = parse.GetValue(threads) };
             var n = parse.GetValue(iterations);
@@ -48,9 +52,15 @@ internal static class ProfileCommand
 
             double[] oneToken;
             double[] nineTokens;
-            using (var model = LanguageModel.Load(targetDir, options))
+            var targetDevice = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+            using (var model = LanguageModel.Load(targetDir, options with { Device = targetDevice }))
             using (var context = model.CreateContext())
             {
+                if (model.Device != targetDevice)
+                {
+                    throw new InvalidOperationException($"--device {parse.GetValue(device)}: the target runs on {model.Device} ({model.FallbackReason})");
+                }
+
                 context.Prefill(Tokens(Context, model.VocabSize));
                 oneToken = StageMedians(context, Tokens(1, model.VocabSize), n);
                 nineTokens = StageMedians(context, Tokens(9, model.VocabSize), n);

@@ -86,9 +86,25 @@ public static class TestModels
         return new TestPair(targetModel, targetDir, draftModel, draftDir);
     }
 
-    /// <summary>Loads a converted model on the CPU with two intra-op threads (this machine's core count).</summary>
-    public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens, AttentionForm attention = AttentionForm.SharedBuffer) =>
-        LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens, Attention = attention });
+    /// <summary>
+    /// The device parity tests run on: the CPU, or CUDA when <c>SPECEDGE_TEST_DEVICE=cuda</c> (bench/gpu/check.sh sets it
+    /// on a GPU machine; a model that then does not run on CUDA fails the test instead of falling back).
+    /// </summary>
+    public static ExecutionDevice Device { get; } = Environment.GetEnvironmentVariable("SPECEDGE_TEST_DEVICE") == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+
+    /// <summary>Loads a converted model on <see cref="Device"/> with two intra-op threads (this machine's core count).</summary>
+    public static LanguageModel Load(string convertedDir, int maxStepTokens = RuntimeOptions.DefaultMaxStepTokens, AttentionForm attention = AttentionForm.SharedBuffer)
+    {
+        var model = LanguageModel.Load(convertedDir, new RuntimeOptions { IntraOpThreads = 2, MaxStepTokens = maxStepTokens, Attention = attention, Device = Device });
+        if (model.Device != Device)
+        {
+            var reason = model.FallbackReason;
+            model.Dispose();
+            throw new InvalidOperationException($"SPECEDGE_TEST_DEVICE asks for {Device}, but the model runs on the CPU: {reason}");
+        }
+
+        return model;
+    }
 }
 
 /// <summary>A converted target/draft pair for protocol and end-to-end tests.</summary>

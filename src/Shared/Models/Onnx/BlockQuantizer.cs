@@ -11,6 +11,12 @@ public enum WeightQuantization
 
     /// <summary>4-bit blocks (ONNX Runtime's MatMulNBits with bits = 4).</summary>
     Int4,
+
+    /// <summary>
+    /// The standard QDQ form: 8-bit weights per output channel, a DequantizeLinear before a float32 MatMul (kept to
+    /// measure against MatMulNBits).
+    /// </summary>
+    Int8Qdq,
 }
 
 /// <summary>Names and bit widths of <see cref="WeightQuantization"/> values.</summary>
@@ -19,20 +25,21 @@ public static class WeightQuantizations
     /// <summary>The bits per weight; 0 for <see cref="WeightQuantization.None"/>.</summary>
     public static int Bits(this WeightQuantization quantization) => quantization switch
     {
-        WeightQuantization.Int8 => 8,
+        WeightQuantization.Int8 or WeightQuantization.Int8Qdq => 8,
         WeightQuantization.Int4 => 4,
         _ => 0,
     };
 
-    /// <summary>The command-line and manifest name: none, int8 or int4.</summary>
-    public static string CliName(this WeightQuantization quantization) => quantization.ToString().ToLowerInvariant();
+    /// <summary>The command-line and manifest name: none, int8, int4 or int8-qdq.</summary>
+    public static string CliName(this WeightQuantization quantization) => quantization == WeightQuantization.Int8Qdq ? "int8-qdq" : quantization.ToString().ToLowerInvariant();
 
-    /// <summary>Parses a command-line name (none, int8, int4); null when unknown.</summary>
+    /// <summary>Parses a command-line name (none, int8, int4, int8-qdq); null when unknown.</summary>
     public static WeightQuantization? ParseCli(string? name) => name switch
     {
         "none" => WeightQuantization.None,
         "int8" => WeightQuantization.Int8,
         "int4" => WeightQuantization.Int4,
+        "int8-qdq" => WeightQuantization.Int8Qdq,
         _ => null,
     };
 }

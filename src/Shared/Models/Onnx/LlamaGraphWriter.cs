@@ -409,6 +409,11 @@ internal sealed class LlamaGraphWriter
     /// </summary>
     private string QuantizedMatMul(OnnxGraphBuilder g, string input, string weightName, string storedName, int outFeatures, int inFeatures, string output)
     {
+        if (_quantization == WeightQuantization.Int8Qdq)
+        {
+            return QdqMatMul(g, input, weightName, storedName, outFeatures, inFeatures, output);
+        }
+
         var bits = _quantization.Bits();
         QuantizedMatrix Quantized()
         {
@@ -438,6 +443,52 @@ internal sealed class LlamaGraphWriter
                 OnnxGraphBuilder.Int("block_size", BlockQuantizer.DefaultBlockSize),
                 OnnxGraphBuilder.Int("accuracy_level", _accuracyLevel),
             ])[0];
+    }
+
+    /// <summary>
+    /// The standard QDQ form of a weight-only 8-bit projection: the [in, out] weight as uint8 with a scale and zero point
+    /// per output column, DequantizeLinear (axis 1), then MatMul. A whole column shares one range (a block is its full
+    /// length), which is coarser than MatMulNBits' blocks of 32.
+    /// </summary>
+    private string QdqMatMul(OnnxGraphBuilder g, string input, string weightName, string storedName, int outFeatures, int inFeatures, string output)
+    {
+        (byte[] Codes, float[] Scales, byte[] Zeros) Quantized()
+        {
+            var weight = _read(weightName);
+            var codes = new byte[(long)inFeatures * outFeatures];
+            var scales = new float[outFeatures];
+            var zeros = new byte[outFeatures];
+            for (var o = 0; o < outFeatures; o++)
+            {
+                var row = weight.AsSpan(o * inFeatures, inFeatures);
+                float min = 0, max = 0;
+                foreach (var w in row)
+                {
+                    min = Math.Min(min, w);
+                    max = Math.Max(max, w);
+                }
+
+                var scale = max > min ? (max - min) / 255f : 1f;
+                var zero = (int)Math.Clamp(MathF.Round(-min / scale), 0, 255);
+                scales[o] = scale;
+                zeros[o] = (byte)zero;
+                for (var i = 0; i < inFeatures; i++)
+                {
+                    // Stored [in, out], as MatMul wants it.
+                    codes[((long)i * outFeatures) + o] = (byte)Math.Clamp((int)MathF.Round(row[i] / scale) + zero, 0, 255);
+                }
+            }
+
+            return (codes, scales, zeros);
+        }
+
+        (byte[] Codes, float[] Scales, byte[] Zeros)? cached = null;
+        (byte[] Codes, float[] Scales, byte[] Zeros) Get() => cached ??= Quantized();
+        var codes = g.AddRawWeight($"{storedName}.qdq8", [inFeatures, outFeatures], DataType.Uint8, () => Get().Codes);
+        var scales = g.AddRawWeight($"{storedName}.qdq8.scales", [outFeatures], DataType.Float, () => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Get().Scales.AsSpan()).ToArray());
+        var zeros = g.AddRawWeight($"{storedName}.qdq8.zero_points", [outFeatures], DataType.Uint8, () => Get().Zeros);
+        var weight = g.Node("DequantizeLinear", [codes, scales, zeros], [$"{storedName}.dequantized"], attributes: [OnnxGraphBuilder.Int("axis", 1)])[0];
+        return g.Node("MatMul", [input, weight], [output])[0];
     }
 
     private (string Cos, string Sin) RopeCaches(OnnxGraphBuilder g)

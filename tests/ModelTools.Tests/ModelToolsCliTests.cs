@@ -92,6 +92,10 @@ public sealed class ModelToolsCliTests : IDisposable
     [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--exits", "1,x" }, "--exits: 'x' is not an integer")]
     [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--exits", "2" }, "exit layer 2 is out of range")]
     [InlineData(new[] { "inspect", "{0}/nothing" }, "model folder")]
+    [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--exits", "1", "--quantize", "int4" }, "--quantize applies to drafts")]
+    [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--quantize", "int4", "--compute", "f16" }, "--quantize and --compute f16")]
+    [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--quantize", "int3" }, "int3")]
+    [InlineData(new[] { "convert", "--checkpoint", "{0}/ck", "--out", "{0}/b", "--compute", "bf16" }, "bf16")]
     public void BadArguments_OneClearError_NonZeroExit(string[] template, string message)
     {
         Run("synth", "--out", _temp.Combine("ck"));
@@ -101,6 +105,27 @@ public sealed class ModelToolsCliTests : IDisposable
 
         Assert.NotEqual(0, code);
         Assert.Contains(message, output + error);
+    }
+
+    [Fact]
+    public void Convert_HalfComputeAndQuantizedDraft_InspectNamesThem()
+    {
+        var checkpoint = _temp.Combine("ck");
+        Assert.Equal(0, Run("synth", "--out", checkpoint).Code);
+
+        var (code, output, error) = Run("convert", "--checkpoint", checkpoint, "--out", _temp.Combine("half"), "--exits", "1", "--compute", "f16");
+        Assert.True(code == 0, error);
+        Assert.Contains("compute f16", output);
+        (code, output, error) = Run("convert", "--checkpoint", checkpoint, "--out", _temp.Combine("q4"), "--quantize", "int4");
+        Assert.True(code == 0, error);
+        Assert.Contains("projections int4 (blocks of 32)", output);
+
+        (code, output, _) = Run("inspect", _temp.Combine("half"), "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("f16", JsonNode.Parse(output)!["manifest"]!["compute_dtype"]!.GetValue<string>());
+        (code, output, _) = Run("inspect", _temp.Combine("q4"), "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("int4", JsonNode.Parse(output)!["manifest"]!["quantization"]!["type"]!.GetValue<string>());
     }
 
     [Fact]

@@ -124,7 +124,7 @@ internal static class InspectCommand
         }
 
         var m = report["manifest"]!;
-        output.WriteLine($"kind {m["kind"]}, {m["num_layers"]} layers, hidden {m["hidden_size"]}, vocabulary {m["vocab_size"]}, weights {m["weights_dtype"]}, exits [{string.Join(",", m["exits"]!.AsArray())}]");
+        output.WriteLine($"kind {m["kind"]}, {m["num_layers"]} layers, hidden {m["hidden_size"]}, vocabulary {m["vocab_size"]}, weights {m["weights_dtype"]}, compute {m["compute_dtype"] ?? "f32"}{(m["quantization"] is { } q ? $", projections {q["type"]} (blocks of {q["block_size"]})" : string.Empty)}, exits [{string.Join(",", m["exits"]!.AsArray())}]");
         output.WriteLine($"tokenizer {m["tokenizer"]!["kind"]} ({m["tokenizer"]!["file"] ?? "built-in"}), weights sha256 {m["weights_sha256"]}");
         output.WriteLine(report["integrity"]!.GetValue<string>());
         foreach (var graph in report["graphs"]!.AsArray())

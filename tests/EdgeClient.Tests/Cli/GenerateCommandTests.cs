@@ -94,6 +94,23 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     }
 
     [Fact]
+    public async Task Generate_ChatWithStop_RendersTheConversationAndStops()
+    {
+        var (code, output, error) = await RunAsync("generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir, "--system", "Be brief.", "--chat", "Say hi", "--max-new-tokens", "24", "--ignore-eos", "--json");
+        Assert.True(code == 0, error);
+        var full = JsonNode.Parse(output)!["text"]!.GetValue<string>();
+        Assert.True(full.Length > 6, $"too short to cut: '{full}'");
+        var stop = full.Substring(3, 2);
+
+        (code, output, error) = await RunAsync("generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir, "--system", "Be brief.", "--chat", "Say hi", "--max-new-tokens", "24", "--ignore-eos", "--json", "--stop", stop);
+
+        Assert.True(code == 0, error);
+        var report = JsonNode.Parse(output)!;
+        Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], report["text"]!.GetValue<string>());
+        Assert.Equal("stop", report["finish_reason"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Generate_ServerUnreachable_OneLineNamingIt()
     {
         var port = FreePort();
@@ -148,6 +165,10 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     [InlineData(new[] { "--profile", "jetson-9000" }, "--profile: unknown compute profile 'jetson-9000'")]
     [InlineData(new[] { "--temperature", "-1" }, "temperature -1 is out of range")]
     [InlineData(new[] { "--prompt-ids", "1,x" }, "--prompt-ids: 'x' is not a token id")]
+    [InlineData(new[] { "--chat", "hello" }, "give exactly one of --prompt, --prompt-file, --prompt-ids and --chat")]
+    [InlineData(new[] { "--system", "be brief" }, "--system goes with --chat")]
+    [InlineData(new[] { "--stop", "" }, "--stop: at most 4 stop sequences, none empty")]
+    [InlineData(new[] { "--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e" }, "--stop: at most 4 stop sequences")]
     public async Task Generate_BadOption_NamesIt(string[] extra, string message)
     {
         var args = new List<string> { "generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir };

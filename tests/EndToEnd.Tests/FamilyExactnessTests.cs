@@ -16,7 +16,8 @@ public sealed class FamilyExactnessTests : IDisposable
 {
     private readonly TempDirectory _temp = new("families");
 
-    public static TheoryData<string> Families() => ["llama3-rope", "qwen2", "mistral", "phi3", "f16-compute"];
+    /// <summary>The families, and float16 compute; "-unbatched": batching off, so sessions run the shared-buffer graphs.</summary>
+    public static TheoryData<string> Families() => ["llama3-rope", "qwen2", "mistral", "phi3", "f16-compute", "f16-compute-unbatched", "llama-unbatched"];
 
     [Theory]
     [MemberData(nameof(Families))]
@@ -30,6 +31,7 @@ public sealed class FamilyExactnessTests : IDisposable
             "qwen2" => (target with { Arch = "qwen2", Tied = true, RopeTheta = 1_000_000 }, options),
             "mistral" => (target with { Arch = "mistral", SlidingWindow = 128 }, options),
             "phi3" => (target with { Arch = "phi3", SlidingWindow = 128 }, options),
+            "llama-unbatched" => (target, options),
             _ => (target, options with { ComputeDtype = TensorDType.Float16 }),
         };
         var (_, targetDir) = TestModels.WriteAndConvert(_temp.Combine(family, "target"), target, options);
@@ -38,6 +40,7 @@ public sealed class FamilyExactnessTests : IDisposable
         {
             o.IntraOpThreads = 1;
             o.DefaultExitThreshold = 0;
+            o.Batching.Enabled = !family.EndsWith("-unbatched", StringComparison.Ordinal);
         }).DefaultTimeout();
         await using (app)
         {

@@ -30,6 +30,13 @@ public sealed class VerifierOptions
     [RegularExpression("^(cpu|cuda)$", ErrorMessage = "Verifier:Device must be 'cpu' or 'cuda'")]
     public string Device { get; set; } = "cpu";
 
+    /// <summary>
+    /// The type a checkpoint is converted to compute in on first use: <c>f32</c> (default) or <c>f16</c> (for a GPU: half
+    /// the memory; see the README's "Models"); ignored for a converted folder, which says its own.
+    /// </summary>
+    [RegularExpression("^(f32|f16)$", ErrorMessage = "Verifier:Compute must be 'f32' or 'f16'")]
+    public string Compute { get; set; } = "f32";
+
     /// <summary>The CUDA device index when <see cref="Device"/> is <c>cuda</c> (default 0).</summary>
     public int DeviceId { get; set; }
 

@@ -30,7 +30,8 @@ public sealed class TargetModel : IDisposable
             exits = [.. LlamaConfig.Load(Path.Combine(o.Model, LlamaCheckpoint.ConfigFileName)).SuggestedExits];
         }
 
-        var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
+        var compute = o.Compute == "f16" ? Shared.Models.Checkpoints.TensorDType.Float16 : Shared.Models.Checkpoints.TensorDType.Float32;
+        var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits, ComputeDtype = compute }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
         var device = o.Device == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
         Model = LanguageModel.Load(directory, new RuntimeOptions
         {
@@ -38,7 +39,10 @@ public sealed class TargetModel : IDisposable
             DeviceId = o.DeviceId,
             IntraOpThreads = o.IntraOpThreads,
             MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + 1),
-            Attention = Shared.Models.Onnx.AttentionForm.Batched,
+            // Batching runs the batched graphs over a KV arena in host memory; without it, each session decodes on its
+            // own cache with the fused GroupQueryAttention (on CUDA, a cache in device memory: the GPU's form until the
+            // arena can live there too).
+            Attention = o.Batching.Enabled ? Shared.Models.Onnx.AttentionForm.Batched : Shared.Models.Onnx.AttentionForm.SharedBuffer,
         }, logger);
         MaxSequenceLength = o.Limits.MaxSequenceLength > 0 ? Math.Min(o.Limits.MaxSequenceLength, Model.MaxSequenceLength) : Model.MaxSequenceLength;
         Profile = string.IsNullOrEmpty(o.ComputeProfile) ? ComputeProfile.Real : ComputeProfiles.Resolve(o.ComputeProfile);
@@ -48,7 +52,7 @@ public sealed class TargetModel : IDisposable
         _correction = o.RejectionCorrection;
     }
 
-    /// <summary>The loaded model, in the batched graph form.</summary>
+    /// <summary>The loaded model: the batched graph form with batching on, the shared-buffer form with it off.</summary>
     public LanguageModel Model { get; }
 
     /// <summary>A name for the model: its folder's name.</summary>

@@ -22,6 +22,7 @@ public static class VerifierHost
     {
         ["--model"] = "Verifier:Model",
         ["--device"] = "Verifier:Device",
+        ["--compute"] = "Verifier:Compute",
         ["--exits"] = "Verifier:Exits",
         ["--threads"] = "Verifier:IntraOpThreads",
         ["--profile"] = "Verifier:ComputeProfile",

@@ -27,6 +27,11 @@ namespace SpecEdge.Shared.Runtime;
 /// there, copying only the valid prefixes), so a batch never computes rows that are not in it. When the same sequences
 /// take part step after step, nothing moves.
 /// </para>
+/// <para>
+/// <b>One sequence per step.</b> With the model loaded in the shared-buffer form instead, every slot owns a
+/// <see cref="DecodeContext"/> (GroupQueryAttention over the sequence's own cache, allocated where the model runs: a
+/// CUDA device's memory on the GPU) and a step runs one row. The verifier uses this form with batching off.
+/// </para>
 /// <para>Not thread-safe: one owner (the verifier's batch scheduler) calls everything, one step at a time.</para>
 /// </remarks>
 public sealed class BatchRunner : IDisposable
@@ -66,6 +71,7 @@ public sealed class BatchRunner : IDisposable
     private OrtValue[] _hiddenValues = [];
     private OrtValue? _logitsValue;
     private int _boundRows = -1;
+    private readonly bool _perSequence;
     private int _stepTokens;
     private int _nextStage = -1;
     private bool _disposed;
@@ -80,12 +86,13 @@ public sealed class BatchRunner : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSlots, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxRows, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSequenceLength, 2);
-        if (model.Options.Attention != AttentionForm.Batched)
+        _model = model;
+        _perSequence = model.Options.Attention == AttentionForm.SharedBuffer;
+        if (_perSequence)
         {
-            throw new ArgumentException("a batch runner needs the model loaded with batched graphs (RuntimeOptions.Attention = Batched)", nameof(model));
+            maxRows = 1;
         }
 
-        _model = model;
         var config = model.Config;
         _kvHeads = config.NumKeyValueHeads;
         _headDim = config.HeadDim;
@@ -98,10 +105,10 @@ public sealed class BatchRunner : IDisposable
         MaxRows = maxRows;
         MaxBatchTokens = Math.Max(maxBatchTokens, MaxStepTokens);
         _slotLength = MaxSequenceLength;
-        var tokens = Math.Min(MaxBatchTokens, maxRows * MaxStepTokens);
+        var tokens = _perSequence ? 1 : Math.Min(MaxBatchTokens, maxRows * MaxStepTokens);
         _inputIds = new long[tokens];
         _positionIds = new long[tokens];
-        _bias = new float[(long)tokens * (_slotLength + MaxStepTokens)];
+        _bias = new float[_perSequence ? 0 : (long)tokens * (_slotLength + MaxStepTokens)];
         _element = model.ComputeElementType;
         _elementSize = _element == TensorElementType.Float16 ? 2 : 4;
         _stepKeys = new byte[_layers][];
@@ -113,14 +120,14 @@ public sealed class BatchRunner : IDisposable
         }
 
         _hiddenBuffers = [Pinned((long)tokens * _hidden), Pinned((long)tokens * _hidden)];
-        _logits = new float[(long)tokens * _vocab];
-        _swap = new byte[(long)_slotLength * _headDim * _elementSize];
+        _logits = new float[_perSequence ? 0 : (long)tokens * _vocab];
+        _swap = new byte[_perSequence ? 0 : (long)_slotLength * _headDim * _elementSize];
         _positions = new int[maxRows];
         _held = new bool[maxRows];
         _bindings = new OrtIoBinding[model.Stages.Count];
         try
         {
-            for (var s = 0; s < _bindings.Length; s++)
+            for (var s = 0; s < _bindings.Length && !_perSequence; s++)
             {
                 _bindings[s] = model.Session(s).CreateIoBinding();
             }
@@ -159,6 +166,9 @@ public sealed class BatchRunner : IDisposable
     /// <summary>Bytes of KV cache one slot holds (keys and values of every layer, in the compute type).</summary>
     public long BytesPerSlot => 2L * _layers * _kvHeads * _headDim * _slotLength * _elementSize;
 
+    /// <summary>Whether each step runs one sequence on its own cache (the shared-buffer form) instead of a batch.</summary>
+    public bool OneSequencePerStep => _perSequence;
+
     /// <summary>The stage the pending step runs next, or -1 when no step is pending.</summary>
     public int NextStage => _nextStage;
 
@@ -189,7 +199,7 @@ public sealed class BatchRunner : IDisposable
             index = _occupants.IndexOf(null);
         }
 
-        var slot = new SequenceSlot(this, MaxSequenceLength) { Index = index };
+        var slot = new SequenceSlot(this, MaxSequenceLength) { Index = index, Context = _perSequence ? _model.CreateContext(MaxSequenceLength) : null };
         _occupants[index] = slot;
         Occupied++;
         return slot;
@@ -205,6 +215,7 @@ public sealed class BatchRunner : IDisposable
 
         EnsureNoStep();
         slot.Released = true;
+        slot.Context?.Dispose();
         _occupants[slot.Index] = null;
         Occupied--;
     }
@@ -224,6 +235,17 @@ public sealed class BatchRunner : IDisposable
         _rows.Clear();
         _rows.AddRange(rows);
         _stepTokens = t;
+        if (_perSequence)
+        {
+            // The context may hold a longer prefix than the slot after a rollback: drop it, then score the row.
+            var context = rows[0].Slot.Context!;
+            context.Rollback(rows[0].Slot.Length);
+            context.BeginStep(rows[0].Tokens.Span);
+            _positions[0] = 0;
+            _nextStage = 0;
+            return;
+        }
+
         Arrange();
         var width = FillInputs(t);
         BindStep(t, width);
@@ -357,6 +379,29 @@ public sealed class BatchRunner : IDisposable
 
         var s = _nextStage;
         var stage = _model.Stages[s];
+        if (_perSequence)
+        {
+            var context = _rows[0].Slot.Context!;
+            try
+            {
+                context.RunNextStage();
+            }
+            catch
+            {
+                _nextStage = -1;
+                throw;
+            }
+
+            _nextStage++;
+            if (_nextStage == _model.Stages.Count)
+            {
+                _rows[0].Slot.Length += _rows[0].Tokens.Length;
+                _nextStage = -1;
+            }
+
+            return new BatchLogits(context.LogitsBuffer(s), _positions, 1, _stepTokens, _vocab);
+        }
+
         var binding = _bindings[s];
         binding.BindInput(stage.TakesTokenIds ? GraphNames.InputIds : GraphNames.HiddenStates, stage.TakesTokenIds ? _idsValue! : _hiddenValues[(s - 1) & 1]);
         binding.BindInput(GraphNames.PositionIds, _positionsValue!);
@@ -393,7 +438,15 @@ public sealed class BatchRunner : IDisposable
     }
 
     /// <summary>Drops the pending step (no sequence changes).</summary>
-    public void Abandon() => _nextStage = -1;
+    public void Abandon()
+    {
+        if (_perSequence && _nextStage >= 0 && _rows.Count == 1)
+        {
+            _rows[0].Slot.Context?.Rollback(_rows[0].Slot.Length);
+        }
+
+        _nextStage = -1;
+    }
 
     /// <inheritdoc/>
     public void Dispose()
@@ -407,6 +460,11 @@ public sealed class BatchRunner : IDisposable
         foreach (var binding in _bindings)
         {
             binding?.Dispose();
+        }
+
+        foreach (var slot in _occupants)
+        {
+            slot?.Context?.Dispose();
         }
 
         DisposeStepTensors();
@@ -424,6 +482,16 @@ public sealed class BatchRunner : IDisposable
 
     private void Grow(int capacity)
     {
+        if (_perSequence)
+        {
+            while (_occupants.Count < capacity)
+            {
+                _occupants.Add(null);
+            }
+
+            return;
+        }
+
         var perSlot = (long)_kvHeads * _slotLength * _headDim;
         var keys = new byte[_layers][];
         var values = new byte[_layers][];
@@ -659,6 +727,9 @@ public sealed class SequenceSlot
     internal int Index { get; set; }
 
     internal bool Released { get; set; }
+
+    /// <summary>The sequence's own decoding context when the runner runs one sequence per step (shared-buffer form).</summary>
+    internal DecodeContext? Context { get; set; }
 
     /// <summary>Shortens the sequence to <paramref name="length"/> tokens (free: the cache of a longer prefix stays valid).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or past the current length.</exception>

@@ -238,6 +238,9 @@ public sealed class DecodeContext : IDisposable
     /// <summary>The logits the given stage produced in the current or last step.</summary>
     public LogitsView StageLogits(int stage, int rows) => new(_logits[stage], rows, _model.VocabSize);
 
+    /// <summary>The buffer a stage writes its logits into ([step tokens, vocabulary], row-major).</summary>
+    internal float[] LogitsBuffer(int stage) => _logits[stage];
+
     /// <summary>Shortens the sequence to <paramref name="length"/> tokens (and discards any unfinished step).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or past the current length.</exception>
     public void Rollback(int length)

@@ -153,6 +153,60 @@ public sealed class BatchRunnerTests : IDisposable
     }
 
     [Fact]
+    public void SharedBufferForm_OneSequencePerStep_RollbackAndReuse_MatchReference()
+    {
+        var spec = TestModels.Small(seed: 64) with { Layers = 3 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("per-sequence"), spec, new ConversionOptions { Exits = [1] });
+        var reference = model.Reference();
+        using var lm = TestModels.Load(converted);
+        using var runner = new BatchRunner(lm, maxSlots: 3, maxSequenceLength: 48, maxRows: 8, maxBatchTokens: 64);
+
+        Assert.True(runner.OneSequencePerStep);
+        Assert.Equal(1, runner.MaxRows);
+        var slots = new[] { runner.Allocate(), runner.Allocate() };
+        var sequences = new[] { new List<int>(), new List<int>() };
+        var random = new Random(9);
+        for (var step = 0; step < 6; step++)
+        {
+            var i = step % 2;
+            if (step == 3)
+            {
+                // A rejected suffix: the slot forgets two tokens; its context's longer prefix must not leak in.
+                slots[i].Rollback(slots[i].Length - 2);
+                sequences[i].RemoveRange(sequences[i].Count - 2, 2);
+            }
+
+            var tokens = Tokens(spec.Vocab, 1 + random.Next(6), seed: step);
+            runner.BeginStep([new BatchRow(slots[i], ToTokenIds(tokens))]);
+            var expected = reference.Forward([.. sequences[i], .. tokens]);
+            var exit = runner.RunNextStage().Row(0, tokens.Length);
+            for (var t = 0; t < tokens.Length; t++)
+            {
+                AssertClose(reference.Head(expected.HiddenAfterLayer[1][sequences[i].Count + t], null, null, null), exit.Row(t), $"step {step} exit, token {t}");
+            }
+
+            var final = runner.RunNextStage().Row(0, tokens.Length);
+            for (var t = 0; t < tokens.Length; t++)
+            {
+                AssertClose(expected.Logits[sequences[i].Count + t], final.Row(t), $"step {step} final, token {t}");
+            }
+
+            sequences[i].AddRange(tokens);
+            Assert.Equal(sequences[i].Count, slots[i].Length);
+        }
+
+        // A released slot's place serves a new, empty sequence.
+        runner.Release(slots[0]);
+        var fresh = runner.Allocate();
+        Assert.Equal(0, fresh.Length);
+        var first = Tokens(spec.Vocab, 4, seed: 99);
+        runner.BeginStep([new BatchRow(fresh, ToTokenIds(first))]);
+        runner.RunNextStage();
+        AssertClose(reference.Forward(first).Logits[^1], runner.RunNextStage().Row(0, 4).Row(3), "fresh sequence");
+        Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(fresh, ToTokenIds(first)), new BatchRow(slots[1], ToTokenIds(first))]));
+    }
+
+    [Fact]
     public void BeginStep_BadRows_ThrowWithoutChangingAnySequence()
     {
         var spec = TestModels.Small(seed: 64) with { Layers = 2 };

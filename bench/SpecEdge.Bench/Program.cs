@@ -18,5 +18,6 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     QuantizeCommand.Create(),
     StartupCommand.Create(),
     HalfOpsCommand.Create(),
+    CandidatesCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

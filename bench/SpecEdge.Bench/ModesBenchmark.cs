@@ -28,12 +28,13 @@ internal static class ModesBenchmark
     {
         var rtts = new Option<string>("--rtt") { Description = "Link round trips in ms.", DefaultValueFactory = _ => "20,100" };
         var profile = new Option<string>("--profile") { Description = "Compute profile.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
-        var modes = new Option<string>("--modes") { Description = "Modes to compare.", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive.", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var maxGamma = new Option<int>("--max-draft-tokens") { Description = "The largest γ adaptive entries may choose.", DefaultValueFactory = _ => 8 };
         var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
         var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 for a trained one)." };
-        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold };
+        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold, maxGamma };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var pair = DefaultModels.Resolve();
@@ -57,12 +58,13 @@ internal static class ModesBenchmark
                 {
                     foreach (var mode in modeList)
                     {
+                        var (baseMode, entryGamma, adaptive) = ParseEntry(mode, parse.GetValue(gamma));
                         var report = await client.Generate(new GenerationRequest
                         {
                             PromptText = Prompts[p % Prompts.Length],
-                            Mode = mode == "adaptive" ? GenerationMode.Speculative : GenerationModes.Parse(mode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
-                            AdaptiveDraftTokens = mode == "adaptive",
-                            DraftTokens = parse.GetValue(gamma),
+                            Mode = GenerationModes.Parse(baseMode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
+                            AdaptiveDraftTokens = adaptive,
+                            DraftTokens = adaptive ? parse.GetValue(maxGamma) : entryGamma,
                             MaxNewTokens = parse.GetValue(tokens),
                             Sampling = SamplingConfig.Greedy,
                             StopAtEos = false,
@@ -81,10 +83,32 @@ internal static class ModesBenchmark
         return command;
     }
 
+    /// <summary>A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting).</summary>
+    private static (string Mode, int Gamma, bool Adaptive) ParseEntry(string entry, int gamma)
+    {
+        if (entry == "adaptive")
+        {
+            return ("speculative", gamma, true);
+        }
+
+        var at = entry.IndexOf('@', StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return (entry, gamma, false);
+        }
+
+        var suffix = entry[(at + 1)..];
+        return suffix == "adaptive" ? (entry[..at], gamma, true)
+            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false)
+            : throw new FormatException($"--modes: '{entry}': γ must be a positive integer or 'adaptive'");
+    }
+
     private static void Print(double rtt, Dictionary<string, List<GenerationReport>> results, int gamma, int tokensPerPrompt, ComputeProfile profile)
     {
         // Shared measurements across modes: verification and first-stage time, transport overhead per round.
-        var spec = results.TryGetValue("speculative", out var s) ? s : results.Values.First(r => r.Any(x => x.DraftTokens > 0));
+        // From plain speculative rounds (fixed γ): their drafting is all on the critical path, so it measures t_d.
+        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false }).Value
+            ?? results.Values.First(r => r.Any(x => x.DraftTokens > 0));
         var rounds = spec.SelectMany(r => r.PerRound).ToList();
         var verify = rounds.Average(r => r.VerifyMs);
         var firstStage = rounds.Average(r => r.StageMs.Count > 1 ? r.StageMs[0] : r.VerifyMs);
@@ -112,7 +136,8 @@ internal static class ModesBenchmark
             var modeGamma = drafted == 0 ? gamma : drafted / (double)roundCount;
             var earlyMs = AnalyticalModel.EarlyVerdictMs(reports.SelectMany(r => r.PerRound), firstStage);
             var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount);
-            var expected = AnalyticalModel.MsPerToken(mode, inputs, tokensPerPrompt);
+            var modelMode = mode == "adaptive" ? "adaptive" : ParseEntry(mode, gamma).Mode;
+            var expected = AnalyticalModel.MsPerToken(modelMode, inputs, tokensPerPrompt);
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));

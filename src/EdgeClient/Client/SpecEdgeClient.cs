@@ -41,6 +41,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private const int MaxStopSequences = 4;
     private int _running;
     private ChatTemplate? _chatTemplate;
+    private readonly Dictionary<(GenerationMode Mode, int Max), AdaptiveDraftLength> _adaptive = [];
 
     private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
@@ -359,7 +360,28 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private IAsyncEnumerable<CommittedToken> Segment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken) =>
         request.Mode == GenerationMode.Cloud
             ? new CloudRunner(endpoint.Client, request, tracker, _options.RoundTimeout).RunAsync(cancellationToken)
-            : new SpeculativeRunner(endpoint.Client, _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout).RunAsync(cancellationToken);
+            : new SpeculativeRunner(token => new GrpcDecodeStream(endpoint.Client, token), _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout, AdaptiveFor(request)).RunAsync(cancellationToken);
+
+    /// <summary>The γ controller of a mode and largest γ: one per client, so what one generation learned serves the next.</summary>
+    private AdaptiveDraftLength? AdaptiveFor(GenerationRequest request)
+    {
+        if (!request.AdaptiveDraftTokens)
+        {
+            return null;
+        }
+
+        var max = Math.Min(request.DraftTokens, (int)(VerifierDescription?.Limits.MaxDraftTokens ?? (uint)request.DraftTokens));
+        lock (_adaptive)
+        {
+            if (!_adaptive.TryGetValue((request.Mode, max), out var controller))
+            {
+                controller = new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, max), max);
+                _adaptive[(request.Mode, max)] = controller;
+            }
+
+            return controller;
+        }
+    }
 
     private string ComputeLabel(GenerationMode mode)
     {

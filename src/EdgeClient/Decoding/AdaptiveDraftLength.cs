@@ -1,68 +1,119 @@
+using SpecEdge.Shared.Numerics;
+
 namespace SpecEdge.EdgeClient.Decoding;
 
 /// <summary>
-/// Chooses γ (drafts per round) to minimise the expected time per committed token. With acceptance rate α per draft
-/// (each draft stands with probability α, independently), a round of γ drafts commits on average
-/// E[γ] = (1 − α^(γ+1)) / (1 − α) tokens (accepted drafts plus the next token), and costs
-/// T(γ) = γ·t_draft + t_link + t_verify(γ), where t_verify(γ) = v₀ + v₁·(γ + 1). The rule picks
-/// argmin over 1 ≤ γ ≤ γ_max of T(γ) / E[γ]; see docs/protocol.md. Measurements are exponential moving averages,
-/// seeded with the configured γ until a few rounds have been seen.
+/// Chooses γ (drafts per round) by Thompson sampling from what the rounds themselves measured, not from a formula that
+/// assumes independent acceptance and drafting on the critical path.
+/// <list type="bullet">
+/// <item><b>Tokens per round.</b> Each draft position i has a Beta posterior over the chance it stands given the ones
+/// before it stood (every round that reached position i is a trial). A round of γ drafts commits on average
+/// E[γ] = 1 + Σ_{j ≤ γ} Π_{i ≤ j} p_i tokens. Acceptance falls along a round (a draft far ahead rests on more guesses),
+/// which the independent-acceptance formula misses.</item>
+/// <item><b>Time per round.</b> A least-squares line of a round's wall time (from one final verdict to the next)
+/// against γ: its slope is what one more draft really costs, which pre-drafting makes far less than a draft's compute
+/// when drafting overlaps verification. Until rounds of two γ values have been seen, the slope is the measured
+/// drafting time per token, uncertain by as much.</item>
+/// </list>
+/// Each choice samples every p_i and the slope from their posteriors and takes the γ with the least sampled time per
+/// token: γ values whose worth is uncertain get tried, and settled ones win (Thompson sampling over γ, as EESD does).
+/// Statistics decay by <see cref="Discount"/> per round, so the choice follows a changing link. One instance learns
+/// across a client's generations of one mode.
 /// </summary>
 public sealed class AdaptiveDraftLength
 {
-    /// <summary>Weight of the newest measurement in the moving averages.</summary>
-    public const double Smoothing = 0.3;
+    /// <summary>Weight kept by older observations per new round.</summary>
+    public const double Discount = 0.97;
+
+    /// <summary>Pseudo-rounds of a position's prior, at the mean of the position before it.</summary>
+    public const double PriorRounds = 2;
 
     private readonly int _max;
+    private readonly double[] _stood;
+    private readonly double[] _tried;
+    private SplitMix64 _random;
+    private readonly Lock _lock = new();
+    private double _weight;
+    private double _sumX;
+    private double _sumY;
+    private double _sumXX;
+    private double _sumXY;
+    private double _sumYY;
+    private double _draftMs;
     private int _observations;
-    private double _successes;
-    private double _trials;
-    private double _meanX;
-    private double _meanY;
-    private double _meanXX;
-    private double _meanXY;
 
     /// <summary>Starts at <paramref name="initial"/> drafts per round, never above <paramref name="max"/>.</summary>
-    public AdaptiveDraftLength(int initial, int max)
+    /// <param name="initial">The first γ.</param>
+    /// <param name="max">The largest γ to try.</param>
+    /// <param name="seed">Seed of the sampling (fixed: runs repeat).</param>
+    public AdaptiveDraftLength(int initial, int max, ulong seed = 0x5EED)
     {
         _max = Math.Max(1, max);
         Current = Math.Clamp(initial, 1, _max);
+        _stood = new double[_max];
+        _tried = new double[_max];
+        _random = new SplitMix64(seed);
     }
 
     /// <summary>The γ to use next.</summary>
     public int Current { get; private set; }
 
-    /// <summary>The running estimate of a draft's acceptance probability.</summary>
-    public double Acceptance { get; private set; } = 0.5;
+    /// <summary>The largest γ it tries.</summary>
+    public int Max => _max;
 
-    /// <summary>The running estimate of drafting time per token, in ms.</summary>
-    public double DraftMsPerToken { get; private set; }
+    /// <summary>The posterior mean chance that draft position <paramref name="position"/> (0-based) stands, given the ones before it stood.</summary>
+    public double PositionAcceptance(int position)
+    {
+        lock (_lock)
+        {
+            var mean = 0.5;
+            for (var i = 0; i <= position; i++)
+            {
+                mean = (_stood[i] + (PriorRounds * mean)) / (_tried[i] + PriorRounds);
+            }
 
-    /// <summary>The running estimate of a round's link and queue time, in ms.</summary>
-    public double LinkMs { get; private set; }
+            return mean;
+        }
+    }
 
-    /// <summary>The running estimate of verification's fixed time per round, in ms.</summary>
-    public double VerifyFixedMs { get; private set; }
+    /// <summary>The measured wall time of a round against γ: (ms at γ = 0, ms per extra draft); null before two γ values are seen.</summary>
+    public (double Intercept, double Slope)? RoundTime
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return Fit() is { } fit ? (fit.Intercept, fit.Slope) : null;
+            }
+        }
+    }
 
-    /// <summary>The running estimate of verification's time per scored token, in ms.</summary>
-    public double VerifyMsPerToken { get; private set; }
-
-    /// <summary>Expected tokens committed by a round of <paramref name="gamma"/> drafts at acceptance <paramref name="alpha"/>.</summary>
+    /// <summary>Expected tokens a round of <paramref name="gamma"/> drafts commits when each draft stands with probability <paramref name="alpha"/> independently.</summary>
     public static double ExpectedTokens(double alpha, int gamma) =>
         alpha >= 1.0 ? gamma + 1 : (1 - Math.Pow(alpha, gamma + 1)) / (1 - alpha);
 
-    /// <summary>Expected milliseconds per committed token of a round of <paramref name="gamma"/> drafts.</summary>
-    public static double ExpectedMsPerToken(int gamma, double alpha, double draftMsPerToken, double linkMs, double verifyFixedMs, double verifyMsPerToken) =>
-        ((gamma * draftMsPerToken) + linkMs + verifyFixedMs + (verifyMsPerToken * (gamma + 1))) / ExpectedTokens(alpha, gamma);
+    /// <summary>Expected tokens a round of <paramref name="gamma"/> drafts commits with per-position chances <paramref name="stand"/> (position i given the ones before it).</summary>
+    public static double ExpectedTokens(ReadOnlySpan<double> stand, int gamma)
+    {
+        var expected = 1.0;
+        var reach = 1.0;
+        for (var i = 0; i < gamma; i++)
+        {
+            reach *= stand[i];
+            expected += reach;
+        }
 
-    /// <summary>The γ in [1, <paramref name="max"/>] with the least expected time per token.</summary>
-    public static int Best(int max, double alpha, double draftMsPerToken, double linkMs, double verifyFixedMs, double verifyMsPerToken)
+        return expected;
+    }
+
+    /// <summary>The γ in [1, max] with the least (intercept + slope·γ) / E[γ].</summary>
+    public static int Best(ReadOnlySpan<double> stand, double intercept, double slope)
     {
         var best = 1;
         var bestCost = double.PositiveInfinity;
-        for (var gamma = 1; gamma <= max; gamma++)
+        for (var gamma = 1; gamma <= stand.Length; gamma++)
         {
-            var cost = ExpectedMsPerToken(gamma, alpha, draftMsPerToken, linkMs, verifyFixedMs, verifyMsPerToken);
+            var cost = (intercept + (slope * gamma)) / ExpectedTokens(stand, gamma);
             if (cost < bestCost - 1e-9)
             {
                 bestCost = cost;
@@ -73,46 +124,154 @@ public sealed class AdaptiveDraftLength
         return best;
     }
 
-    /// <summary>Takes one round's measurements and chooses the next γ.</summary>
-    public void Observe(int drafted, int accepted, double draftMs, double linkMs, double verifyMs)
+    /// <summary>
+    /// Takes one round: <paramref name="drafted"/> drafts sent, <paramref name="accepted"/> of them stood, the round's
+    /// wall time from the previous final verdict to this one, and the time its drafts took on the critical path (NaN
+    /// when they were drafted ahead and ready); then chooses the next γ.
+    /// </summary>
+    public void Observe(int drafted, int accepted, double wallMs, double draftMs)
     {
         if (drafted <= 0)
         {
             return;
         }
 
-        // Each draft position tried is one Bernoulli trial: the accepted ones succeeded, the first rejection (if any) failed.
-        var trials = accepted + (accepted < drafted ? 1 : 0);
-        var x = drafted + 1.0;
-        if (_observations == 0)
+        lock (_lock)
         {
-            (_successes, _trials) = (accepted, trials);
-            DraftMsPerToken = draftMs / drafted;
-            LinkMs = linkMs;
-            (_meanX, _meanY, _meanXX, _meanXY) = (x, verifyMs, x * x, x * verifyMs);
-        }
-        else
-        {
-            _successes = Blend(_successes, accepted);
-            _trials = Blend(_trials, trials);
-            DraftMsPerToken = Blend(DraftMsPerToken, draftMs / drafted);
-            LinkMs = Blend(LinkMs, linkMs);
-            (_meanX, _meanY, _meanXX, _meanXY) = (Blend(_meanX, x), Blend(_meanY, verifyMs), Blend(_meanXX, x * x), Blend(_meanXY, x * verifyMs));
-        }
+            for (var i = 0; i < _max; i++)
+            {
+                _stood[i] *= Discount;
+                _tried[i] *= Discount;
+            }
 
-        Acceptance = _trials > 0 ? Math.Clamp(_successes / _trials, 0.0, 0.99) : 0.5;
+            for (var i = 0; i < Math.Min(drafted, _max); i++)
+            {
+                if (i < accepted)
+                {
+                    _stood[i]++;
+                    _tried[i]++;
+                }
+                else
+                {
+                    _tried[i]++;
+                    break;
+                }
+            }
 
-        // Verification time against tokens scored, as a least-squares line over the moving averages: with one round
-        // size seen, it is all fixed cost.
-        var variance = _meanXX - (_meanX * _meanX);
-        VerifyMsPerToken = variance > 0.25 ? Math.Max(0, (_meanXY - (_meanX * _meanY)) / variance) : 0;
-        VerifyFixedMs = Math.Max(0, _meanY - (VerifyMsPerToken * _meanX));
-        _observations++;
-        if (_observations >= 2)
-        {
-            Current = Best(_max, Acceptance, DraftMsPerToken, LinkMs, VerifyFixedMs, VerifyMsPerToken);
+            if (!(wallMs > 0))
+            {
+                // No timing (a round that also carried a prefill): acceptance only.
+                Current = _weight > 0 ? Choose() : Current;
+                return;
+            }
+
+            (_weight, _sumX, _sumY, _sumXX, _sumXY, _sumYY) = (
+                (_weight * Discount) + 1,
+                (_sumX * Discount) + drafted,
+                (_sumY * Discount) + wallMs,
+                (_sumXX * Discount) + ((double)drafted * drafted),
+                (_sumXY * Discount) + (drafted * wallMs),
+                (_sumYY * Discount) + (wallMs * wallMs));
+            if (!double.IsNaN(draftMs))
+            {
+                // Drafting compute per token (a pre-drafted round that was ready costs the critical path nothing: NaN).
+                _draftMs = _draftMs == 0 ? draftMs / drafted : (0.7 * _draftMs) + (0.3 * draftMs / drafted);
+            }
+
+            _observations++;
+            Current = Choose();
         }
     }
 
-    private static double Blend(double old, double value) => ((1 - Smoothing) * old) + (Smoothing * value);
+    private int Choose()
+    {
+        // Each position's posterior starts from the one before it (two pseudo-rounds at its mean): a position seldom
+        // reached is assumed about as likely to stand as its neighbour, not a coin flip.
+        Span<double> stand = stackalloc double[_max];
+        var previousMean = 0.5;
+        for (var i = 0; i < _max; i++)
+        {
+            var a = _stood[i] + (PriorRounds * previousMean);
+            var b = _tried[i] - _stood[i] + (PriorRounds * (1 - previousMean));
+            stand[i] = SampleBeta(a, b);
+            previousMean = a / (a + b);
+        }
+
+        var meanX = _sumX / _weight;
+        var meanY = _sumY / _weight;
+        double slope;
+        if (Fit() is { } fit)
+        {
+            slope = Math.Max(0, fit.Slope + (fit.SlopeError * SampleNormal()));
+        }
+        else
+        {
+            // One γ seen: a draft may cost anything from nothing (drafting hidden) to its compute.
+            slope = Math.Max(0, _draftMs * (1 + SampleNormal()));
+        }
+
+        var intercept = Math.Max(0, meanY - (slope * meanX));
+        return Best(stand, intercept, slope);
+    }
+
+    /// <summary>The least-squares line of wall time against γ, with the slope's standard error; null while γ has not varied.</summary>
+    private (double Intercept, double Slope, double SlopeError)? Fit()
+    {
+        if (_weight <= 0)
+        {
+            return null;
+        }
+
+        var meanX = _sumX / _weight;
+        var meanY = _sumY / _weight;
+        var varX = (_sumXX / _weight) - (meanX * meanX);
+        if (varX < 0.1)
+        {
+            return null;
+        }
+
+        var slope = ((_sumXY / _weight) - (meanX * meanY)) / varX;
+        var varY = Math.Max(0, (_sumYY / _weight) - (meanY * meanY));
+        var residual = Math.Max(0, varY - (slope * slope * varX));
+        var slopeError = Math.Sqrt(residual / Math.Max(1, _weight - 2) / varX);
+        return (meanY - (slope * meanX), slope, slopeError);
+    }
+
+    private double SampleNormal() => _random.NextGaussian();
+
+    private double SampleBeta(double a, double b)
+    {
+        var x = SampleGamma(a);
+        var y = SampleGamma(b);
+        return x / (x + y);
+    }
+
+    // Marsaglia and Tsang's method (shape ≥ 1; smaller shapes boosted by U^(1/shape)).
+    private double SampleGamma(double shape)
+    {
+        if (shape < 1)
+        {
+            return SampleGamma(shape + 1) * Math.Pow(1.0 - _random.NextDouble(), 1 / shape);
+        }
+
+        var d = shape - (1.0 / 3);
+        var c = 1 / Math.Sqrt(9 * d);
+        while (true)
+        {
+            double x, v;
+            do
+            {
+                x = SampleNormal();
+                v = 1 + (c * x);
+            }
+            while (v <= 0);
+
+            v = v * v * v;
+            var u = 1.0 - _random.NextDouble();
+            if (Math.Log(u) < (0.5 * x * x) + d - (d * v) + (d * Math.Log(v)))
+            {
+                return d * v;
+            }
+        }
+    }
 }

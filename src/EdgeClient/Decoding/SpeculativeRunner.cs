@@ -42,7 +42,15 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>Over any <see cref="IDecodeStream"/> (tests script one).</summary>
-    internal SpeculativeRunner(Func<CancellationToken, IDecodeStream> open, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
+    /// <param name="open">Opens the Decode stream.</param>
+    /// <param name="engine">The draft.</param>
+    /// <param name="request">The generation.</param>
+    /// <param name="tracker">The committed sequence and the figures.</param>
+    /// <param name="verifier">What the verifier serves.</param>
+    /// <param name="time">The clock.</param>
+    /// <param name="roundTimeout">How long a round may wait for its verdict.</param>
+    /// <param name="adaptive">The client's γ controller for this mode (it learns across generations), when γ adapts.</param>
+    internal SpeculativeRunner(Func<CancellationToken, IDecodeStream> open, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout, AdaptiveDraftLength? adaptive = null)
     {
         _roundTimeout = roundTimeout;
         _open = open;
@@ -56,7 +64,9 @@ internal sealed class SpeculativeRunner
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
-        _adaptive = request.AdaptiveDraftTokens ? new AdaptiveDraftLength(request.DraftTokens, _maxDrafts) : null;
+        _adaptive = !request.AdaptiveDraftTokens ? null
+            : adaptive is not null && adaptive.Max == _maxDrafts ? adaptive
+            : new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, _maxDrafts), _maxDrafts);
     }
 
     public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
@@ -261,7 +271,8 @@ internal sealed class SpeculativeRunner
             _tracker.StartedWithoutWaiting++;
         }
 
-        _adaptive?.Observe(drafts.Length, verdict.Accepted, start.DraftMs > 0 ? start.DraftMs : _adaptive.DraftMsPerToken * drafts.Length, networkMs, verifyMs);
+        // A session's first round also carries the prompt's prefill: its wall time says nothing about γ.
+        _adaptive?.Observe(drafts.Length, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN);
         return committed;
     }
 

@@ -76,6 +76,11 @@ internal static class ModesBenchmark
 
                 Console.Error.WriteLine();
                 Print(rtt, results, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
+                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Mode == "auto"))
+                {
+                    Console.WriteLine();
+                    Console.WriteLine($"{mode}: each generation's sessions and ms per token: {string.Join("; ", reports.Select(r => string.Create(CultureInfo.InvariantCulture, $"{string.Join(" → ", r.ModesUsed)} {r.LatencyMs.PerToken:F1}")))}.");
+                }
             }
 
             return 0;

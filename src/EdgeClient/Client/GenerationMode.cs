@@ -20,6 +20,12 @@ public enum GenerationMode
 
     /// <summary>Proactive drafting (as SpecEdge does): the next round is drafted on the edge's own guess, without early exits.</summary>
     Proactive,
+
+    /// <summary>
+    /// Chosen from measurements: conditional drafting with adaptive γ while it beats the verifier generating alone,
+    /// cloud streaming when it does not (switching mid-generation; exact either way).
+    /// </summary>
+    Auto,
 }
 
 /// <summary>Command-line names of the modes.</summary>
@@ -37,6 +43,7 @@ public static class GenerationModes
         "preemptive" or "pre-emptive" => GenerationMode.Preemptive,
         "conditional" or "pipelined" => GenerationMode.Conditional,
         "proactive" => GenerationMode.Proactive,
+        "auto" => GenerationMode.Auto,
         _ => null,
     };
 
@@ -50,5 +57,5 @@ public static class GenerationModes
     public static bool UsesEarlyVerdicts(this GenerationMode mode) => mode is GenerationMode.Preemptive or GenerationMode.Conditional;
 
     /// <summary>Every mode's name, comma-separated, for help and error messages.</summary>
-    public static string AllNames => "speculative, cloud, edge, preemptive, conditional, proactive";
+    public static string AllNames => "speculative, cloud, edge, preemptive, conditional, proactive, auto";
 }

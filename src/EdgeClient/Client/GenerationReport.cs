@@ -136,6 +136,9 @@ public sealed record GenerationReport
     /// <summary>γ per round when drafts were sent (constant unless adaptive).</summary>
     public required IReadOnlyList<RoundRecord> PerRound { get; init; }
 
+    /// <summary>The modes the generation's sessions ran in, in order (more than the requested one only in auto mode).</summary>
+    public IReadOnlyList<string> ModesUsed { get; init; } = [];
+
     /// <summary>The compute this run measured on: real, or which emulated profile.</summary>
     public required string Compute { get; init; }
 

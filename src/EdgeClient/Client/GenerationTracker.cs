@@ -64,6 +64,12 @@ internal sealed class GenerationTracker
     /// <summary>Indices (0 = first new token) of tokens committed without verification (degraded policy).</summary>
     public List<int> Unverified { get; } = [];
 
+    /// <summary>Auto mode: the generation has given drafting up for cloud streaming.</summary>
+    public bool InCloud { get; set; }
+
+    /// <summary>The mode of each session, in order (auto mode: conditional, then perhaps cloud).</summary>
+    public List<string> ModesUsed { get; } = [];
+
     /// <summary>Sessions opened for this generation (more than one after a failover or resume).</summary>
     public int Sessions { get; set; }
 
@@ -134,6 +140,7 @@ internal sealed class GenerationTracker
         return new GenerationReport
         {
             Mode = mode.Name(),
+            ModesUsed = ModesUsed.Count > 0 ? [.. ModesUsed.Distinct()] : [mode.Name()],
             Text = _text.ToString(),
             TokenIds = Tokens.Skip(PromptLength).Select(t => t.Value).ToList(),
             FinishReason = FinishReason switch

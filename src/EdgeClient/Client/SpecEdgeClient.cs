@@ -42,6 +42,10 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private int _running;
     private ChatTemplate? _chatTemplate;
     private readonly Dictionary<(GenerationMode Mode, int Max), AdaptiveDraftLength> _adaptive = [];
+    private readonly AutoModePolicy _auto = new();
+
+    /// <summary>The largest γ auto mode's adaptive drafting may choose (the verifier's limit may be lower).</summary>
+    public const int AutoMaxDraftTokens = 8;
 
     private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
@@ -304,6 +308,10 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         }
 
         generation.Report = tracker!.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.Link?.ToString() ?? "none" : "none");
+        if (request.Mode == GenerationMode.Auto)
+        {
+            _auto.Learn(tracker.Rounds);
+        }
         if (filter is { Stopped: true })
         {
             generation.Report = generation.Report with { Text = filter.Released.ToString(), FinishReason = "stop" };
@@ -321,6 +329,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         {
             var tokenizer = Tokenizer ?? new ByteTokenizer(Math.Max(256, VerifierDescription!.VocabSize));
             var tracker = new GenerationTracker(tokenizer, prompt, _options.Time);
+            tracker.InCloud = request.Mode == GenerationMode.Auto && _auto.StartInCloud();
             started(tracker);
             if (request.Mode == GenerationMode.Edge)
             {
@@ -357,7 +366,37 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     }
 
     /// <summary>One session: runs the generation from the tokens committed so far until it ends or the stream breaks.</summary>
-    private IAsyncEnumerable<CommittedToken> Segment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken) =>
+    private IAsyncEnumerable<CommittedToken> Segment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken)
+    {
+        if (request.Mode != GenerationMode.Auto)
+        {
+            return PlainSegment(request, tracker, endpoint, cancellationToken);
+        }
+
+        // Auto: conditional drafting with adaptive γ until it loses to the verifier alone, then cloud streaming for the
+        // rest of the generation (a new session from the committed tokens).
+        if (tracker.InCloud)
+        {
+            tracker.ModesUsed.Add(GenerationMode.Cloud.Name());
+            return new CloudRunner(endpoint.Client, request with { Mode = GenerationMode.Cloud }, tracker, _options.RoundTimeout).RunAsync(cancellationToken);
+        }
+
+        var drafting = request with
+        {
+            Mode = GenerationMode.Conditional,
+            AdaptiveDraftTokens = true,
+            DraftTokens = Math.Max(request.DraftTokens, AutoMaxDraftTokens),
+        };
+        var segmentStart = tracker.Rounds.Count;
+        tracker.ModesUsed.Add(GenerationMode.Conditional.Name());
+        return new SpeculativeRunner(token => new GrpcDecodeStream(endpoint.Client, token), _engine!, drafting, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout, AdaptiveFor(drafting), () =>
+        {
+            tracker.InCloud = _auto.ShouldLeaveDrafting(tracker.Rounds, segmentStart);
+            return tracker.InCloud;
+        }).RunAsync(cancellationToken);
+    }
+
+    private IAsyncEnumerable<CommittedToken> PlainSegment(GenerationRequest request, GenerationTracker tracker, VerifierEndpoint endpoint, CancellationToken cancellationToken) =>
         request.Mode == GenerationMode.Cloud
             ? new CloudRunner(endpoint.Client, request, tracker, _options.RoundTimeout).RunAsync(cancellationToken)
             : new SpeculativeRunner(token => new GrpcDecodeStream(endpoint.Client, token), _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout, AdaptiveFor(request)).RunAsync(cancellationToken);

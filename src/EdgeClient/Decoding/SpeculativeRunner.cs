@@ -32,6 +32,7 @@ internal sealed class SpeculativeRunner
     private readonly TimeSpan _roundTimeout;
     private readonly Func<CancellationToken, IDecodeStream> _open;
     private readonly PreDraftMachine _ahead;
+    private readonly Func<bool>? _leave;
     private int _maxDrafts;
     private uint _round = 1;
     private long _previousVerdictAt;
@@ -50,8 +51,10 @@ internal sealed class SpeculativeRunner
     /// <param name="time">The clock.</param>
     /// <param name="roundTimeout">How long a round may wait for its verdict.</param>
     /// <param name="adaptive">The client's γ controller for this mode (it learns across generations), when γ adapts.</param>
-    internal SpeculativeRunner(Func<CancellationToken, IDecodeStream> open, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout, AdaptiveDraftLength? adaptive = null)
+    /// <param name="leave">Asked after every round: true ends the session early (auto mode giving way to the cloud).</param>
+    internal SpeculativeRunner(Func<CancellationToken, IDecodeStream> open, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout, AdaptiveDraftLength? adaptive = null, Func<bool>? leave = null)
     {
+        _leave = leave;
         _roundTimeout = roundTimeout;
         _open = open;
         _engine = engine;
@@ -80,6 +83,11 @@ internal sealed class SpeculativeRunner
                 foreach (var token in await RunRoundAsync(stream, cancellationToken).ConfigureAwait(false))
                 {
                     yield return token;
+                }
+
+                if (_tracker.FinishReason == DomainFinish.None && _leave?.Invoke() == true)
+                {
+                    break;
                 }
             }
 

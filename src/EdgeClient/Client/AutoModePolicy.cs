@@ -1,0 +1,117 @@
+namespace SpecEdge.EdgeClient.Client;
+
+/// <summary>
+/// What <see cref="GenerationMode.Auto"/> decides: conditional drafting with adaptive γ (the fastest drafting mode) or
+/// the verifier generating alone (cloud streaming), from measured times per token.
+/// <list type="bullet">
+/// <item>A generation starts in the cloud when the client's earlier generations measured drafting slower than the cloud
+/// (the cloud's time per token as measured, else as the verifier's step time, which a cloud step of one token does not
+/// exceed), except every <see cref="ProbeEvery"/>th, which drafts again so a link that recovers is noticed.</item>
+/// <item>A drafting generation gives way to the cloud mid-way on evidence that grows with the rounds seen: after
+/// <see cref="RoundsBeforeJudging"/> rounds when drafting costs twice the cloud's time per token, after twice as many
+/// at <see cref="LeaveMargin"/> times (switching costs a new session, and near a tie it gains nothing).</item>
+/// </list>
+/// Every mode is exact, so switching never changes the output. One per client.
+/// </summary>
+internal sealed class AutoModePolicy
+{
+    /// <summary>How often a generation that would start in the cloud drafts instead.</summary>
+    public const int ProbeEvery = 8;
+
+    /// <summary>Rounds after the first (which also carries the prefill) before a drafting generation is judged.</summary>
+    public const int RoundsBeforeJudging = 3;
+
+    /// <summary>How much slower than the cloud drafting must be for a generation to leave it mid-way.</summary>
+    public const double LeaveMargin = 1.2;
+
+    /// <summary>How much slower than the cloud drafting must have been for a generation to start in the cloud.</summary>
+    public const double StartMargin = 1.05;
+
+    private readonly Lock _lock = new();
+    private double? _draftingMsPerToken;
+    private double? _cloudMsPerToken;
+    private double? _verifyMsPerStep;
+    private int _generations;
+
+    /// <summary>The cloud's time per token: measured, else the verifier's step time seen from drafting rounds; null when neither is known.</summary>
+    public double? CloudMsPerToken
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _cloudMsPerToken ?? _verifyMsPerStep;
+            }
+        }
+    }
+
+    /// <summary>Whether a new generation starts in the cloud.</summary>
+    public bool StartInCloud()
+    {
+        lock (_lock)
+        {
+            _generations++;
+            return (_cloudMsPerToken ?? _verifyMsPerStep) is { } cloud && _draftingMsPerToken is { } drafting
+                && cloud * StartMargin < drafting && _generations % ProbeEvery != 0;
+        }
+    }
+
+    /// <summary>Whether drafting should give way to the cloud, judged on this segment's rounds after its first.</summary>
+    public bool ShouldLeaveDrafting(IReadOnlyList<RoundRecord> rounds, int segmentStart)
+    {
+        var judged = rounds.Count - segmentStart - 1;
+        if (judged < RoundsBeforeJudging)
+        {
+            return false;
+        }
+
+        double wall = 0, committed = 0, verify = 0;
+        for (var i = segmentStart + 1; i < rounds.Count; i++)
+        {
+            wall += rounds[i].WallMs;
+            committed += rounds[i].Committed;
+            verify += rounds[i].VerifyMs;
+        }
+
+        var cloud = CloudMsPerToken ?? verify / judged;
+        var margin = judged >= 2 * RoundsBeforeJudging ? LeaveMargin : 2.0;
+        return committed > 0 && wall / committed > cloud * margin;
+    }
+
+    /// <summary>Learns from a finished generation's rounds (each after its session's first): drafting and cloud time per token, and the verifier's step time.</summary>
+    public void Learn(IReadOnlyList<RoundRecord> rounds)
+    {
+        double draftWall = 0, draftTokens = 0, draftVerify = 0, draftRounds = 0, cloudWall = 0, cloudTokens = 0;
+        for (var i = 1; i < rounds.Count; i++)
+        {
+            if (rounds[i].Drafted > 0)
+            {
+                draftWall += rounds[i].WallMs;
+                draftTokens += rounds[i].Committed;
+                draftVerify += rounds[i].VerifyMs;
+                draftRounds++;
+            }
+            else
+            {
+                cloudWall += rounds[i].WallMs;
+                cloudTokens += rounds[i].Committed;
+            }
+        }
+
+        lock (_lock)
+        {
+            if (draftTokens >= 3)
+            {
+                _draftingMsPerToken = Blend(_draftingMsPerToken, draftWall / draftTokens);
+                _verifyMsPerStep = Blend(_verifyMsPerStep, draftVerify / draftRounds);
+            }
+
+            if (cloudTokens >= 3)
+            {
+                _cloudMsPerToken = Blend(_cloudMsPerToken, cloudWall / cloudTokens);
+            }
+        }
+    }
+
+    private static double Blend(double? old, double value) => old is { } o ? (0.5 * o) + (0.5 * value) : value;
+}

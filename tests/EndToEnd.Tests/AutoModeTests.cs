@@ -1,0 +1,55 @@
+using SpecEdge.EdgeClient.Client;
+using SpecEdge.LinkEmulator;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Timing;
+using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
+
+namespace SpecEdge.EndToEnd.Tests;
+
+/// <summary>
+/// <c>--mode auto</c> against a verifier whose steps take 50 ms (ratio-10x, drafts 5 ms): over a short link drafting
+/// wins and auto keeps drafting; over a 150 ms round trip every drafting round costs more than the verifier generating
+/// alone, and auto gives way to cloud streaming mid-generation. The output is the target's either way.
+/// </summary>
+public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<SlowStepVerifier>
+{
+    private const int NewTokens = 24;
+    private static readonly int[] Prompt = [256, 84, 104, 101, 32, 113];
+
+    [Theory]
+    [InlineData(null, new[] { "conditional" })]
+    [InlineData("rtt=150ms", new[] { "conditional", "cloud" })]
+    public async Task Auto_DraftsWhileItWins_ElseStreamsFromTheCloud_OutputExact(string? link, string[] modesUsed)
+    {
+        List<int> expected;
+        using (var model = TestModels.Load(verifier.Pair.TargetDir))
+        {
+            expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
+        }
+
+        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        {
+            Server = verifier.Address,
+            DraftModel = verifier.Pair.DraftDir,
+            IntraOpThreads = 1,
+            Link = link is null ? null : LinkProfile.Parse(link),
+            Profile = ComputeProfiles.TenToOne,
+        }).DefaultTimeout();
+
+        var report = await client.Generate(new GenerationRequest
+        {
+            PromptIds = [.. Prompt.Select(t => new TokenId(t))],
+            Mode = GenerationMode.Auto,
+            MaxNewTokens = NewTokens,
+            StopAtEos = false,
+            Sampling = SamplingConfig.Greedy,
+        }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+
+        Assert.Equal(expected, report.TokenIds);
+        Assert.Equal("auto", report.Mode);
+        Assert.Equal(modesUsed, report.ModesUsed);
+        Assert.Equal(0, report.UnverifiedTokens);
+    }
+}

@@ -24,7 +24,7 @@ internal sealed record ModelInputs(double Gamma, double TokensPerRound, double D
 /// <item>proactive: (γ·t_d + RTT + V − h·min(γ·t_d, RTT + V)) / L̄.</item>
 /// </list>
 /// Drafting modes also pay, once per generation, the Open round trip and the prompt's prefill (RTT + V), spread over
-/// the generation's tokens.
+/// the generation's tokens. Auto mode is the sum of what its sessions did (<see cref="AutoMsPerToken"/>).
 /// </summary>
 internal static class AnalyticalModel
 {
@@ -49,6 +49,20 @@ internal static class AnalyticalModel
             "edge" => m.DraftMsPerToken,
             _ => startup + PerRound(mode, m, draft, plainRound) / m.TokensPerRound,
         };
+    }
+
+    /// <summary>
+    /// Auto mode, from what it did: every session pays its start (RTT + V), its drafting rounds the conditional formula
+    /// with their own inputs, its cloud tokens V each. <paramref name="drafting"/> describes the drafting rounds only.
+    /// </summary>
+    public static double AutoMsPerToken(ModelInputs drafting, int draftingRounds, int cloudTokens, double cloudVerifyMs, int sessions, int tokens)
+    {
+        var draft = drafting.Gamma * drafting.DraftMsPerToken;
+        var plainRound = draft + drafting.RoundTripMs + drafting.VerifyMs;
+        var total = (sessions * (drafting.RoundTripMs + drafting.VerifyMs))
+            + (draftingRounds == 0 ? 0 : draftingRounds * PerRound("conditional", drafting, draft, plainRound))
+            + (cloudTokens * cloudVerifyMs);
+        return total / tokens;
     }
 
     private static double PerRound(string mode, ModelInputs m, double draft, double plainRound) =>

@@ -142,7 +142,25 @@ internal static class ModesBenchmark
             var earlyMs = AnalyticalModel.EarlyVerdictMs(reports.SelectMany(r => r.PerRound), firstStage);
             var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount);
             var modelMode = mode == "adaptive" ? "adaptive" : ParseEntry(mode, gamma).Mode;
-            var expected = AnalyticalModel.MsPerToken(modelMode, inputs, tokensPerPrompt);
+            double expected;
+            if (modelMode == "auto")
+            {
+                // Its drafting rounds with their own γ, tokens per round and hits; its cloud tokens at the cloud's V.
+                var draftRounds = reports.SelectMany(r => r.PerRound).Where(r => r.Drafted > 0).ToList();
+                var cloudTokens = reports.SelectMany(r => r.PerRound).Where(r => r.Drafted == 0).Sum(r => r.Committed);
+                var draftInputs = draftRounds.Count == 0 ? inputs : inputs with
+                {
+                    Gamma = draftRounds.Average(r => r.Drafted),
+                    TokensPerRound = draftRounds.Average(r => r.Committed),
+                    HitRate = hits / (double)draftRounds.Count,
+                };
+                expected = AnalyticalModel.AutoMsPerToken(draftInputs, draftRounds.Count, cloudTokens, cloudVerify, reports.Sum(r => r.ModesUsed.Count), tokens);
+            }
+            else
+            {
+                expected = AnalyticalModel.MsPerToken(modelMode, inputs, tokensPerPrompt);
+            }
+
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));

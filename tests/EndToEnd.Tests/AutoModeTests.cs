@@ -10,7 +10,7 @@ namespace SpecEdge.EndToEnd.Tests;
 
 /// <summary>
 /// <c>--mode auto</c> against a verifier whose steps take 50 ms (ratio-10x, drafts 5 ms): over a short link drafting
-/// wins and auto keeps drafting; over a 150 ms round trip every drafting round costs more than the verifier generating
+/// wins and auto keeps drafting; over a 300 ms round trip every drafting round costs more than the verifier generating
 /// alone, and auto gives way to cloud streaming mid-generation. The output is the target's either way.
 /// </summary>
 public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<SlowStepVerifier>
@@ -20,7 +20,7 @@ public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<Slo
 
     [Theory]
     [InlineData(null, new[] { "conditional" })]
-    [InlineData("rtt=150ms", new[] { "conditional", "cloud" })]
+    [InlineData("rtt=300ms", new[] { "conditional", "cloud" })]
     public async Task Auto_DraftsWhileItWins_ElseStreamsFromTheCloud_OutputExact(string? link, string[] modesUsed)
     {
         List<int> expected;

@@ -9,7 +9,8 @@ namespace SpecEdge.EdgeClient.Client;
 /// exceed), except every <see cref="ProbeEvery"/>th, which drafts again so a link that recovers is noticed.</item>
 /// <item>A drafting generation gives way to the cloud mid-way on evidence that grows with the rounds seen: after
 /// <see cref="RoundsBeforeJudging"/> rounds when drafting costs twice the cloud's time per token, after twice as many
-/// at <see cref="LeaveMargin"/> times (switching costs a new session, and near a tie it gains nothing).</item>
+/// at 1.5 times, after four times as many at <see cref="LeaveMargin"/> times. Early rounds are dearer than later ones
+/// (γ is still being learned), switching costs a new session, and near a tie it gains nothing.</item>
 /// </list>
 /// Every mode is exact, so switching never changes the output. One per client.
 /// </summary>
@@ -74,7 +75,7 @@ internal sealed class AutoModePolicy
         }
 
         var cloud = CloudMsPerToken ?? verify / judged;
-        var margin = judged >= 2 * RoundsBeforeJudging ? LeaveMargin : 2.0;
+        var margin = judged >= 4 * RoundsBeforeJudging ? LeaveMargin : judged >= 2 * RoundsBeforeJudging ? 1.5 : 2.0;
         return committed > 0 && wall / committed > cloud * margin;
     }
 

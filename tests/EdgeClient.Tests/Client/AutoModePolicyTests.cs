@@ -1,0 +1,68 @@
+using SpecEdge.EdgeClient.Client;
+
+namespace SpecEdge.EdgeClient.Tests.Client;
+
+/// <summary>Auto mode's decisions on rounds whose times are set by hand.</summary>
+public sealed class AutoModePolicyTests
+{
+    /// <summary>A first round (prefill) and then <paramref name="count"/> drafting rounds of 3 tokens in <paramref name="wallMs"/>, verified in 50 ms each.</summary>
+    private static List<RoundRecord> Drafting(int count, double wallMs) =>
+        [.. Enumerable.Range(0, count + 1).Select(i => Round(i + 1, drafted: 4, committed: 3, wallMs: i == 0 ? 1000 : wallMs))];
+
+    private static RoundRecord Round(int number, int drafted, int committed, double wallMs) => new()
+    {
+        Round = number,
+        Drafted = drafted,
+        Accepted = Math.Max(0, committed - 1),
+        Committed = committed,
+        DraftMs = 0,
+        NetworkAndQueueMs = 0,
+        VerifyMs = 50,
+        QueueMs = 0,
+        StageMs = [],
+        EarlyVerdicts = [],
+        WallMs = wallMs,
+    };
+
+    [Theory]
+    [InlineData(2, 400, false)] // too few rounds to judge
+    [InlineData(3, 330, true)] // 110 ms a token: over twice the verifier's 50
+    [InlineData(3, 270, false)] // 90 ms a token: not twice
+    [InlineData(6, 270, true)] // 90 ms a token after six rounds: over 1.5 times
+    [InlineData(6, 210, false)] // 70 ms a token: under 1.5 times
+    [InlineData(12, 210, true)] // 70 ms a token after twelve rounds: over 1.2 times
+    [InlineData(12, 150, false)] // 50 ms a token: as fast as the cloud
+    public void ShouldLeaveDrafting_EvidenceGrowsWithRounds(int rounds, double wallMs, bool leave)
+    {
+        var policy = new AutoModePolicy();
+
+        Assert.Equal(leave, policy.ShouldLeaveDrafting(Drafting(rounds, wallMs), segmentStart: 0));
+    }
+
+    [Fact]
+    public void StartInCloud_AfterDraftingMeasuredSlower_ButProbesEveryEighth()
+    {
+        var policy = new AutoModePolicy();
+        Assert.False(policy.StartInCloud());
+
+        // Drafting measured at 100 ms a token, the cloud at 50.
+        policy.Learn(Drafting(6, 300));
+        policy.Learn([Round(1, 0, 1, 500), .. Enumerable.Range(2, 20).Select(i => Round(i, 0, 1, 50))]);
+        Assert.Equal(50, policy.CloudMsPerToken);
+
+        var starts = Enumerable.Range(0, 14).Select(_ => policy.StartInCloud()).ToList();
+
+        // Generations 2-15: every one in the cloud except the 8th, which drafts again.
+        Assert.Equal(13, starts.Count(s => s));
+        Assert.False(starts[6]);
+    }
+
+    [Fact]
+    public void StartInCloud_DraftingFaster_StaysDrafting()
+    {
+        var policy = new AutoModePolicy();
+        policy.Learn(Drafting(6, 90)); // 30 ms a token against the verifier's 50
+
+        Assert.All(Enumerable.Range(0, 10), _ => Assert.False(policy.StartInCloud()));
+    }
+}

@@ -106,6 +106,9 @@ public sealed record GenerationReport
     /// <summary>New tokens committed.</summary>
     public int NewTokens => TokenIds.Count;
 
+    /// <summary>Tokens of the prompt (with the beginning-of-sequence token when there is one).</summary>
+    public int PromptTokens { get; init; }
+
     /// <summary>Why the generation ended (<c>eos</c>, <c>length</c>, <c>context</c>).</summary>
     public required string FinishReason { get; init; }
 

@@ -142,6 +142,7 @@ internal sealed class GenerationTracker
             Mode = mode.Name(),
             ModesUsed = ModesUsed.Count > 0 ? [.. ModesUsed.Distinct()] : [mode.Name()],
             Text = _text.ToString(),
+            PromptTokens = PromptLength,
             TokenIds = Tokens.Skip(PromptLength).Select(t => t.Value).ToList(),
             FinishReason = FinishReason switch
             {

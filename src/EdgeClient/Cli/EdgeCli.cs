@@ -13,6 +13,7 @@ internal static class EdgeCli
     {
         GenerateCommand.Create(),
         CalibrateCommand.Create(),
+        ServeCommand.Create(),
     };
 
     /// <summary>A failure a command expects and reports as one line (bad usage, files, server, or the verifier ending the call).</summary>

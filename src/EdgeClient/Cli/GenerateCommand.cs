@@ -33,23 +33,7 @@ internal static class GenerateCommand
         try
         {
             var generationMode = GenerationModes.Parse(parse.GetValue(o.Mode)!) ?? throw new UsageException($"--mode: unknown mode '{parse.GetValue(o.Mode)}' (use {GenerationModes.AllNames})");
-            var servers = ParseServers(parse.GetValue(o.Server), generationMode);
-            var options = new EdgeClientOptions
-            {
-                Server = servers.FirstOrDefault(),
-                FallbackServers = [.. servers.Skip(1)],
-                ApiKey = ReadApiKey(parse.GetValue(o.ApiKeyFile)),
-                TrustedCaPath = ExistingFile(parse.GetValue(o.Ca), "--ca"),
-                ClientCertificatePath = ExistingFile(parse.GetValue(o.ClientCert), "--client-cert"),
-                ClientKeyPath = ExistingFile(parse.GetValue(o.ClientKey), "--client-key"),
-                RoundTimeout = TimeSpan.FromSeconds(parse.GetValue(o.RoundTimeout) > 0 ? parse.GetValue(o.RoundTimeout) : throw new UsageException("--round-timeout must be positive")),
-                MaxRetries = parse.GetValue(o.Retries) >= 0 ? parse.GetValue(o.Retries) : throw new UsageException("--retries must be 0 or more"),
-                DegradedAfter = parse.GetValue(o.DegradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
-                DraftModel = parse.GetValue(o.Draft),
-                IntraOpThreads = parse.GetValue(o.Threads),
-                Link = parse.GetValue(o.Link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
-                Profile = parse.GetValue(o.Profile) is { } profileName ? ParseWith("--profile", () => ComputeProfiles.Resolve(profileName)) : ComputeProfile.Real,
-            };
+            var options = ClientOptions(parse, o, generationMode);
             var request = new GenerationRequest
             {
                 Mode = generationMode,
@@ -123,7 +107,7 @@ internal static class GenerateCommand
     }
 
     /// <summary>The generate command's options, in the order help lists them.</summary>
-    private sealed class GenerateOptions
+    internal sealed class GenerateOptions
     {
         public Option<string?> Server { get; } = new("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051; a comma-separated list fails over in order (not needed for --mode edge)." };
 
@@ -184,6 +168,28 @@ internal static class GenerateCommand
         public Option<string[]> Stop { get; } = new("--stop") { Description = "Stop before this text (repeat for up to 4).", AllowMultipleArgumentsPerToken = false };
 
         public IEnumerable<Option> All => [Server, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+    }
+
+    /// <summary>The client options the connection flags give (shared by generate and serve).</summary>
+    internal static EdgeClientOptions ClientOptions(ParseResult parse, GenerateOptions o, GenerationMode generationMode)
+    {
+        var servers = ParseServers(parse.GetValue(o.Server), generationMode);
+        return new EdgeClientOptions
+        {
+            Server = servers.FirstOrDefault(),
+            FallbackServers = [.. servers.Skip(1)],
+            ApiKey = ReadApiKey(parse.GetValue(o.ApiKeyFile)),
+            TrustedCaPath = ExistingFile(parse.GetValue(o.Ca), "--ca"),
+            ClientCertificatePath = ExistingFile(parse.GetValue(o.ClientCert), "--client-cert"),
+            ClientKeyPath = ExistingFile(parse.GetValue(o.ClientKey), "--client-key"),
+            RoundTimeout = TimeSpan.FromSeconds(parse.GetValue(o.RoundTimeout) > 0 ? parse.GetValue(o.RoundTimeout) : throw new UsageException("--round-timeout must be positive")),
+            MaxRetries = parse.GetValue(o.Retries) >= 0 ? parse.GetValue(o.Retries) : throw new UsageException("--retries must be 0 or more"),
+            DegradedAfter = parse.GetValue(o.DegradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
+            DraftModel = parse.GetValue(o.Draft),
+            IntraOpThreads = parse.GetValue(o.Threads),
+            Link = parse.GetValue(o.Link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
+            Profile = parse.GetValue(o.Profile) is { } profileName ? ParseWith("--profile", () => ComputeProfiles.Resolve(profileName)) : ComputeProfile.Real,
+        };
     }
 
     /// <summary>The environment variable the API key is read from when no key file is given.</summary>

@@ -140,6 +140,20 @@ public sealed class SpecEdgeChatClient : IChatClient
         _turn.Dispose();
     }
 
+    /// <summary>Runs <paramref name="work"/> in this client's turn (another caller of the same <see cref="SpecEdgeClient"/>, such as a raw-prompt completion).</summary>
+    internal async Task RunExclusiveAsync(Func<Task> work, CancellationToken cancellationToken)
+    {
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await work().ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
     /// <summary>Maps the call to a generation and takes this client's turn (released by the caller).</summary>
     private async Task<(SpecEdgeClient Client, Generation Generation)> StartAsync(IEnumerable<AiChatMessage> messages, ChatOptions? options, CancellationToken cancellationToken)
     {

@@ -56,7 +56,7 @@ internal static class CalibrateCommand
                 }
 
                 var promptList = parse.GetValue(prompts) is { } file
-                    ? File.Exists(file) ? File.ReadAllLines(file).Where(l => l.Trim().Length > 0).ToList() : throw new ArgumentException($"--prompts: '{file}' not found")
+                    ? File.Exists(file) ? File.ReadAllLines(file).Where(l => l.Trim().Length > 0).ToList() : throw new ArgumentException($"--prompts: '{Path.GetFullPath(file)}' not found")
                     : [.. DefaultPrompts];
                 if (!Uri.TryCreate(parse.GetValue(server), UriKind.Absolute, out var serverUri))
                 {

@@ -222,14 +222,14 @@ internal static class GenerateCommand
         {
             return File.Exists(file)
                 ? File.ReadAllText(file).Trim() is { Length: > 0 } key ? key : throw new UsageException($"--api-key-file: '{file}' is empty")
-                : throw new UsageException($"--api-key-file: '{file}' not found");
+                : throw new UsageException($"--api-key-file: '{Path.GetFullPath(file)}' not found");
         }
 
         return Environment.GetEnvironmentVariable(ApiKeyEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment.Trim() : null;
     }
 
     private static string? ExistingFile(string? path, string option) =>
-        path is null || File.Exists(path) ? path : throw new UsageException($"{option}: '{path}' not found");
+        path is null || File.Exists(path) ? path : throw new UsageException($"{option}: '{Path.GetFullPath(path)}' not found");
 
     private static GenerationRequest WithPrompt(GenerationRequest request, string? text, string? file, string? ids, string? chat, string? system)
     {
@@ -255,7 +255,7 @@ internal static class GenerateCommand
         {
             return File.Exists(file)
                 ? request with { PromptText = File.ReadAllText(file) }
-                : throw new UsageException($"--prompt-file: '{file}' not found");
+                : throw new UsageException($"--prompt-file: '{Path.GetFullPath(file)}' not found");
         }
 
         if (ids is not null)

@@ -41,7 +41,10 @@ public static class OpenAiServer
         builder.Configuration.Sources.Clear();
         builder.Configuration.AddInMemoryCollection();
         builder.WebHost.UseUrls(urls);
-        builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2));
+        var tls = urls.StartsWith("https:", StringComparison.OrdinalIgnoreCase);
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = tls
+            ? Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2
+            : Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1));
         builder.Logging.SetMinimumLevel(logging);
         builder.Services.AddSingleton(new SpecEdgeChatClient(client, new SpecEdgeChatOptions { Mode = mode }));
         var app = builder.Build();

@@ -76,7 +76,7 @@ public sealed record CalibrationReport
         }
         catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
-            throw new FormatException($"{path}: calibration file not found", ex);
+            throw new FormatException($"{Path.GetFullPath(path)}: calibration file not found", ex);
         }
     }
 }

@@ -4,15 +4,27 @@ namespace SpecEdge.Shared.Models;
 /// <remarks>The message always names the file and, where it applies, the tensor or field that is wrong.</remarks>
 public class ModelFormatException : Exception
 {
-    /// <summary><paramref name="filePath"/> is not what it should be: <paramref name="message"/>.</summary>
+    /// <summary><paramref name="filePath"/> is not what it should be: <paramref name="message"/> (the message names the full path).</summary>
     public ModelFormatException(string filePath, string message, Exception? inner = null)
-        : base($"{filePath}: {message}", inner)
+        : base($"{FullPath(filePath)}: {message}", inner)
     {
         FilePath = filePath;
     }
 
     /// <summary>The file that was being read.</summary>
     public string FilePath { get; }
+
+    private static string FullPath(string path)
+    {
+        try
+        {
+            return Path.GetFullPath(path);
+        }
+        catch (Exception ex) when (ex is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            return path;
+        }
+    }
 }
 
 /// <summary>The checkpoint is well formed but asks for something SpecEdge does not implement (an architecture, a RoPE scaling type…).</summary>

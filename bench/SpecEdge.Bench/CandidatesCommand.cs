@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
@@ -78,7 +79,7 @@ internal static class CandidatesCommand
             var input = last;
             for (var i = 0; i < gamma; i++)
             {
-                drafts[i] = new TokenId(ArgMax(d.Forward([input]).Row(0)));
+                drafts[i] = TokenSampler.ArgMax(d.Forward([input]).Row(0));
                 input = drafts[i];
             }
 
@@ -100,12 +101,12 @@ internal static class CandidatesCommand
             }
 
             var accepted = 0;
-            while (accepted < gamma && ArgMax(final[accepted]) == drafts[accepted].Value)
+            while (accepted < gamma && TokenSampler.ArgMax(final[accepted]).Value == drafts[accepted].Value)
             {
                 accepted++;
             }
 
-            var next = ArgMax(final[accepted]);
+            var next = TokenSampler.ArgMax(final[accepted]).Value;
 
             // The exit's outcomes, most likely first: accept a drafts (product of their probabilities), then a token n
             // other than draft a+1 (or any token after all γ).
@@ -125,12 +126,12 @@ internal static class CandidatesCommand
             // The exit's own verdict (what an early verdict says today: accept while the exit's argmax is the draft, then
             // its argmax) first, then the rest by likelihood.
             var exitAccepted = 0;
-            while (exitAccepted < gamma && ArgMax(exit[exitAccepted]) == drafts[exitAccepted].Value)
+            while (exitAccepted < gamma && TokenSampler.ArgMax(exit[exitAccepted]).Value == drafts[exitAccepted].Value)
             {
                 exitAccepted++;
             }
 
-            var exitNext = ArgMax(exit[exitAccepted]);
+            var exitNext = TokenSampler.ArgMax(exit[exitAccepted]).Value;
             var ranked = outcomes.OrderByDescending(o => o.Accepted == exitAccepted && o.Next == exitNext).ThenByDescending(o => o.P).ToList();
             var rank = ranked.FindIndex(o => o.Accepted == accepted && o.Next == next);
             for (var k = 0; k < ks.Length; k++)
@@ -184,19 +185,5 @@ internal static class CandidatesCommand
         }
 
         return result;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> row)
-    {
-        var best = 0;
-        for (var i = 1; i < row.Length; i++)
-        {
-            if (row[i] > row[best])
-            {
-                best = i;
-            }
-        }
-
-        return best;
     }
 }

@@ -198,7 +198,7 @@ internal static class QuantizeCommand
                 {
                     using var context = model.CreateContext();
                     var logits = context.Forward(sequence);
-                    argmax.Add(Enumerable.Range(first, sequence.Length - first - 1).Select(t => ArgMax(logits.Row(t))).ToArray());
+                    argmax.Add(Enumerable.Range(first, sequence.Length - first - 1).Select(t => TokenSampler.ArgMax(logits.Row(t)).Value).ToArray());
                 }
 
                 total += argmax[0].Length;
@@ -242,19 +242,5 @@ internal static class QuantizeCommand
                 File.Delete(extra);
             }
         }
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> row)
-    {
-        var best = 0;
-        for (var i = 1; i < row.Length; i++)
-        {
-            if (row[i] > row[best])
-            {
-                best = i;
-            }
-        }
-
-        return best;
     }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packs the four CLIs as dotnet tools and makes the self-contained publishes the container recipes copy
+# (deploy/containers). Not part of every CI run (about two minutes); run it before a release.
+#
+#   bash tools/package.sh [OUT_DIR]      # default: artifacts/
+#
+# Then: dotnet tool install -g --add-source OUT_DIR/tools SpecEdge.Edge.Tool   (and .Cloud, .Models, .Link)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-artifacts}"
+rm -rf "$out"
+for project in src/EdgeClient src/CloudVerifier src/ModelTools src/LinkEmulator; do
+  dotnet pack "$project" -c Release -o "$out/tools" --nologo -v quiet
+done
+
+# What the images copy: the edge for linux-x64 and linux-arm64 (CPU natives), the verifier for linux-x64 (CUDA natives
+# with their CPU kernels).
+dotnet publish src/EdgeClient -c Release -r linux-x64 --self-contained -o "$out/publish/edge-linux-x64" --nologo -v quiet
+dotnet publish src/EdgeClient -c Release -r linux-arm64 --self-contained -o "$out/publish/edge-linux-arm64" --nologo -v quiet
+dotnet publish src/CloudVerifier -c Release -r linux-x64 --self-contained -o "$out/publish/cloud-linux-x64" --nologo -v quiet
+
+# The x64 publishes run here; each carries its platform's ONNX Runtime.
+"$out/publish/edge-linux-x64/specedge-edge" --help > /dev/null
+test -f "$out/publish/edge-linux-x64/libonnxruntime.so"
+test -f "$out/publish/edge-linux-arm64/libonnxruntime.so"
+test -f "$out/publish/cloud-linux-x64/libonnxruntime_providers_cuda.so"
+ls -1 "$out/tools"
+echo "packages in $out/tools, publishes in $out/publish"

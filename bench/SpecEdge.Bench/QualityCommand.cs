@@ -5,7 +5,6 @@ using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Cli;
 using SpecEdge.Shared.Calibration;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
@@ -92,29 +91,11 @@ internal static class QualityCommand
             await using (app)
             {
                 await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = address, DraftModel = draft, IntraOpThreads = 1 }, cancellationToken: cancellationToken);
-                int drafted = 0, accepted = 0, rounds = 0, newTokens = 0;
-                var records = new List<EarlyVerdictRecord>();
-                foreach (var prompt in AcceptancePrompts)
-                {
-                    var report = await client.Generate(new GenerationRequest
-                    {
-                        PromptText = prompt,
-                        Mode = GenerationMode.Preemptive,
-                        DraftTokens = 4,
-                        MaxNewTokens = parse.GetValue(tokens),
-                        Sampling = SamplingConfig.Greedy,
-                        StopAtEos = false,
-                    }).RunToEndAsync(cancellationToken);
-                    drafted += report.DraftTokens;
-                    accepted += report.AcceptedTokens;
-                    rounds += report.Rounds;
-                    newTokens += report.NewTokens;
-                    records.AddRange(report.PerRound.SelectMany(r => r.EarlyVerdicts));
-                }
-
-                text.AppendLine(CultureInfo.InvariantCulture, $"Draft against target, greedy, γ = 4, {AcceptancePrompts.Length} prompts × {parse.GetValue(tokens)} tokens: acceptance rate **{accepted / (double)drafted:F3}** ({accepted} of {drafted} drafts), {newTokens / (double)rounds:F2} tokens per round.");
+                var run = await AcceptanceRun.RunAsync(client, AcceptancePrompts, parse.GetValue(tokens), cancellationToken);
+                var records = run.Reports.SelectMany(r => r.PerRound).SelectMany(r => r.EarlyVerdicts).ToList();
+                text.AppendLine(CultureInfo.InvariantCulture, $"Draft against target, greedy, γ = 4, {AcceptancePrompts.Length} prompts × {parse.GetValue(tokens)} tokens: acceptance rate **{run.AcceptanceRate:F3}** ({run.Accepted} of {run.Drafted} drafts), {run.TokensPerRound:F2} tokens per round.");
                 text.AppendLine();
-                var calibration = CalibrateCommand.Build("target", parse.GetValue(precision), rounds, drafted, pair.Exits, records);
+                var calibration = CalibrateCommand.Build("target", parse.GetValue(precision), run.Rounds, run.Drafted, pair.Exits, records);
                 var shipped = pair.Calibration is null ? null : CalibrationReport.LoadThresholds(pair.Calibration);
                 text.AppendLine("| exit | provisional verdicts | agreement with the final verdict (threshold 0) | calibrated threshold | agreement at the threshold | rounds with an early verdict at the threshold |");
                 text.AppendLine("|---|---|---|---|---|---|");

@@ -93,30 +93,12 @@ internal static class QuantizeCommand
                 for (var v = 0; v < Variants.Length; v++)
                 {
                     await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = address, DraftModel = drafts[0].Dirs[v], IntraOpThreads = 1 }, cancellationToken: cancellationToken);
-                    int drafted = 0, accepted = 0, rounds = 0, newTokens = 0;
-                    var outputs = new List<string>();
-                    foreach (var prompt in Prompts)
-                    {
-                        var report = await client.Generate(new GenerationRequest
-                        {
-                            PromptText = prompt,
-                            Mode = GenerationMode.Preemptive,
-                            DraftTokens = 4,
-                            MaxNewTokens = parse.GetValue(tokens),
-                            Sampling = SamplingConfig.Greedy,
-                            StopAtEos = false,
-                        }).RunToEndAsync(cancellationToken);
-                        drafted += report.DraftTokens;
-                        accepted += report.AcceptedTokens;
-                        rounds += report.Rounds;
-                        newTokens += report.NewTokens;
-                        outputs.Add(string.Join(',', report.TokenIds));
-                    }
-
+                    var run = await AcceptanceRun.RunAsync(client, Prompts, parse.GetValue(tokens), cancellationToken);
+                    var outputs = run.Reports.Select(r => string.Join(',', r.TokenIds)).ToList();
                     reference ??= outputs;
                     var identical = reference.SequenceEqual(outputs);
                     failures += identical ? 0 : 1;
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {Variants[v].Name} | {accepted / (double)drafted:F3} ({accepted} of {drafted}) | {newTokens / (double)rounds:F2} | {(identical ? "yes" : "NO")} |"));
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {Variants[v].Name} | {run.AcceptanceRate:F3} ({run.Accepted} of {run.Drafted}) | {run.TokensPerRound:F2} | {(identical ? "yes" : "NO")} |"));
                 }
             }
 

@@ -168,18 +168,7 @@ public sealed class SpecEdgeChatClient : IChatClient
             conversation.Add(new ChatMessage(role, message.Text));
         }
 
-        var sampling = new SamplingConfig
-        {
-            Temperature = options?.Temperature ?? 0f,
-            TopK = options?.TopK ?? 0,
-            TopP = options?.TopP ?? 1f,
-            Seed = options?.Seed is { } seed ? unchecked((ulong)seed) : 0,
-        };
-        if (sampling.Validate() is { } problem)
-        {
-            throw new ArgumentException(problem, nameof(options));
-        }
-
+        var sampling = Sampling(options);
         var request = new GenerationRequest
         {
             Messages = conversation,
@@ -200,6 +189,20 @@ public sealed class SpecEdgeChatClient : IChatClient
             _turn.Release();
             throw;
         }
+    }
+
+    /// <summary>The sampling settings of <paramref name="options"/> (greedy when none are set).</summary>
+    /// <exception cref="ArgumentException">A value out of range (the message names it).</exception>
+    internal static SamplingConfig Sampling(ChatOptions? options)
+    {
+        var sampling = new SamplingConfig
+        {
+            Temperature = options?.Temperature ?? 0f,
+            TopK = options?.TopK ?? 0,
+            TopP = options?.TopP ?? 1f,
+            Seed = options?.Seed is { } seed ? unchecked((ulong)seed) : 0,
+        };
+        return sampling.Validate() is { } problem ? throw new ArgumentException(problem, nameof(options)) : sampling;
     }
 
     private static ChatFinishReason FinishReason(GenerationReport report) =>

@@ -11,7 +11,6 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.Shared.Decoding;
 
 namespace SpecEdge.EdgeClient.Serving;
 
@@ -130,13 +129,13 @@ public static class OpenAiServer
         {
             // The client went away: its generation was cancelled and its session closed.
         }
-        catch (Exception ex) when (EdgeCliFailure(ex) && !context.Response.HasStarted)
+        catch (Exception ex) when (IsVerifierFailure(ex) && !context.Response.HasStarted)
         {
             await Error(context, StatusCodes.Status503ServiceUnavailable, ex.Message, "server_error", null, "verifier_unavailable");
         }
     }
 
-    private static bool EdgeCliFailure(Exception ex) => ex is VerifierUnavailableException or Grpc.Core.RpcException or Transport.ProtocolViolationException or ModelMismatchException;
+    private static bool IsVerifierFailure(Exception ex) => ex is VerifierUnavailableException or Grpc.Core.RpcException or Transport.ProtocolViolationException or ModelMismatchException;
 
     private static async Task ChatAsync(HttpContext context, SpecEdgeChatClient chat, string modelId, JsonObject body)
     {
@@ -239,7 +238,7 @@ public static class OpenAiServer
             PromptText = prompt,
             Mode = mode,
             MaxNewTokens = options.MaxOutputTokens!.Value,
-            Sampling = new SamplingConfig { Temperature = options.Temperature ?? 0, TopK = options.TopK ?? 0, TopP = options.TopP ?? 1, Seed = options.Seed is { } seed ? unchecked((ulong)seed) : 0 },
+            Sampling = SpecEdgeChatClient.Sampling(options),
             StopSequences = options.StopSequences is { } stops ? [.. stops] : [],
         };
         var id = $"cmpl-{Guid.NewGuid():N}";

@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using SpecEdge.Shared.Models;
 
@@ -156,19 +155,9 @@ public sealed class ChatTemplate
     public static ChatTemplate Load(string directory)
     {
         var path = Path.Combine(directory, ConfigFileName);
-        if (!File.Exists(path))
+        if (JsonFiles.LoadObject(path) is not { } config)
         {
             return Plain;
-        }
-
-        JsonObject config;
-        try
-        {
-            config = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new ModelFormatException(path, "not a JSON object");
-        }
-        catch (JsonException ex)
-        {
-            throw new ModelFormatException(path, $"not valid JSON ({ex.Message})", ex);
         }
 
         var template = config["chat_template"] switch

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace SpecEdge.Shared.Models.Checkpoints;
@@ -27,19 +26,9 @@ public sealed record GenerationConfig(IReadOnlyList<int> EosTokenIds, bool? DoSa
     public static GenerationConfig Load(string directory)
     {
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path))
+        if (JsonFiles.LoadObject(path) is not { } obj)
         {
             return None;
-        }
-
-        JsonObject obj;
-        try
-        {
-            obj = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new ModelFormatException(path, "not a JSON object");
-        }
-        catch (JsonException ex)
-        {
-            throw new ModelFormatException(path, $"not valid JSON ({ex.Message})", ex);
         }
 
         return new GenerationConfig(Ids(obj, path, "eos_token_id"), Value<bool>(obj, path, "do_sample"), Number(obj, path, "temperature"), (int?)Number(obj, path, "top_k"), Number(obj, path, "top_p"));

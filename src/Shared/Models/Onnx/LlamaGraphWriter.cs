@@ -454,32 +454,18 @@ internal sealed class LlamaGraphWriter
     {
         (byte[] Codes, float[] Scales, byte[] Zeros) Quantized()
         {
-            var weight = _read(weightName);
+            // One block per output row (the whole row), then the codes transposed to [in, out] as MatMul wants them.
+            var rows = BlockQuantizer.Quantize(_read(weightName), outFeatures, inFeatures, bits: 8, blockSize: inFeatures);
             var codes = new byte[(long)inFeatures * outFeatures];
-            var scales = new float[outFeatures];
-            var zeros = new byte[outFeatures];
             for (var o = 0; o < outFeatures; o++)
             {
-                var row = weight.AsSpan(o * inFeatures, inFeatures);
-                float min = 0, max = 0;
-                foreach (var w in row)
-                {
-                    min = Math.Min(min, w);
-                    max = Math.Max(max, w);
-                }
-
-                var scale = max > min ? (max - min) / 255f : 1f;
-                var zero = (int)Math.Clamp(MathF.Round(-min / scale), 0, 255);
-                scales[o] = scale;
-                zeros[o] = (byte)zero;
                 for (var i = 0; i < inFeatures; i++)
                 {
-                    // Stored [in, out], as MatMul wants it.
-                    codes[((long)i * outFeatures) + o] = (byte)Math.Clamp((int)MathF.Round(row[i] / scale) + zero, 0, 255);
+                    codes[((long)i * outFeatures) + o] = rows.Packed[((long)o * inFeatures) + i];
                 }
             }
 
-            return (codes, scales, zeros);
+            return (codes, rows.Scales, rows.ZeroPoints);
         }
 
         (byte[] Codes, float[] Scales, byte[] Zeros)? cached = null;

@@ -26,6 +26,12 @@ if (args.Contains("--help") || args.Contains("-h"))
           --allow-plaintext      allow plaintext HTTP/2 off loopback (logged as a warning)
           --config FILE          an extra JSON configuration file (e.g. API keys: Verifier:ApiKeys)
           --grace SECONDS        on SIGTERM, how long rounds in flight may finish (default 20)
+          --drain-delay SECONDS  on SIGTERM, how long readiness says NOT_SERVING before sessions move (default 0)
+          --metrics-url URL      serve Prometheus metrics at URL/metrics on its own HTTP/1.1 listener (e.g. http://+:9464/)
+          --otlp URL             export metrics and traces over OTLP (also on with OTEL_EXPORTER_OTLP_ENDPOINT)
+
+        Health (gRPC health service): "" and specedge.v1.Verifier are readiness (NOT_SERVING while the model loads and
+        from the start of draining), "liveness" is liveness.
           --hash-key             read an API key on stdin and print the SHA-256 to configure
 
         Every setting is also configuration: appsettings.json, Verifier__* environment variables, --Verifier:Key=value.
@@ -56,8 +62,7 @@ if (VerifierHost.UnknownSwitch(args) is { } unknown)
 try
 {
     var app = VerifierHost.Create(args, defaultUrl: VerifierHost.DefaultUrl);
-    VerifierHost.LoadModel(app);
-    await app.RunAsync();
+    await VerifierHost.RunAsync(app);
     return 0;
 }
 catch (Exception ex) when (ex is OptionsValidationException or ModelFormatException or FormatException or ArgumentException or IOException or InvalidOperationException or System.Security.Cryptography.CryptographicException)

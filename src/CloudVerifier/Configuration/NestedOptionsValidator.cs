@@ -14,6 +14,7 @@ internal sealed class NestedOptionsValidator : IValidateOptions<VerifierOptions>
         var failures = new List<string>();
         Check(options.Limits, "Limits", failures);
         Check(options.Batching, "Batching", failures);
+        Check(options.Telemetry, "Telemetry", failures);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 

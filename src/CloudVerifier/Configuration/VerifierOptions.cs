@@ -107,6 +107,33 @@ public sealed class VerifierOptions
     /// <summary>On SIGTERM, how long rounds in flight may finish before the verifier exits (default 20 s).</summary>
     [Range(0, 3600)]
     public int ShutdownGraceSeconds { get; set; } = 20;
+
+    /// <summary>
+    /// On SIGTERM, how long readiness answers NOT_SERVING (new sessions refused, open ones carrying on) before open
+    /// sessions are told to move and the server stops (default 0). Give a balancer or Kubernetes time to see it.
+    /// </summary>
+    [Range(0, 600)]
+    public int DrainDelaySeconds { get; set; }
+
+    /// <summary>Metrics and traces (the <c>Verifier:Telemetry</c> section).</summary>
+    public TelemetryOptions Telemetry { get; set; } = new();
+}
+
+/// <summary>Where the verifier's metrics and traces go.</summary>
+public sealed class TelemetryOptions
+{
+    /// <summary>
+    /// Serve Prometheus' scrape endpoint (<c>/metrics</c>) on its own HTTP/1.1 listener at this prefix, e.g.
+    /// <c>http://+:9464/</c> (every address) or <c>http://127.0.0.1:9464/</c>; none when empty.
+    /// </summary>
+    [RegularExpression(@"^$|^http://[^/]+:\d+/?$", ErrorMessage = "Verifier:Telemetry:MetricsUrl must look like http://+:9464/ or http://127.0.0.1:9464/ (plain HTTP, a port, no path)")]
+    public string? MetricsUrl { get; set; }
+
+    /// <summary>
+    /// Export metrics and traces over OTLP to this endpoint (e.g. <c>http://collector:4317</c>); also on when the
+    /// standard <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> variable is set. None when both are empty.
+    /// </summary>
+    public string? OtlpEndpoint { get; set; }
 }
 
 /// <summary>TLS from configured certificates (PEM files), and optional mutual TLS.</summary>

@@ -11,6 +11,10 @@ using SpecEdge.CloudVerifier.Scheduling;
 using SpecEdge.CloudVerifier.Security;
 using SpecEdge.CloudVerifier.Services;
 using SpecEdge.CloudVerifier.Sessions;
+using SpecEdge.CloudVerifier.Telemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 
 namespace SpecEdge.CloudVerifier.Hosting;
 
@@ -34,6 +38,9 @@ public static class VerifierHost
         ["--tls-key"] = "Verifier:Tls:KeyPath",
         ["--client-ca"] = "Verifier:Tls:ClientCaPath",
         ["--grace"] = "Verifier:ShutdownGraceSeconds",
+        ["--drain-delay"] = "Verifier:DrainDelaySeconds",
+        ["--metrics-url"] = "Verifier:Telemetry:MetricsUrl",
+        ["--otlp"] = "Verifier:Telemetry:OtlpEndpoint",
     };
 
     /// <summary>Switches without a value.</summary>
@@ -102,15 +109,20 @@ public static class VerifierHost
         builder.Services.AddSingleton<BatchScheduler>();
         builder.Services.AddSingleton<SessionRegistry>();
         builder.Services.AddSingleton<ApiKeyAuthenticator>();
+        builder.Services.AddSingleton<VerifierReadiness>();
+        builder.Services.AddSingleton<VerifierMetrics>();
+        builder.Services.AddHostedService<DrainCoordinator>();
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 16 * 1024 * 1024;
+            o.Interceptors.Add<CallGate>();
             o.Interceptors.Add<AuthInterceptor>();
         });
         // Read without validating the verifier options: the host builds these before the model loads, and a bad setting
-        // must fail in LoadModel with its own message.
+        // must fail in LoadModel with its own message. The drain delay comes out of the same shutdown budget.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(
-            int.TryParse(builder.Configuration[$"{VerifierOptions.SectionName}:{nameof(VerifierOptions.ShutdownGraceSeconds)}"], out var grace) && grace >= 0 ? grace : 20));
+            (int.TryParse(builder.Configuration[$"{VerifierOptions.SectionName}:{nameof(VerifierOptions.ShutdownGraceSeconds)}"], out var grace) && grace >= 0 ? grace : 20)
+            + (int.TryParse(builder.Configuration[$"{VerifierOptions.SectionName}:{nameof(VerifierOptions.DrainDelaySeconds)}"], out var delay) && delay >= 0 ? delay : 0)));
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
             var tls = context.Configuration.GetSection(VerifierOptions.SectionName).Get<VerifierOptions>()?.Tls ?? new TlsOptions();
@@ -119,23 +131,131 @@ public static class VerifierHost
                 kestrel.ConfigureHttpsDefaults(https => TlsSetup.Configure(https, tls));
             }
         });
-        builder.Services.AddGrpcHealthChecks().AddCheck("model", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
+        // Readiness ("" and specedge.v1.Verifier) apart from liveness ("liveness"); Check runs the checks at each call.
+        builder.Services.AddGrpcHealthChecks(o =>
+        {
+            o.Services.Map("", r => r.Tags.Contains(VerifierReadiness.ReadyTag));
+            o.Services.Map(SpecEdge.Protocol.V1.Verifier.Descriptor.FullName, r => r.Tags.Contains(VerifierReadiness.ReadyTag));
+            o.Services.Map(VerifierReadiness.LivenessService, r => r.Tags.Contains(VerifierReadiness.LiveTag));
+        })
+            .AddCheck<ReadinessHealthCheck>("ready", tags: [VerifierReadiness.ReadyTag])
+            .AddCheck("live", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy("answering"), tags: [VerifierReadiness.LiveTag]);
+        builder.Services.Configure<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckPublisherOptions>(o =>
+        {
+            o.Delay = TimeSpan.Zero;
+            o.Period = TimeSpan.FromSeconds(1);
+        });
         builder.Services.AddGrpcReflection();
         configure?.Invoke(builder);
+        AddTelemetry(builder);
 
         var app = builder.Build();
-        app.Lifetime.ApplicationStopping.Register(() => app.Services.GetRequiredService<SessionRegistry>().BeginShutdown());
         app.MapGrpcService<VerifierService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();
-        app.Lifetime.ApplicationStarted.Register(() =>
-        {
-            var target = app.Services.GetRequiredService<TargetModel>();
-            var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier");
-            var m = target.Model;
-            VerifierLog.Serving(logger, m.Directory, m.Config.NumHiddenLayers, string.Join(",", m.Manifest.Exits), m.VocabSize, m.Device.ToString(), target.Profile.Label);
-        });
         return app;
+    }
+
+    /// <summary>
+    /// OpenTelemetry: the verifier's meter and activity source (and ASP.NET Core's, Kestrel's and the runtime's meters),
+    /// a Prometheus scrape endpoint on its own HTTP/1.1 listener when <c>Verifier:Telemetry:MetricsUrl</c> is set, and
+    /// OTLP export of metrics and traces when an endpoint is configured.
+    /// </summary>
+    private static void AddTelemetry(WebApplicationBuilder builder)
+    {
+        var section = builder.Configuration.GetSection($"{VerifierOptions.SectionName}:{nameof(VerifierOptions.Telemetry)}");
+        var metricsUrl = NormalizePrefix(section[nameof(TelemetryOptions.MetricsUrl)]);
+        var otlp = section[nameof(TelemetryOptions.OtlpEndpoint)];
+        var otlpFromEnvironment = !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        var useOtlp = !string.IsNullOrEmpty(otlp) || otlpFromEnvironment;
+        if (metricsUrl is null && !useOtlp)
+        {
+            return;
+        }
+
+        var telemetry = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("specedge-verifier", serviceVersion: typeof(VerifierHost).Assembly.GetName().Version?.ToString()));
+        telemetry.WithMetrics(metrics =>
+        {
+            metrics.AddMeter(VerifierMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime");
+            if (metricsUrl is not null)
+            {
+                var (host, port) = SplitPrefix(metricsUrl);
+                metrics.AddPrometheusHttpListener(o =>
+                {
+                    o.Host = host;
+                    o.Port = port;
+                    // Every scrape reads the instruments now (a cached answer would hide what a test just did).
+                    o.ScrapeResponseCacheDurationMilliseconds = 0;
+                });
+            }
+
+            if (useOtlp)
+            {
+                metrics.AddOtlpExporter(o => SetEndpoint(o, otlp));
+            }
+        });
+        if (useOtlp)
+        {
+            telemetry.WithTracing(tracing => tracing
+                .AddSource(VerifierMetrics.ActivitySourceName, "Microsoft.AspNetCore")
+                .AddOtlpExporter(o => SetEndpoint(o, otlp)));
+        }
+
+        static void SetEndpoint(OpenTelemetry.Exporter.OtlpExporterOptions o, string? endpoint)
+        {
+            if (!string.IsNullOrEmpty(endpoint))
+            {
+                o.Endpoint = new Uri(endpoint);
+            }
+        }
+    }
+
+    /// <summary>An HttpListener prefix from a metrics address: <c>0.0.0.0</c> and <c>*</c> become <c>+</c> (every address), and it ends in a slash.</summary>
+    internal static string? NormalizePrefix(string? url)
+    {
+        if (string.IsNullOrWhiteSpace(url))
+        {
+            return null;
+        }
+
+        var prefix = url.Trim().Replace("://0.0.0.0:", "://+:", StringComparison.Ordinal).Replace("://*:", "://+:", StringComparison.Ordinal);
+        return prefix.EndsWith('/') ? prefix : prefix + "/";
+    }
+
+    /// <summary>The host and port of a normalized metrics prefix (<c>http://HOST:PORT/</c>).</summary>
+    internal static (string Host, int Port) SplitPrefix(string prefix)
+    {
+        var authority = prefix["http://".Length..].TrimEnd('/');
+        var colon = authority.LastIndexOf(':');
+        return (authority[..colon], int.Parse(authority[(colon + 1)..], CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>
+    /// Runs the verifier as its command does: listens at once (readiness NOT_SERVING, Verifier calls UNAVAILABLE), loads
+    /// and warms up the model, turns SERVING, and serves until stopped. A model that fails to load stops the server and
+    /// throws its error.
+    /// </summary>
+    public static async Task RunAsync(WebApplication app)
+    {
+        CheckTransport(app, app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value);
+        await app.StartAsync().ConfigureAwait(false);
+        if (NormalizePrefix(app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value.Telemetry.MetricsUrl) is { } metrics)
+        {
+            VerifierLog.MetricsEndpoint(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier"), metrics);
+        }
+
+        try
+        {
+            await Task.Run(() => LoadModel(app), app.Lifetime.ApplicationStopping).ConfigureAwait(false);
+        }
+        catch
+        {
+            await app.StopAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        await app.WaitForShutdownAsync().ConfigureAwait(false);
     }
 
     /// <summary>The served exits' thresholds and where they came from, for output: "layer 2 ≥ 0.30, layer 4 ≥ 0.05 (calibrated: FILE)".</summary>
@@ -160,7 +280,31 @@ public static class VerifierHost
     {
         var options = app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value;
         CheckTransport(app, options);
-        app.Services.GetRequiredService<TargetModel>();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var target = app.Services.GetRequiredService<TargetModel>();
+        app.Services.GetRequiredService<SessionRegistry>();
+        WarmUp(app.Services.GetRequiredService<BatchScheduler>(), target);
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier");
+        var m = target.Model;
+        VerifierLog.Serving(logger, m.Directory, m.Config.NumHiddenLayers, string.Join(",", m.Manifest.Exits), m.VocabSize, m.Device.ToString(), target.Profile.Label);
+        app.Services.GetRequiredService<VerifierReadiness>().MarkReady();
+        VerifierLog.Ready(logger, started.ElapsedMilliseconds);
+    }
+
+    /// <summary>One step through every stage on a scratch slot, so the first session does not pay ONNX Runtime's first-run costs.</summary>
+    private static void WarmUp(BatchScheduler scheduler, TargetModel target)
+    {
+        var slot = scheduler.OpenSlot();
+        try
+        {
+            var token = target.Model.Tokenizer.Bos ?? new Shared.Tokenization.TokenId(0);
+            scheduler.RunAsync(slot, new[] { token, token }, observer: null, CancellationToken.None).GetAwaiter().GetResult();
+            scheduler.Finished(slot);
+        }
+        finally
+        {
+            scheduler.CloseSlot(slot);
+        }
     }
 
     /// <summary>

@@ -40,4 +40,13 @@ internal static partial class VerifierLog
 
     [LoggerMessage(EventId = 2030, Level = LogLevel.Error, Message = "A batched model step failed; its sessions get Internal: {Reason}")]
     public static partial void StepFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 2013, Level = LogLevel.Information, Message = "Draining: readiness is NOT_SERVING; open sessions move in {Seconds} s (Verifier:DrainDelaySeconds)")]
+    public static partial void DrainDelay(ILogger logger, int seconds);
+
+    [LoggerMessage(EventId = 2040, Level = LogLevel.Information, Message = "Ready: model loaded and warmed up in {Milliseconds} ms; readiness is SERVING")]
+    public static partial void Ready(ILogger logger, long milliseconds);
+
+    [LoggerMessage(EventId = 2041, Level = LogLevel.Information, Message = "Metrics: Prometheus scrape endpoint at {Url}metrics")]
+    public static partial void MetricsEndpoint(ILogger logger, string url);
 }

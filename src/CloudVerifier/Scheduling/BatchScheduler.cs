@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Logging;
+using SpecEdge.CloudVerifier.Telemetry;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
@@ -70,7 +71,7 @@ public sealed class BatchScheduler : IDisposable
     private long _floorTicks;
 
     /// <summary>Starts the scheduler's thread over the target model, with the <c>Verifier:Batching</c> settings.</summary>
-    public BatchScheduler(TargetModel target, IOptions<VerifierOptions> options, TimeProvider time, ILogger<BatchScheduler> logger)
+    public BatchScheduler(TargetModel target, IOptions<VerifierOptions> options, TimeProvider time, VerifierMetrics metrics, ILogger<BatchScheduler> logger)
     {
         _target = target;
         _options = options.Value.Batching;
@@ -80,6 +81,20 @@ public sealed class BatchScheduler : IDisposable
         _runner = new BatchRunner(target.Model, target.Limits.MaxSessions, target.MaxSequenceLength, maxRows, Math.Max(_options.TokenBudget, target.Model.Options.MaxStepTokens));
         _thread = new Thread(Loop) { IsBackground = true, Name = "specedge-batch-scheduler" };
         _thread.Start();
+        metrics.ObserveScheduler(QueueDepth, () =>
+        {
+            var c = Counters;
+            return (c.Steps, c.Rows, c.Tokens, c.Busy.TotalSeconds);
+        });
+    }
+
+    /// <summary>Requests waiting for a step: rounds, prefill chunks and Generate steps.</summary>
+    public int QueueDepth()
+    {
+        lock (_queueLock)
+        {
+            return _queue.Count;
+        }
     }
 
     /// <summary>Bytes of KV cache one session's slot holds (what admission counts against the budget).</summary>

@@ -5,6 +5,7 @@ using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.CloudVerifier.Scheduling;
 using SpecEdge.CloudVerifier.Security;
 using SpecEdge.CloudVerifier.Sessions;
+using SpecEdge.CloudVerifier.Telemetry;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
 using DomainFinish = SpecEdge.Shared.Decoding.FinishReason;
@@ -50,15 +51,17 @@ public sealed class VerifierService : Verifier.VerifierBase
     private readonly BatchScheduler _scheduler;
     private readonly SessionRegistry _sessions;
     private readonly TimeProvider _time;
+    private readonly VerifierMetrics _metrics;
     private readonly ILogger<VerifierService> _logger;
 
     /// <summary>Created per call by ASP.NET Core's gRPC host, over the verifier's shared services.</summary>
-    public VerifierService(TargetModel target, BatchScheduler scheduler, SessionRegistry sessions, TimeProvider time, ILogger<VerifierService> logger)
+    public VerifierService(TargetModel target, BatchScheduler scheduler, SessionRegistry sessions, TimeProvider time, VerifierMetrics metrics, ILogger<VerifierService> logger)
     {
         _target = target;
         _scheduler = scheduler;
         _sessions = sessions;
         _time = time;
+        _metrics = metrics;
         _logger = logger;
     }
 
@@ -74,6 +77,7 @@ public sealed class VerifierService : Verifier.VerifierBase
         var outbox = Channel.CreateBounded<VerifierMessage>(new BoundedChannelOptions(OutboxCapacity) { SingleReader = true });
         var writer = DrainAsync(outbox.Reader, responseStream, stop.Token);
         var sessionId = "(opening)";
+        using var span = VerifierTracing.StartSession("specedge.verifier.decode", context);
         DecodeSession? session = null;
         Task reader = Task.CompletedTask;
         try
@@ -85,6 +89,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             using var slot = _sessions.Reserve(Identity(context), _scheduler.BytesPerSession);
             (session, var opened) = await DecodeSession.OpenAsync(plan, _target, _scheduler, _time, stop.Token).ConfigureAwait(false);
             sessionId = session.Id;
+            _metrics.SessionOpened("decode");
+            span?.SetTag("specedge.session.id", sessionId);
+            span?.SetTag("specedge.prompt.tokens", open.PromptIds.Count);
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
@@ -93,10 +100,12 @@ public sealed class VerifierService : Verifier.VerifierBase
             reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, _time, stop.Token);
             try
             {
-                await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, stop.Token).ConfigureAwait(false);
+                await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, _metrics, stop.Token).ConfigureAwait(false);
             }
             catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable && _sessions.ShuttingDown)
             {
+                _metrics.SessionHandedOff();
+                span?.SetTag("specedge.session.handed_off", true);
                 await HandOffAsync(inbox.Reader, outbox, writer, idle, session.CommittedLength, stop.Token).ConfigureAwait(false);
                 throw;
             }
@@ -107,6 +116,7 @@ public sealed class VerifierService : Verifier.VerifierBase
         catch (RpcException ex)
         {
             VerifierLog.MessageRefused(_logger, sessionId, ex.StatusCode, ex.Status.Detail);
+            span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, ex.Status.Detail);
             throw;
         }
         catch (OperationCanceledException) when (idle.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
@@ -162,7 +172,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             throw Refusal.InvalidArgument($"GenerateRequest.sampling: {problem}");
         }
 
+        using var span = VerifierTracing.StartSession("specedge.verifier.generate", context);
         using var slot = _sessions.Reserve(Identity(context), _scheduler.BytesPerSession);
+        _metrics.SessionOpened("generate");
         var sequence = _scheduler.OpenSlot();
         try
         {
@@ -177,6 +189,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 next.Position = tokens.Count;
                 var outcome = await _scheduler.RunAsync(sequence, feed, next, cancellationToken).ConfigureAwait(false);
                 var token = next.Token;
+                _metrics.TokenGenerated();
                 var (_, reason) = stopRule.Apply(tokens.Count, [token]);
                 tokens.Add(token);
                 await responseStream.WriteAsync(new GenerateReply
@@ -315,9 +328,10 @@ public sealed class VerifierService : Verifier.VerifierBase
         }
     }
 
-    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, SessionRegistry sessions, CancellationToken stop)
+    private static async Task ProcessRoundsAsync(DecodeSession session, ChannelReader<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, ChannelWriter<VerifierMessage> outbox, CancellationTokenSource idle, TimeSpan idleTimeout, Task reader, SessionRegistry sessions, VerifierMetrics metrics, CancellationToken stop)
     {
         using var waitForRound = CancellationTokenSource.CreateLinkedTokenSource(stop, sessions.Stopping);
+        var early = new List<EarlyRoundVerdict>();
         try
         {
             while (true)
@@ -347,13 +361,19 @@ public sealed class VerifierService : Verifier.VerifierBase
                 idle.CancelAfter(Timeout.InfiniteTimeSpan);
                 if (draft.Condition is not null && session.CheckCondition(draft) is { } dropped)
                 {
+                    metrics.RoundDropped();
                     await outbox.WriteAsync(ToWire(dropped), stop).ConfigureAwait(false);
                 }
                 else
                 {
+                    using var span = VerifierTracing.Source.StartActivity("specedge.verifier.round");
+                    span?.SetTag("specedge.round", draft.Round);
+                    span?.SetTag("specedge.round.drafted", draft.Ids.Count);
+                    early.Clear();
                     await foreach (var verdict in session.VerifyAsync(draft, stop, receivedAt).ConfigureAwait(false))
                     {
                         await outbox.WriteAsync(ToWire(verdict), stop).ConfigureAwait(false);
+                        Observe(verdict, draft, early, metrics, span);
                     }
                 }
 
@@ -370,6 +390,29 @@ public sealed class VerifierService : Verifier.VerifierBase
             // The reader failed (a bad message or an idle timeout): its error is the stream's error.
             await reader.ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>Counts a verdict once it is written: an early verdict as sent, a final one with its round and the early verdicts it scores.</summary>
+    private static void Observe(RoundVerdict verdict, Draft draft, List<EarlyRoundVerdict> early, VerifierMetrics metrics, System.Diagnostics.Activity? span)
+    {
+        switch (verdict)
+        {
+            case EarlyRoundVerdict e:
+                early.Add(e);
+                metrics.EarlyVerdictSent(e.ExitLayer);
+                span?.AddEvent(new System.Diagnostics.ActivityEvent("specedge.early_verdict", tags: new System.Diagnostics.ActivityTagsCollection { ["specedge.exit.layer"] = e.ExitLayer, ["specedge.verdict.accepted"] = e.Verdict.Accepted }));
+                break;
+            case FinalRoundVerdict final:
+                Span<(int, bool)> scored = stackalloc (int, bool)[early.Count];
+                for (var i = 0; i < early.Count; i++)
+                {
+                    scored[i] = (early[i].ExitLayer, early[i].Verdict == final.Verdict);
+                }
+
+                metrics.RoundVerified(draft.Ids.Count, final.Verdict.Accepted, draft.Condition is not null, scored, final.Timings.Stages, final.Timings.Total, final.Timings.Queued);
+                span?.SetTag("specedge.round.accepted", final.Verdict.Accepted);
+                break;
         }
     }
 

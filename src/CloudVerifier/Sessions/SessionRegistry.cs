@@ -5,6 +5,7 @@ using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.CloudVerifier.Security;
+using SpecEdge.CloudVerifier.Telemetry;
 
 namespace SpecEdge.CloudVerifier.Sessions;
 
@@ -23,18 +24,21 @@ public sealed class SessionRegistry : IDisposable
     private readonly Lock _lock = new();
     private readonly int _maxSessions;
     private readonly ILogger<SessionRegistry> _logger;
+    private readonly VerifierMetrics _metrics;
     private int _count;
     private long _kvBytes;
 
     /// <summary>Sets the session limits and the KV-memory budget from the configuration.</summary>
-    public SessionRegistry(TargetModel target, IOptions<VerifierOptions> options, ILogger<SessionRegistry> logger)
+    public SessionRegistry(TargetModel target, IOptions<VerifierOptions> options, VerifierMetrics metrics, ILogger<SessionRegistry> logger)
     {
         _maxSessions = target.Limits.MaxSessions;
         _logger = logger;
+        _metrics = metrics;
         KvBudgetBytes = target.Limits.KvBudgetMegabytes > 0
             ? (long)(target.Limits.KvBudgetMegabytes * 1024 * 1024)
             : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
         ShutdownGrace = TimeSpan.FromSeconds(options.Value.ShutdownGraceSeconds);
+        metrics.ObserveSessions(() => Count, () => KvBytes, KvBudgetBytes);
     }
 
     /// <summary>Sessions open now (Decode and Generate).</summary>
@@ -63,22 +67,23 @@ public sealed class SessionRegistry : IDisposable
         {
             if (ShuttingDown)
             {
+                _metrics.AdmissionRefused("draining");
                 throw new RpcException(new Status(StatusCode.Unavailable, "the verifier is shutting down; open the session on another verifier"));
             }
 
             if (_count >= _maxSessions)
             {
-                throw Exhausted($"the verifier already holds its maximum of {_maxSessions} sessions (Limits:MaxSessions); retry later or use another verifier");
+                throw Exhausted("sessions", $"the verifier already holds its maximum of {_maxSessions} sessions (Limits:MaxSessions); retry later or use another verifier");
             }
 
             if (key is not null && _perKey.GetValueOrDefault(key.Name) >= key.MaxSessions)
             {
-                throw Exhausted($"API key '{key.Name}' already holds its maximum of {key.MaxSessions} sessions");
+                throw Exhausted("key_sessions", $"API key '{key.Name}' already holds its maximum of {key.MaxSessions} sessions");
             }
 
             if (_kvBytes + kvBytes > KvBudgetBytes)
             {
-                throw Exhausted($"the session needs {kvBytes / (1024.0 * 1024.0):F1} MiB of KV cache and the verifier's budget of {KvBudgetBytes / (1024.0 * 1024.0):0.###} MiB holds {_kvBytes / (1024.0 * 1024.0):F1} MiB already (Limits:KvBudgetMegabytes); retry in a moment or use another verifier");
+                throw Exhausted("kv_budget", $"the session needs {kvBytes / (1024.0 * 1024.0):F1} MiB of KV cache and the verifier's budget of {KvBudgetBytes / (1024.0 * 1024.0):0.###} MiB holds {_kvBytes / (1024.0 * 1024.0):F1} MiB already (Limits:KvBudgetMegabytes); retry in a moment or use another verifier");
             }
 
             _count++;
@@ -102,8 +107,9 @@ public sealed class SessionRegistry : IDisposable
     /// <inheritdoc/>
     public void Dispose() => _stopping.Dispose();
 
-    private RpcException Exhausted(string detail)
+    private RpcException Exhausted(string reason, string detail)
     {
+        _metrics.AdmissionRefused(reason);
         VerifierLog.Admission(_logger, detail);
         return new RpcException(new Status(StatusCode.ResourceExhausted, detail), new Metadata { { "grpc-retry-pushback-ms", RetryPushbackMs.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
     }

@@ -64,7 +64,8 @@ internal sealed class GenerationSupervisor(
             var retry = Resilience.BuildRetry(options.MaxRetries, options.RetryDelay, options.Time, args =>
             {
                 tracker.Retries++;
-                _endpoint = ring.After(_endpoint);
+                EdgeTelemetry.Retried();
+                MoveTo(ring.After(_endpoint));
                 EdgeLog.Retry(logger, args.AttemptNumber + 1, _endpoint.Address, args.Outcome.Exception?.Message.Split('\n')[0]);
                 return ValueTask.CompletedTask;
             });
@@ -111,6 +112,16 @@ internal sealed class GenerationSupervisor(
         }
     }
 
+    private void MoveTo(VerifierEndpoint next)
+    {
+        if (!ReferenceEquals(next, _endpoint))
+        {
+            EdgeTelemetry.FailedOver();
+        }
+
+        _endpoint = next;
+    }
+
     /// <summary>One session on <paramref name="current"/>; a break after progress resumes at once with a fresh retry budget.</summary>
     private async Task SegmentAsync(VerifierEndpoint current, CancellationTokenSource watchdog, CancellationToken cancellationToken)
     {
@@ -130,9 +141,10 @@ internal sealed class GenerationSupervisor(
             // The verifier made progress before the stream broke: only failures without progress count against the
             // retry budget. A verifier that is shutting down is left for the next one in the list.
             tracker.Retries++;
+            EdgeTelemetry.Resumed();
             if (ex is VerifierDrainingException or RpcException { StatusCode: StatusCode.Unavailable })
             {
-                _endpoint = ring.After(current);
+                MoveTo(ring.After(current));
             }
 
             EdgeLog.ResumingAfterProgress(logger, current.Address, ex.Message.Split('\n')[0], _endpoint.Address);

@@ -114,9 +114,13 @@ internal sealed class GenerationTracker
         return lap;
     }
 
+    /// <summary>The generation's span, when anything listens.</summary>
+    public System.Diagnostics.Activity? Activity { get; set; }
+
     public void AddRound(RoundRecord record)
     {
         _rounds.Add(record);
+        EdgeTelemetry.RoundEnded(record, _time.GetUtcNow());
         DraftTokens += record.Drafted;
         AcceptedTokens += record.Accepted;
     }

@@ -276,6 +276,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         var request = generation.Request;
         GenerationTracker? tracker = null;
         var enumerator = RunUnfilteredAsync(request, prompt, t => tracker = t, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        using var failed = new ActivityOnFailure(() => tracker?.Activity);
         await using (enumerator.ConfigureAwait(false))
         {
             while (await enumerator.MoveNextAsync().ConfigureAwait(false))
@@ -312,10 +313,14 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         {
             _auto.Learn(tracker.Rounds);
         }
+
         if (filter is { Stopped: true })
         {
             generation.Report = generation.Report with { Text = filter.Released.ToString(), FinishReason = "stop" };
         }
+
+        EdgeTelemetry.GenerationEnded(generation.Report, tracker.Activity);
+        tracker.Activity?.Dispose();
     }
 
     private async IAsyncEnumerable<CommittedToken> RunUnfilteredAsync(GenerationRequest request, IReadOnlyList<TokenId> prompt, Action<GenerationTracker> started, [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -328,7 +333,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         try
         {
             var tokenizer = Tokenizer ?? new ByteTokenizer(Math.Max(256, VerifierDescription!.VocabSize));
-            var tracker = new GenerationTracker(tokenizer, prompt, _options.Time);
+            var tracker = new GenerationTracker(tokenizer, prompt, _options.Time) { Activity = EdgeTelemetry.StartGeneration(request.Mode, prompt.Count) };
             tracker.InCloud = request.Mode == GenerationMode.Auto && _auto.StartInCloud();
             started(tracker);
             if (request.Mode == GenerationMode.Edge)
@@ -456,5 +461,18 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         }
 
         return null;
+    }
+}
+
+/// <summary>Ends a generation's span as failed when the generation ends without a report (an error or a cancellation).</summary>
+internal sealed class ActivityOnFailure(Func<System.Diagnostics.Activity?> activity) : IDisposable
+{
+    public void Dispose()
+    {
+        if (activity() is { IsStopped: false } open)
+        {
+            open.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "the generation ended without a result");
+            open.Dispose();
+        }
     }
 }

@@ -51,6 +51,9 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
             PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
             KeepAlivePingDelay = TimeSpan.FromSeconds(30),
             KeepAlivePingTimeout = TimeSpan.FromSeconds(15),
+            // The trace context the verifier sees is the generation's, set per call (EdgeTelemetry.AddCallMetadata), not
+            // that of an HTTP client span nobody records.
+            ActivityHeadersPropagator = null,
         };
         if (relay is not null)
         {
@@ -88,7 +91,8 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
             ThrowOperationCanceledOnCancellation = true,
             MaxReceiveMessageSize = 16 * 1024 * 1024,
         });
-        CallInvoker invoker = channel.CreateCallInvoker();
+        // Every call carries its generation's session-affinity key and trace context (a balancer hashes on the first).
+        CallInvoker invoker = channel.CreateCallInvoker().Intercept(EdgeTelemetry.AddCallMetadata);
         if (options.ApiKey is { Length: > 0 } key)
         {
             invoker = invoker.Intercept(metadata =>

@@ -12,6 +12,7 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     ReliabilityCommands.Soak(),
     ReliabilityCommands.Load(),
     ReliabilityCommands.Fuzz(),
+    ReliabilityCommands.Fleet(),
     ServeBenchmark.Create(),
     BatchDriftCommand.Create(),
     QualityCommand.Create(),

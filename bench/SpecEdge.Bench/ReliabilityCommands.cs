@@ -78,6 +78,57 @@ internal static class ReliabilityCommands
         return command;
     }
 
+    public static Command Fleet()
+    {
+        var replicas = new Option<int>("--replicas") { Description = "Verifier processes behind nginx.", DefaultValueFactory = _ => 3 };
+        var edges = new Option<int>("--edges") { Description = "Edges running at once, through nginx only.", DefaultValueFactory = _ => 32 };
+        var generations = new Option<int>("--generations") { Description = "Generations per edge, in rotating modes.", DefaultValueFactory = _ => 4 };
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per generation.", DefaultValueFactory = _ => 32 };
+        var noPrometheus = new Option<bool>("--no-prometheus") { Description = "Run without Prometheus (the CI variant)." };
+        var killAt = new Option<double>("--kill-at") { Description = "Seconds into the run when verifier 1 is SIGKILLed (back 2 s later).", DefaultValueFactory = _ => 1 };
+        var termAt = new Option<double>("--term-at") { Description = "Seconds into the run when verifier 2 gets SIGTERM (drains, stays down).", DefaultValueFactory = _ => 4 };
+        var output = new Option<string?>("--out") { Description = "Folder for nginx.conf, its access log, prometheus.yml and the Prometheus query answers." };
+        var command = new Command("fleet", "Verifier processes behind nginx (gRPC, consistent hashing on the edge's session header), many edges in mixed modes, one verifier SIGKILLed and one drained with SIGTERM mid-run, Prometheus scraping: no failed generation, every output the target's.") { replicas, edges, generations, tokens, noPrometheus, killAt, termAt, output };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var (target, draft) = Pair();
+            var report = await FleetRun.RunAsync(target, draft, new FleetOptions
+            {
+                Replicas = parse.GetValue(replicas),
+                Edges = parse.GetValue(edges),
+                GenerationsPerEdge = parse.GetValue(generations),
+                Tokens = parse.GetValue(tokens),
+                Prometheus = !parse.GetValue(noPrometheus),
+                OutputDirectory = parse.GetValue(output),
+                KillAt = TimeSpan.FromSeconds(parse.GetValue(killAt)),
+                TerminateAt = TimeSpan.FromSeconds(parse.GetValue(termAt)),
+            }, Console.Error, cancellationToken);
+            Console.WriteLine("| generations | failed | identical to the target's | interrupted by a fault (resumed) | by mode | verifier calls per replica (nginx log) | seconds |");
+            Console.WriteLine("|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Generations} | {report.Failed} | {report.Identical} | {report.Interrupted} | {string.Join(", ", report.ModeCounts.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}: {kv.Value}"))} | {string.Join(", ", report.CallsPerReplica.Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.Seconds:F0} |"));
+            Console.WriteLine();
+            foreach (var fault in report.Faults)
+            {
+                Console.WriteLine($"- fault: {fault}");
+            }
+
+            foreach (var (query, answer) in report.Queries)
+            {
+                Console.WriteLine($"- prometheus: {query}");
+                Console.WriteLine($"  {answer}");
+            }
+
+            foreach (var error in report.Errors)
+            {
+                Console.WriteLine($"- error: {error}");
+            }
+
+            var spread = report.CallsPerReplica.Values.Count(v => v > 0);
+            return report.Failed == 0 && report.Identical == report.Generations && spread == report.CallsPerReplica.Count ? 0 : 1;
+        });
+        return command;
+    }
+
     private static (string Target, string Draft) Pair()
     {
         var pair = DefaultModels.Resolve();

@@ -110,6 +110,20 @@ internal sealed class VerifierProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGTERM: the verifier drains (readiness NOT_SERVING, sessions told to move) and exits.</summary>
+    public void Terminate()
+    {
+        Ready = false;
+        if (_process is { HasExited: false } process)
+        {
+            using var kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            kill.WaitForExit();
+        }
+    }
+
+    /// <summary>Waits for the process to exit on its own (after <see cref="Terminate"/>).</summary>
+    public Task WaitForExitAsync(CancellationToken cancellationToken) => _process?.WaitForExitAsync(cancellationToken) ?? Task.CompletedTask;
+
     public ValueTask DisposeAsync()
     {
         Kill();

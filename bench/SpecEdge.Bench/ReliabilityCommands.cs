@@ -11,17 +11,25 @@ internal static class ReliabilityCommands
 {
     public static Command Soak()
     {
-        var faults = new Option<int>("--faults") { Description = "Keep going until this many faults were injected.", DefaultValueFactory = _ => 100 };
+        var faults = new Option<int>("--faults") { Description = "Keep going until this many faults interrupted a generation in flight.", DefaultValueFactory = _ => 100 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per generation.", DefaultValueFactory = _ => 48 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
-        var command = new Command("soak", "Fault injection with real verifier processes (kill -9 and restart, failover, dropped connections, stalled links): every output must equal the fault-free one.") { faults, tokens, seed };
+        var command = new Command("soak", "Fault injection with real verifier processes, aimed at generations in flight (mid-prefill, mid-round, between an early and a final verdict, during a conditional round, mid-stream): kill -9 and restart, dropped connections, stalled links. Every output must equal the fault-free one.") { faults, tokens, seed };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var (target, draft) = Pair();
             var report = await FaultSoak.RunAsync(target, draft, parse.GetValue(faults), parse.GetValue(tokens), parse.GetValue(seed), Console.Error, cancellationToken);
-            Console.WriteLine("| generations | identical to fault-free | interrupted by a fault | faults injected | by kind | tokens committed | lost | duplicated | wrong | sessions opened | retries | seconds |");
-            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Generations} | {report.Identical} | {report.Interrupted} | {report.Faults} | {string.Join(", ", report.FaultsByKind.Select(kv => $"{kv.Key}: {kv.Value}"))} | {report.TokensCommitted} | {report.TokensLost} | {report.TokensDuplicated} | {report.TokensWrong} | {report.SessionsOpened} | {report.Retries} | {report.Seconds:F0} |"));
+            Console.WriteLine("| generations | identical to fault-free | generations interrupted | faults injected | faults that interrupted a generation in flight | missed aims | tokens committed | lost | duplicated | wrong | sessions opened | retries | seconds |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Generations} | {report.Identical} | {report.Interrupted} | {report.Faults} | {report.FaultsInterrupting} | {report.MissedAims} | {report.TokensCommitted} | {report.TokensLost} | {report.TokensDuplicated} | {report.TokensWrong} | {report.SessionsOpened} | {report.Retries} | {report.Seconds:F0} |"));
+            Console.WriteLine();
+            Console.WriteLine("Faults that interrupted a generation in flight:");
+            Console.WriteLine();
+            Console.WriteLine($"- by phase: {string.Join(", ", report.InterruptingBy(f => f.Phase).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            Console.WriteLine($"- by kind: {string.Join(", ", report.InterruptingBy(f => f.Kind).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            Console.WriteLine($"- by mode: {string.Join(", ", report.InterruptingBy(f => f.Mode).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            Console.WriteLine($"- by verifier: {string.Join(", ", report.InterruptingBy(f => f.Batching).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            Console.WriteLine($"- landed without interrupting (a stall or drop the session rode out): {report.Faults - report.FaultsInterrupting}");
             foreach (var error in report.Errors)
             {
                 Console.WriteLine($"- error: {error}");

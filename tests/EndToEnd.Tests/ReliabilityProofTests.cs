@@ -22,9 +22,17 @@ public sealed class ReliabilityProofTests : IDisposable
     {
         var report = await FaultSoak.RunAsync(_pair.TargetDir, _pair.DraftDir, minFaults: 15, tokens: 24, seed: 7, TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(4));
 
-        Assert.True(report.Faults >= 15);
+        Assert.True(report.FaultsInterrupting >= 15, $"{report.FaultsInterrupting} faults interrupted a generation");
         Assert.True(report.FaultsByKind["kill -9 + restart"] > 0, "no verifier process was killed");
         Assert.True(report.Interrupted > 0, "no generation was interrupted by a fault");
+        // The faults land where they were aimed: every phase of a generation's conversation, both verifiers.
+        var phases = report.InterruptingBy(f => f.Phase);
+        foreach (var phase in new[] { "Prefill", "MidRound", "BetweenEarlyAndFinal", "ConditionalInFlight", "Streaming" })
+        {
+            Assert.True(phases.GetValueOrDefault(phase) > 0, $"no fault interrupted a generation at {phase}: {string.Join(", ", phases)}");
+        }
+
+        Assert.Equal(2, report.InterruptingBy(f => f.Batching).Count);
         Assert.Empty(report.Errors);
         Assert.Equal(report.Generations, report.Identical);
         Assert.Equal(0, report.TokensLost);

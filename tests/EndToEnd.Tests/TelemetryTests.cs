@@ -65,8 +65,8 @@ public sealed class TelemetryTests : IAsyncLifetime
     public async Task PrometheusEndpointAndEdgeMeter_AgreeWithTheReport()
     {
         var metricsPort = FreePort();
-        var address = await StartVerifierAsync(metricsPort);
         using var edge = new EdgeMeterRecorder();
+        var address = await StartVerifierAsync(metricsPort);
         await using var client = await ConnectAsync(address);
 
         var report = await client.Generate(Request(GenerationMode.Conditional)).RunToEndAsync().DefaultTimeout();
@@ -102,6 +102,50 @@ public sealed class TelemetryTests : IAsyncLifetime
         Assert.Equal(report.TimeBreakdownMs.Draft / 1000, edge.Sum("specedge.edge.round.phase.duration", "draft"), 3);
         Assert.Equal(report.TimeBreakdownMs.NetworkAndQueue / 1000, edge.Sum("specedge.edge.round.phase.duration", "network"), 3);
         Assert.Equal(report.TimeBreakdownMs.Verify / 1000, edge.Sum("specedge.edge.round.phase.duration", "verify"), 3);
+
+        // Every metric the Grafana dashboard queries is an instrument one side publishes, under the name Prometheus
+        // shows it by (the naming below is checked against the real exposition wherever the scrape has the series).
+        var names = edge.Published.ToDictionary(PrometheusName, i => i);
+        var inScrape = names.Keys.Where(n => scrape.Has(n)).ToList();
+        Assert.True(inScrape.Count(n => n.StartsWith("specedge_verifier_", StringComparison.Ordinal)) >= 15, $"the naming matched only {string.Join(", ", inScrape)}");
+        var dashboard = File.ReadAllText(Path.Combine(RepositoryRoot(), "deploy", "grafana", "specedge-dashboard.json"));
+        var queried = System.Text.RegularExpressions.Regex.Matches(dashboard, "specedge_(verifier|edge)_[a-z_]+").Select(m => m.Value).Distinct().ToList();
+        Assert.True(queried.Count >= 20, $"the dashboard queries only {queried.Count} metrics");
+        foreach (var metric in queried)
+        {
+            var series = System.Text.RegularExpressions.Regex.Replace(metric, "_(bucket|sum|count)$", string.Empty);
+            Assert.True(names.ContainsKey(series), $"the dashboard queries {metric}, which no instrument exports (published: {string.Join(", ", names.Keys.Order())})");
+        }
+    }
+
+    /// <summary>
+    /// OpenTelemetry's Prometheus naming: dots become underscores, the unit a suffix (s: seconds, By: bytes; an
+    /// annotation such as {token} none), and a monotonic counter ends in _total.
+    /// </summary>
+    private static string PrometheusName(Instrument instrument)
+    {
+        var name = instrument.Name.Replace('.', '_');
+        name += instrument.Unit switch
+        {
+            "s" => "_seconds",
+            "By" => "_bytes",
+            _ => string.Empty,
+        };
+        var monotonic = instrument.GetType().IsGenericType && instrument.GetType().GetGenericTypeDefinition() is var t && (t == typeof(Counter<>) || t == typeof(ObservableCounter<>));
+        return monotonic ? name + "_total" : name;
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "SpecEdge.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new DirectoryNotFoundException($"no SpecEdge.sln above {AppContext.BaseDirectory}");
     }
 
     [Fact]
@@ -276,20 +320,32 @@ public sealed class TelemetryTests : IAsyncLifetime
             }
         }
 
+        /// <summary>Whether any sample belongs to <paramref name="series"/> (a histogram's through its _bucket, _sum and _count).</summary>
+        public bool Has(string series) => _samples.Any(s => s.Name == series || s.Name == series + "_bucket" || s.Name == series + "_sum" || s.Name == series + "_count");
+
         public int Sum(string name, params (string Label, string Value)[] filter) =>
             (int)Math.Round(_samples.Where(s => s.Name == name && filter.All(f => s.Labels.GetValueOrDefault(f.Label) == f.Value)).Sum(s => s.Value));
     }
 
-    /// <summary>Listens to the edge's meter: measurements summed and counted per instrument (and phase).</summary>
+    /// <summary>
+    /// Listens to the edge's meter (measurements summed and counted per instrument and phase) and notes every instrument
+    /// both sides publish.
+    /// </summary>
     private sealed class EdgeMeterRecorder : IDisposable
     {
         private readonly MeterListener _listener = new();
         private readonly ConcurrentDictionary<string, (double Sum, int Count)> _totals = new();
+        private readonly ConcurrentDictionary<string, Instrument> _published = new();
 
         public EdgeMeterRecorder()
         {
             _listener.InstrumentPublished = (instrument, listener) =>
             {
+                if (instrument.Meter.Name is EdgeTelemetry.MeterName or VerifierMetrics.MeterName)
+                {
+                    _published.TryAdd(instrument.Name, instrument);
+                }
+
                 if (instrument.Meter.Name == EdgeTelemetry.MeterName)
                 {
                     listener.EnableMeasurementEvents(instrument);
@@ -299,6 +355,8 @@ public sealed class TelemetryTests : IAsyncLifetime
             _listener.SetMeasurementEventCallback<double>((instrument, value, tags, _) => Add(instrument, value, tags));
             _listener.Start();
         }
+
+        public IEnumerable<Instrument> Published => _published.Values;
 
         public double Sum(string name, string? phase = null) => _totals.GetValueOrDefault(Key(name, phase)).Sum;
 

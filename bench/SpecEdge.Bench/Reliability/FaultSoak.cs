@@ -7,6 +7,9 @@ using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Bench.Reliability;
 
+/// <summary>One injected fault: what, when in the generation, and whether it interrupted the generation.</summary>
+internal sealed record InjectedFault(string Kind, string Phase, string Mode, string Batching, bool Interrupted);
+
 /// <summary>What a soak run did and found.</summary>
 internal sealed record SoakReport
 {
@@ -14,7 +17,16 @@ internal sealed record SoakReport
 
     public required int Identical { get; init; }
 
+    /// <summary>Every fault injected.</summary>
     public required int Faults { get; init; }
+
+    /// <summary>Faults that interrupted a generation in flight: its session broke or timed out and it opened another.</summary>
+    public required int FaultsInterrupting { get; init; }
+
+    /// <summary>Aims abandoned: the aimed-at phase did not come before the generation ended.</summary>
+    public required int MissedAims { get; init; }
+
+    public required IReadOnlyList<InjectedFault> FaultList { get; init; }
 
     public required IReadOnlyDictionary<string, int> FaultsByKind { get; init; }
 
@@ -36,153 +48,117 @@ internal sealed record SoakReport
     public required double Seconds { get; init; }
 
     public required IReadOnlyList<string> Errors { get; init; }
+
+    /// <summary>Interrupting faults counted by one of their fields.</summary>
+    public IReadOnlyDictionary<string, int> InterruptingBy(Func<InjectedFault, string> key) =>
+        FaultList.Where(f => f.Interrupted).GroupBy(key).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count());
 }
 
 /// <summary>
-/// Fault injection with real processes: two verifier processes behind link relays; generations run one after another in
-/// every mode while an injector kills a verifier with SIGKILL (restarting it), drops every connection, or stalls a link
-/// past the round deadline. Every generation's output is compared token by token with the fault-free output, computed
-/// locally from the target model.
+/// Fault injection with real processes, aimed at generations in flight: two verifier processes (one batching, one not)
+/// behind link relays, emulating a GPU's verification times (the paper-nano-a100 profile) so each phase of a round
+/// lasts long enough to aim at. Generations run one after another in every mode; the injector waits for the running
+/// generation to reach a chosen phase — the verifier prefilling, a round in flight, between an early and a final
+/// verdict, a conditional round in flight, cloud tokens streaming — and then kills its verifier with SIGKILL
+/// (restarting it), drops its connections, or stalls its link past the round deadline. A fault counts as interrupting
+/// when the generation had to open another session after it. Every output is compared token by token with the target's
+/// own greedy output.
 /// </summary>
 internal static class FaultSoak
 {
-    private static readonly GenerationMode[] Modes = [GenerationMode.Speculative, GenerationMode.Preemptive, GenerationMode.Conditional, GenerationMode.Proactive, GenerationMode.Cloud];
+    private static readonly GenerationMode[] Modes = [GenerationMode.Speculative, GenerationMode.Preemptive, GenerationMode.Conditional, GenerationMode.Proactive, GenerationMode.Cloud, GenerationMode.Auto];
 
+    private static readonly string[] Kinds = ["kill -9 + restart", "drop connections", "stall link 1.5-3 s"];
+
+    /// <summary>The phases each mode passes through with its verifier, the rarer first (the first aims of a short run go there).</summary>
+    private static GenerationPhase[] PhasesOf(GenerationMode mode) => mode switch
+    {
+        GenerationMode.Cloud => [GenerationPhase.Streaming, GenerationPhase.Prefill],
+        GenerationMode.Conditional => [GenerationPhase.ConditionalInFlight, GenerationPhase.BetweenEarlyAndFinal, GenerationPhase.MidRound, GenerationPhase.Prefill],
+        GenerationMode.Auto => [GenerationPhase.ConditionalInFlight, GenerationPhase.BetweenEarlyAndFinal, GenerationPhase.MidRound, GenerationPhase.Prefill],
+        GenerationMode.Preemptive => [GenerationPhase.BetweenEarlyAndFinal, GenerationPhase.MidRound, GenerationPhase.Prefill],
+        _ => [GenerationPhase.MidRound, GenerationPhase.Prefill],
+    };
+
+    // minFaults: keep going until this many faults interrupted a generation in flight.
     public static async Task<SoakReport> RunAsync(string targetDir, string draftDir, int minFaults, int tokens, int seed, TextWriter log, CancellationToken cancellationToken)
     {
         var random = new Random(seed);
         var prompts = Enumerable.Range(0, 6).Select(p => new[] { 256 }.Concat(Enumerable.Range(0, 3 + p).Select(_ => random.Next(32, 127))).Select(t => new TokenId(t)).ToArray()).ToList();
         var expected = prompts.Select(p => LocalGreedy(targetDir, p, tokens)).ToList();
 
-        await using var a = new VerifierProcess(targetDir, VerifierProcess.FreePort());
-        await using var b = new VerifierProcess(targetDir, VerifierProcess.FreePort());
+        string[] emulateGpu = ["--profile", "paper-nano-a100"];
+        await using var a = new VerifierProcess(targetDir, VerifierProcess.FreePort(), emulateGpu);
+        await using var b = new VerifierProcess(targetDir, VerifierProcess.FreePort(), [.. emulateGpu, "--Verifier:Batching:Enabled=false"]);
         await Task.WhenAll(a.StartAsync(cancellationToken), b.StartAsync(cancellationToken));
         await using var relayA = LinkRelay.Start(new IPEndPoint(IPAddress.Loopback, a.Port), LinkProfile.Ideal);
         await using var relayB = LinkRelay.Start(new IPEndPoint(IPAddress.Loopback, b.Port), LinkProfile.Ideal);
         var processes = new[] { a, b };
         var relays = new[] { relayA, relayB };
+        var batching = new[] { "batching on", "batching off" };
 
-        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
-        {
-            Server = relayA.HttpAddress,
-            FallbackServers = [relayB.HttpAddress],
-            DraftModel = draftDir,
-            IntraOpThreads = 1,
-            RoundTimeout = TimeSpan.FromSeconds(1),
-            MaxRetries = 40,
-            RetryDelay = TimeSpan.FromMilliseconds(50),
-            BreakDuration = TimeSpan.FromSeconds(1),
-        }, cancellationToken: cancellationToken);
-
-        var faults = new Dictionary<string, int> { ["kill -9 + restart"] = 0, ["drop connections"] = 0, ["stall link 1.5-3 s"] = 0 };
-        var faultCount = 0;
-        using var stopInjecting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var injector = Task.Run(async () =>
-        {
-            var restarts = new List<Task>();
-            while (!stopInjecting.IsCancellationRequested)
-            {
-                try
-                {
-                    await Task.Delay(random.Next(150, 700), stopInjecting.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    break;
-                }
-
-                var which = random.Next(2);
-                string kind;
-                switch (random.Next(10))
-                {
-                    case < 3:
-                        if (!processes[which].Ready)
-                        {
-                            continue;
-                        }
-
-                        processes[which].Kill();
-                        var process = processes[which];
-                        restarts.Add(Task.Run(async () =>
-                        {
-                            await Task.Delay(random.Next(200, 1200), CancellationToken.None);
-                            await process.StartAsync(CancellationToken.None);
-                        }));
-                        kind = "kill -9 + restart";
-                        break;
-                    case < 7:
-                        relays[which].DropConnections();
-                        kind = "drop connections";
-                        break;
-                    default:
-                        relays[which].Stall(TimeSpan.FromMilliseconds(random.Next(1500, 3000)));
-                        kind = "stall link 1.5-3 s";
-                        break;
-                }
-
-                lock (faults)
-                {
-                    faults[kind]++;
-                    faultCount++;
-                }
-            }
-
-            await Task.WhenAll(restarts);
-        }, CancellationToken.None);
-
+        var faults = new List<InjectedFault>();
+        var restarts = new List<Task>();
+        var missedAims = 0;
+        var aims = new Dictionary<GenerationMode, int>();
         var watch = Stopwatch.StartNew();
         int generations = 0, identical = 0, sessions = 0, retries = 0, interrupted = 0;
         long committed = 0, lost = 0, duplicated = 0, wrong = 0;
         var errors = new List<string>();
-        try
+        while (faults.Count(f => f.Interrupted) < minFaults && !cancellationToken.IsCancellationRequested)
         {
-            while (Volatile.Read(ref faultCount) < minFaults && !cancellationToken.IsCancellationRequested)
+            var p = generations % prompts.Count;
+            var mode = Modes[generations % Modes.Length];
+            var output = new List<int>();
+            // A fresh edge per generation, preferring each verifier in turn, so faults land on both (an edge stays on
+            // whichever verifier it last failed over to).
+            await using var client = generations % 2 == 0 ? await Connect(relayA.HttpAddress, relayB.HttpAddress) : await Connect(relayB.HttpAddress, relayA.HttpAddress);
+            var generation = client.Generate(new GenerationRequest { PromptIds = prompts[p], Mode = mode, MaxNewTokens = tokens, DraftTokens = 3, StopAtEos = false });
+            using var ended = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var injector = Task.Run(() => AimAsync(generation, mode, ended.Token), CancellationToken.None);
+            try
             {
-                var p = generations % prompts.Count;
-                var mode = Modes[generations % Modes.Length];
-                var output = new List<int>();
-                try
+                await foreach (var token in generation.WithCancellation(cancellationToken))
                 {
-                    var generation = client.Generate(new GenerationRequest { PromptIds = prompts[p], Mode = mode, MaxNewTokens = tokens, DraftTokens = 3, StopAtEos = false });
-                    await foreach (var token in generation.WithCancellation(cancellationToken))
-                    {
-                        output.Add(token.Id.Value);
-                    }
-
-                    sessions += generation.Report!.Resilience.Sessions;
-                    retries += generation.Report.Resilience.Retries;
-                    interrupted += generation.Report.Resilience.Sessions > 1 ? 1 : 0;
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    errors.Add($"{mode} prompt {p}: {ex.Message.Split('\n')[0]}");
+                    output.Add(token.Id.Value);
                 }
 
-                generations++;
-                committed += output.Count;
-                lost += Math.Max(0, expected[p].Count - output.Count);
-                duplicated += Math.Max(0, output.Count - expected[p].Count);
-                wrong += output.Zip(expected[p]).Count(x => x.First != x.Second);
-                if (output.SequenceEqual(expected[p]))
-                {
-                    identical++;
-                }
-
-                log.WriteLine($"[soak] generation {generations} ({mode}): {(output.SequenceEqual(expected[p]) ? "identical" : "DIFFERS")}, {Volatile.Read(ref faultCount)} faults so far");
+                sessions += generation.Report!.Resilience.Sessions;
+                retries += generation.Report.Resilience.Retries;
+                interrupted += generation.Report.Resilience.Sessions > 1 ? 1 : 0;
             }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                errors.Add($"{mode} prompt {p}: {ex.Message.Split('\n')[0]}");
+            }
+
+            await ended.CancelAsync();
+            var landed = await injector;
+            faults.AddRange(landed);
+            generations++;
+            committed += output.Count;
+            lost += Math.Max(0, expected[p].Count - output.Count);
+            duplicated += Math.Max(0, output.Count - expected[p].Count);
+            wrong += output.Zip(expected[p]).Count(x => x.First != x.Second);
+            if (output.SequenceEqual(expected[p]))
+            {
+                identical++;
+            }
+
+            log.WriteLine($"[soak] generation {generations} ({mode}): {(output.SequenceEqual(expected[p]) ? "identical" : "DIFFERS")}; faults {string.Join(", ", landed.Select(f => $"{f.Kind} at {f.Phase}{(f.Interrupted ? "" : " (did not interrupt)")}"))}; {faults.Count(f => f.Interrupted)} interrupting so far");
         }
-        finally
-        {
-            await stopInjecting.CancelAsync();
-            await injector;
-        }
+
+        await Task.WhenAll(restarts);
 
         return new SoakReport
         {
             Generations = generations,
             Identical = identical,
-            Faults = faultCount,
-            FaultsByKind = faults,
+            Faults = faults.Count,
+            FaultsInterrupting = faults.Count(f => f.Interrupted),
+            MissedAims = missedAims,
+            FaultList = faults,
+            FaultsByKind = Kinds.ToDictionary(k => k, k => faults.Count(f => f.Kind == k)),
             TokensCommitted = committed,
             TokensLost = lost,
             TokensDuplicated = duplicated,
@@ -193,6 +169,105 @@ internal static class FaultSoak
             Seconds = watch.Elapsed.TotalSeconds,
             Errors = errors,
         };
+
+        Task<SpecEdgeClient> Connect(Uri primary, Uri fallback) => SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        {
+            Server = primary,
+            FallbackServers = [fallback],
+            DraftModel = draftDir,
+            IntraOpThreads = 1,
+            RoundTimeout = TimeSpan.FromSeconds(1),
+            MaxRetries = 40,
+            RetryDelay = TimeSpan.FromMilliseconds(50),
+            BreakDuration = TimeSpan.FromSeconds(1),
+        }, cancellationToken: cancellationToken);
+
+        // Aims up to two faults at one generation: waits for a phase (rotating through the mode's), injects a fault into
+        // the verifier or link its session is on, then waits for the generation to reopen and commit again before the
+        // next, so each fault meets a generation in flight rather than one still recovering.
+        async Task<List<InjectedFault>> AimAsync(Generation generation, GenerationMode mode, CancellationToken ended)
+        {
+            var landed = new List<InjectedFault>();
+            var phases = PhasesOf(mode);
+            try
+            {
+                while (!ended.IsCancellationRequested && landed.Count < 2)
+                {
+                    var tracker = generation.Tracker;
+                    if (tracker is null)
+                    {
+                        await Task.Delay(1, ended);
+                        continue;
+                    }
+
+                    var aim = aims.GetValueOrDefault(mode);
+                    var phase = phases[aim % phases.Length];
+                    var deadline = Stopwatch.StartNew();
+                    while (tracker.Phase != phase && deadline.Elapsed < TimeSpan.FromSeconds(1))
+                    {
+                        await Task.Delay(1, ended);
+                    }
+
+                    aims[mode] = aim + 1;
+                    if (tracker.Phase != phase)
+                    {
+                        Interlocked.Increment(ref missedAims);
+                        continue;
+                    }
+
+                    var which = tracker.CurrentVerifier == relayB.HttpAddress.ToString() ? 1 : 0;
+                    var (sessionsBefore, retriesBefore) = (tracker.Sessions, tracker.Retries);
+                    var kind = Kinds[random.Next(Kinds.Length)];
+                    if (kind == Kinds[0] && !processes[which].Ready)
+                    {
+                        kind = Kinds[1];
+                    }
+
+                    switch (Array.IndexOf(Kinds, kind))
+                    {
+                        case 0:
+                            var process = processes[which];
+                            process.Kill();
+                            lock (restarts)
+                            {
+                                restarts.Add(Task.Run(async () =>
+                                {
+                                    await Task.Delay(random.Next(200, 1200), CancellationToken.None);
+                                    await process.StartAsync(CancellationToken.None);
+                                }));
+                            }
+
+                            break;
+                        case 1:
+                            relays[which].DropConnections();
+                            break;
+                        default:
+                            relays[which].Stall(TimeSpan.FromMilliseconds(random.Next(1500, 3000)));
+                            break;
+                    }
+
+                    // The fault interrupted the generation if it opened another session (or retried) afterwards.
+                    var settle = Stopwatch.StartNew();
+                    while (tracker.Sessions == sessionsBefore && tracker.Retries == retriesBefore && settle.Elapsed < TimeSpan.FromSeconds(10) && !ended.IsCancellationRequested)
+                    {
+                        await Task.Delay(2, CancellationToken.None);
+                    }
+
+                    landed.Add(new InjectedFault(kind, phase.ToString(), mode.Name(), batching[which], tracker.Sessions > sessionsBefore || tracker.Retries > retriesBefore));
+                    var generated = tracker.Generated;
+                    while (tracker.Generated == generated && !ended.IsCancellationRequested)
+                    {
+                        await Task.Delay(2, ended);
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // The generation ended.
+            }
+
+            return landed;
+        }
     }
 
     private static List<int> LocalGreedy(string targetDir, TokenId[] prompt, int count)

@@ -21,6 +21,9 @@ public sealed class Generation : IAsyncEnumerable<CommittedToken>
     /// <summary>The result, set when the enumeration completes.</summary>
     public GenerationReport? Report { get; internal set; }
 
+    /// <summary>The generation's live state once it started (fault injectors aim at its phase), else null.</summary>
+    internal GenerationTracker? Tracker { get; set; }
+
     /// <summary>Runs the generation, yielding each token as it is committed (once: a generation runs one time).</summary>
     public IAsyncEnumerator<CommittedToken> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {

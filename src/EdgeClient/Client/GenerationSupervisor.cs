@@ -126,6 +126,8 @@ internal sealed class GenerationSupervisor(
     private async Task SegmentAsync(VerifierEndpoint current, CancellationTokenSource watchdog, CancellationToken cancellationToken)
     {
         tracker.Sessions++;
+        tracker.CurrentVerifier = current.Address.ToString();
+        tracker.Phase = GenerationPhase.Idle;
         if (!tracker.Verifiers.Contains(current.Address.ToString()))
         {
             tracker.Verifiers.Add(current.Address.ToString());

@@ -5,9 +5,33 @@ using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.EdgeClient.Client;
 
+/// <summary>Where a generation's conversation with its verifier stands (what a fault injected now would interrupt).</summary>
+internal enum GenerationPhase
+{
+    /// <summary>Not talking to a verifier: connecting, drafting between rounds, or done.</summary>
+    Idle,
+
+    /// <summary>Open (or a Generate call) sent, its answer not yet back: the verifier is prefilling.</summary>
+    Prefill,
+
+    /// <summary>A round sent, no verdict on it yet.</summary>
+    MidRound,
+
+    /// <summary>An early verdict on the round arrived, its final verdict not yet.</summary>
+    BetweenEarlyAndFinal,
+
+    /// <summary>A conditional round sent ahead of its predecessor's final verdict, which has not arrived.</summary>
+    ConditionalInFlight,
+
+    /// <summary>Cloud decoding: tokens streaming.</summary>
+    Streaming,
+}
+
 /// <summary>The committed sequence of one generation, its text, and the figures its report is made of.</summary>
 internal sealed class GenerationTracker
 {
+    private int _phase;
+
     private readonly Utf8StreamDecoder _decoder;
     private readonly StringBuilder _text = new();
     private readonly TimeProvider _time;
@@ -113,6 +137,16 @@ internal sealed class GenerationTracker
         _lastVerdict = now;
         return lap;
     }
+
+    /// <summary>Where the generation's conversation with its verifier stands; read by fault injectors aiming at it.</summary>
+    public GenerationPhase Phase
+    {
+        get => (GenerationPhase)Volatile.Read(ref _phase);
+        set => Volatile.Write(ref _phase, (int)value);
+    }
+
+    /// <summary>The verifier address of the session now open.</summary>
+    public string? CurrentVerifier { get; set; }
 
     /// <summary>The generation's span, when anything listens.</summary>
     public System.Diagnostics.Activity? Activity { get; set; }

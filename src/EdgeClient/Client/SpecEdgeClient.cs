@@ -275,7 +275,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         var filter = stops.Count > 0 ? new StopSequenceFilter(stops) : null;
         var request = generation.Request;
         GenerationTracker? tracker = null;
-        var enumerator = RunUnfilteredAsync(request, prompt, t => tracker = t, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        var enumerator = RunUnfilteredAsync(request, prompt, t => tracker = generation.Tracker = t, cancellationToken).GetAsyncEnumerator(cancellationToken);
         using var failed = new ActivityOnFailure(() => tracker?.Activity);
         await using (enumerator.ConfigureAwait(false))
         {

@@ -25,12 +25,14 @@ internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationReques
             ClientLabel = request.ClientLabel ?? "specedge-edge cloud",
         };
         generate.PromptIds.AddRange(tracker.Tokens.Select(t => t.Value));
+        tracker.Phase = GenerationPhase.Prefill;
         using var call = grpc.Generate(generate, cancellationToken: cancellationToken);
         tracker.LapMs();
         var round = tracker.Rounds.Count;
         while (await NextAsync(call.ResponseStream, cancellationToken).ConfigureAwait(false))
         {
             var reply = call.ResponseStream.Current;
+            tracker.Phase = GenerationPhase.Streaming;
             var wall = tracker.LapMs();
             var verifyMs = reply.ComputeMicros / 1000.0;
             tracker.AddRound(new RoundRecord
@@ -53,6 +55,7 @@ internal sealed class CloudRunner(Verifier.VerifierClient grpc, GenerationReques
 
             if (reply.Finished)
             {
+                tracker.Phase = GenerationPhase.Idle;
                 tracker.FinishReason = reply.FinishReason.ToDomain();
                 break;
             }

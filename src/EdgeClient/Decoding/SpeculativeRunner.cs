@@ -103,6 +103,7 @@ internal sealed class SpeculativeRunner
 
     private async Task OpenAsync(IDecodeStream stream, CancellationToken cancellationToken)
     {
+        _tracker.Phase = GenerationPhase.Prefill;
         await stream.SendAsync(new EdgeMessage { Open = BuildOpen() }, cancellationToken).ConfigureAwait(false);
         using var deadline = Deadline();
         var first = await stream.ReadAsync($"the session to open within {_roundTimeout.TotalSeconds:0.###} s", deadline.Token, cancellationToken).ConfigureAwait(false);
@@ -112,6 +113,7 @@ internal sealed class SpeculativeRunner
         }
 
         _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
+        _tracker.Phase = GenerationPhase.Idle;
         _tracker.LapMs();
     }
 
@@ -145,7 +147,9 @@ internal sealed class SpeculativeRunner
     {
         var committedLength = _tracker.Tokens.Count;
         var start = await StartRoundAsync(stream, committedLength, cancellationToken).ConfigureAwait(false);
+        _tracker.Phase = GenerationPhase.MidRound;
         var (final, early) = await AwaitFinalAsync(stream, start.Drafts, committedLength, cancellationToken).ConfigureAwait(false);
+        _tracker.Phase = GenerationPhase.Idle;
         var arrived = _time.GetTimestamp();
         var committed = Commit(final, start, early, arrived);
         _previousVerdictAt = arrived;
@@ -230,6 +234,7 @@ internal sealed class SpeculativeRunner
         var drafted = await branch.Task.ConfigureAwait(false);
         _ahead.MarkSent(branch, new SentAhead(_round + 1, branch.Condition, drafted, _time.GetUtcNow()));
         await SendAsync(stream, _round + 1, branch.Prefix.Count, drafted, branch.Condition, cancellationToken).ConfigureAwait(false);
+        _tracker.Phase = GenerationPhase.ConditionalInFlight;
     }
 
     /// <summary>Commits a final verdict's tokens and records the round.</summary>
@@ -327,6 +332,11 @@ internal sealed class SpeculativeRunner
     {
         _tracker.EarlyVerdicts++;
         _tracker.Exit((int)early.ExitLayer).Verdicts++;
+        if (_tracker.Phase == GenerationPhase.MidRound)
+        {
+            _tracker.Phase = GenerationPhase.BetweenEarlyAndFinal;
+        }
+
         var provisional = early.ToDomain();
         if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize))
         {

@@ -111,6 +111,8 @@ internal static class GenerateCommand
     {
         public Option<string?> Server { get; } = new("--server") { Description = "The verifier, e.g. http://127.0.0.1:50051; a comma-separated list fails over in order (not needed for --mode edge)." };
 
+        public Option<string> Balance { get; } = new("--balance") { Description = "failover (default: --server's list, in order) or session-hash (every address --server's host name resolves to; each generation to one of them by its session key).", DefaultValueFactory = _ => "failover" };
+
         public Option<string> Draft { get; } = new("--draft") { Description = "The draft model: a converted SpecEdge folder or a Hugging Face checkpoint folder.", Required = true };
 
         public Option<string?> Prompt { get; } = new("--prompt") { Description = "The prompt text." };
@@ -167,7 +169,7 @@ internal static class GenerateCommand
 
         public Option<string[]> Stop { get; } = new("--stop") { Description = "Stop before this text (repeat for up to 4).", AllowMultipleArgumentsPerToken = false };
 
-        public IEnumerable<Option> All => [Server, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+        public IEnumerable<Option> All => [Server, Balance, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The client options the connection flags give (shared by generate and serve).</summary>
@@ -178,6 +180,13 @@ internal static class GenerateCommand
         {
             Server = servers.FirstOrDefault(),
             FallbackServers = [.. servers.Skip(1)],
+            Balancing = parse.GetValue(o.Balance) switch
+            {
+                "failover" => VerifierBalancing.Failover,
+                "session-hash" when servers.Count == 1 => VerifierBalancing.SessionHash,
+                "session-hash" => throw new UsageException("--balance session-hash takes one --server whose host name resolves to the verifiers, not a list"),
+                var other => throw new UsageException($"--balance: '{other}' is not a balancing policy: use failover or session-hash"),
+            },
             ApiKey = ReadApiKey(parse.GetValue(o.ApiKeyFile)),
             TrustedCaPath = ExistingFile(parse.GetValue(o.Ca), "--ca"),
             ClientCertificatePath = ExistingFile(parse.GetValue(o.ClientCert), "--client-cert"),

@@ -66,6 +66,17 @@ public sealed record EdgeClientOptions
     /// <summary>Deadline for connecting and describing the verifier.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// How the edge spreads generations over verifiers: <see cref="VerifierBalancing.Failover"/> (default) uses
+    /// <see cref="Server"/> and fails over along <see cref="FallbackServers"/>; <see cref="VerifierBalancing.SessionHash"/>
+    /// resolves <see cref="Server"/>'s host name to every address it has (DNS) and sends each generation to one of them
+    /// by hashing its session key, without a balancer in front.
+    /// </summary>
+    public VerifierBalancing Balancing { get; init; } = VerifierBalancing.Failover;
+
+    /// <summary>A test seam, not configuration: resolves the verifier's name instead of DNS when balancing by session hash.</summary>
+    internal Grpc.Net.Client.Balancer.ResolverFactory? Resolver { get; init; }
+
     /// <summary>The clock for deadlines, backoff and drafting floors (tests inject a fake one).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
@@ -91,9 +102,21 @@ public sealed record EdgeClientOptions
             : IntraOpThreads < 0 ? $"{nameof(IntraOpThreads)} must be 0 (ONNX Runtime chooses) or more (got {IntraOpThreads})"
             : Profile.Validate() is { } profile ? $"{nameof(Profile)}: {profile}"
             : Server is null && FallbackServers.Count > 0 ? $"{nameof(FallbackServers)} needs a {nameof(Server)} first"
+            : Balancing == VerifierBalancing.SessionHash && (Server is null || FallbackServers.Count > 0) ? $"{nameof(Balancing)} {nameof(VerifierBalancing.SessionHash)} takes one {nameof(Server)} whose host name resolves to the verifiers, not a list"
+            : Balancing == VerifierBalancing.SessionHash && Link is { IsIdeal: false } ? $"{nameof(Link)} emulation relays one verifier address and cannot sit under {nameof(Balancing)} {nameof(VerifierBalancing.SessionHash)}"
             : Server is null && DraftModel is null ? $"give a {nameof(Server)}, a {nameof(DraftModel)}, or both"
             : null;
     }
+}
+
+/// <summary>How an edge spreads its generations over verifiers.</summary>
+public enum VerifierBalancing
+{
+    /// <summary>One verifier at a time: the first, then the next in the list after failures.</summary>
+    Failover,
+
+    /// <summary>Every address the server's host name resolves to; each generation to one, chosen by hashing its session key.</summary>
+    SessionHash,
 }
 
 /// <summary>The verifier cannot be reached, or refused the connection: the message says which and where.</summary>

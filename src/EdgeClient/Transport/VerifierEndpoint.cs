@@ -2,6 +2,9 @@ using System.Security.Cryptography.X509Certificates;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
+using Grpc.Net.Client.Balancer;
+using Grpc.Net.Client.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Polly;
 using Polly.CircuitBreaker;
 using SpecEdge.EdgeClient.Client;
@@ -85,12 +88,27 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
             handler.SslOptions.ClientCertificates = [X509Certificate2.CreateFromPemFile(certPath, options.ClientKeyPath)];
         }
 
-        var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        var channelOptions = new GrpcChannelOptions
         {
             HttpHandler = handler,
             ThrowOperationCanceledOnCancellation = true,
             MaxReceiveMessageSize = 16 * 1024 * 1024,
-        });
+        };
+        var target = address.ToString();
+        if (options.Balancing == VerifierBalancing.SessionHash)
+        {
+            // Client-side balancing: the resolver finds every verifier behind the name, the picker hashes the session.
+            var resolver = options.Resolver ?? new DnsResolverFactory(TimeSpan.FromSeconds(15));
+            target = $"{resolver.Name}:///{server.Host}:{server.Port}";
+            var services = new ServiceCollection();
+            services.AddSingleton(resolver);
+            services.AddSingleton<LoadBalancerFactory>(new SessionHashLoadBalancerFactory());
+            channelOptions.ServiceProvider = services.BuildServiceProvider();
+            channelOptions.Credentials = server.Scheme == "https" ? ChannelCredentials.SecureSsl : ChannelCredentials.Insecure;
+            channelOptions.ServiceConfig = new ServiceConfig { LoadBalancingConfigs = { new LoadBalancingConfig(SessionHashLoadBalancerFactory.PolicyName) } };
+        }
+
+        var channel = GrpcChannel.ForAddress(target, channelOptions);
         // Every call carries its generation's session-affinity key and trace context (a balancer hashes on the first).
         CallInvoker invoker = channel.CreateCallInvoker().Intercept(EdgeTelemetry.AddCallMetadata);
         if (options.ApiKey is { Length: > 0 } key)

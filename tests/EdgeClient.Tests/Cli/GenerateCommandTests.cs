@@ -169,6 +169,7 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     [InlineData(new[] { "--system", "be brief" }, "--system goes with --chat")]
     [InlineData(new[] { "--stop", "" }, "--stop: at most 4 stop sequences, none empty")]
     [InlineData(new[] { "--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e" }, "--stop: at most 4 stop sequences")]
+    [InlineData(new[] { "--balance", "random" }, "--balance: 'random' is not a balancing policy: use failover or session-hash")]
     public async Task Generate_BadOption_NamesIt(string[] extra, string message)
     {
         var args = new List<string> { "generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir };

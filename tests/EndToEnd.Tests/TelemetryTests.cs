@@ -11,7 +11,9 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Telemetry;
@@ -228,6 +230,31 @@ public sealed class TelemetryTests : IAsyncLifetime
         await stopping.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
+    [Fact]
+    public async Task Otlp_TheVerifierAndTheEdgeCli_ExportTheirMetricsAndSpans()
+    {
+        await using var collector = await OtlpReceiver.StartAsync();
+        var (app, address) = await VerifierHost.StartLoopbackAsync(_pair.TargetDir, o =>
+        {
+            o.IntraOpThreads = 1;
+            o.DefaultExitThreshold = 0;
+        }, builder => builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?> { ["Verifier:Telemetry:OtlpEndpoint"] = collector.Address.ToString() })).DefaultTimeout();
+
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await SpecEdge.EdgeClient.Cli.EdgeCli.Build().Parse(["generate", "--server", address.ToString(), "--draft", _pair.DraftDir, "--prompt-ids", "256,84,104", "--max-new-tokens", "12", "--mode", "conditional", "--otlp", collector.Address.ToString()])
+            .InvokeAsync(new System.CommandLine.InvocationConfiguration { Output = stdout, Error = stderr }).DefaultTimeout();
+        Assert.True(code == 0, stderr.ToString());
+        await app.DisposeAsync().AsTask().DefaultTimeout();
+
+        // Disposal flushes both sides' exporters; the OTLP protobuf carries instrument and span names as UTF-8.
+        Assert.True(collector.Received("MetricsService", "specedge.verifier.rounds"), collector.Summary());
+        Assert.True(collector.Received("MetricsService", "specedge.edge.round.phase.duration"), collector.Summary());
+        Assert.True(collector.Received("TraceService", "specedge.verifier.decode"), collector.Summary());
+        Assert.True(collector.Received("TraceService", "specedge.verifier.round"), collector.Summary());
+        Assert.True(collector.Received("TraceService", "specedge.edge.generation"), collector.Summary());
+    }
+
     private static GenerationRequest Request(GenerationMode mode) => new()
     {
         PromptIds = Prompt,
@@ -275,6 +302,50 @@ public sealed class TelemetryTests : IAsyncLifetime
         using var http = new HttpClient();
         var text = await http.GetStringAsync(new Uri($"http://127.0.0.1:{port}/metrics")).DefaultTimeout();
         return new PrometheusScrape(text);
+    }
+
+    /// <summary>
+    /// A minimal OTLP/gRPC receiver on Kestrel (HTTP/2): keeps each Export request's protobuf body by service, answers
+    /// with an empty message and status OK.
+    /// </summary>
+    private sealed class OtlpReceiver : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly ConcurrentQueue<(string Service, byte[] Body)> _requests = new();
+
+        private OtlpReceiver(WebApplication app) => _app = app;
+
+        public Uri Address => new(_app.Urls.First());
+
+        public static async Task<OtlpReceiver> StartAsync()
+        {
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+            builder.Logging.ClearProviders();
+            var app = builder.Build();
+            var receiver = new OtlpReceiver(app);
+            app.MapPost("/opentelemetry.proto.collector.{signal}.v1.{service}/Export", async (HttpContext context, string service) =>
+            {
+                using var body = new MemoryStream();
+                await context.Request.Body.CopyToAsync(body);
+                receiver._requests.Enqueue((service, body.ToArray()));
+                context.Response.ContentType = "application/grpc";
+                context.Response.AppendTrailer("grpc-status", "0");
+                await context.Response.Body.WriteAsync(new byte[5]);
+            });
+            await app.StartAsync();
+            return receiver;
+        }
+
+        public bool Received(string service, string text)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+            return _requests.Any(r => r.Service == service && r.Body.AsSpan().IndexOf(bytes) >= 0);
+        }
+
+        public string Summary() => $"received: {string.Join(", ", _requests.GroupBy(r => r.Service).Select(g => $"{g.Key} ×{g.Count()}"))}";
+
+        public ValueTask DisposeAsync() => _app.DisposeAsync();
     }
 
     /// <summary>Prometheus' text format, read as samples: name, labels, value.</summary>

@@ -73,6 +73,7 @@ internal static class FleetRun
     /// <summary>The PromQL the run records (docs/reliability.md shows the answers).</summary>
     public static readonly IReadOnlyList<(string Name, string Query)> RecordedQueries =
     [
+        ("scrapes answered / attempted per target", "sum by (job, instance) (sum_over_time(up[15m])) / sum by (job, instance) (count_over_time(up[15m]))"),
         ("acceptance rate (verifier)", "sum(increase(specedge_verifier_draft_accepted_total[15m])) / sum(increase(specedge_verifier_draft_tokens_total[15m]))"),
         ("sessions per replica", "sum by (instance) (increase(specedge_verifier_sessions_total[15m]))"),
         ("rounds per replica", "sum by (instance) (increase(specedge_verifier_rounds_total[15m]))"),

@@ -73,6 +73,8 @@ internal static class GenerateCommand
                 throw new UsageException($"--temperature/--top-k/--top-p: {samplingProblem}");
             }
 
+            // Declared before the client, so it is disposed after it: disposal exports what the generation recorded.
+            using var export = EdgeTelemetryExport.Start(parse.GetValue(o.Otlp));
             await using var client = await SpecEdgeClient.ConnectAsync(options, cancellationToken: cancellationToken);
             var generation = client.Generate(request);
             var textOut = parse.GetValue(o.Json) ? stderr : stdout;
@@ -169,7 +171,9 @@ internal static class GenerateCommand
 
         public Option<string[]> Stop { get; } = new("--stop") { Description = "Stop before this text (repeat for up to 4).", AllowMultipleArgumentsPerToken = false };
 
-        public IEnumerable<Option> All => [Server, Balance, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+        public Option<string?> Otlp { get; } = new("--otlp") { Description = "Export the edge's metrics and traces over OTLP to this endpoint, e.g. http://collector:4317 (also on with OTEL_EXPORTER_OTLP_ENDPOINT)." };
+
+        public IEnumerable<Option> All => [Server, Balance, Otlp, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The client options the connection flags give (shared by generate and serve).</summary>

@@ -17,7 +17,7 @@ internal static class ServeCommand
         {
             listen, keyFile, mode,
         };
-        foreach (var option in new Option[] { o.Server, o.Draft, o.ApiKeyFile, o.Ca, o.ClientCert, o.ClientKey, o.RoundTimeout, o.Retries, o.DegradedAfter, o.Threads, o.Link, o.Profile })
+        foreach (var option in new Option[] { o.Server, o.Balance, o.Otlp, o.Draft, o.ApiKeyFile, o.Ca, o.ClientCert, o.ClientKey, o.RoundTimeout, o.Retries, o.DegradedAfter, o.Threads, o.Link, o.Profile })
         {
             command.Options.Add(option);
         }
@@ -43,6 +43,7 @@ internal static class ServeCommand
                         : throw new UsageException($"--serve-key-file: '{Path.GetFullPath(path)}' not found");
                 }
 
+                using var export = EdgeTelemetryExport.Start(parse.GetValue(o.Otlp));
                 await using var client = await SpecEdgeClient.ConnectAsync(GenerateCommand.ClientOptions(parse, o, generationMode), cancellationToken: cancellationToken);
                 await using var app = OpenAiServer.Create(client, url.ToString().TrimEnd('/'), key, generationMode);
                 await app.StartAsync(cancellationToken);

@@ -247,7 +247,7 @@ internal static class FleetRun
             // nginx's worker shares the master's output pipes: stop the whole tree, then read its complete access log.
             Stop(balancer);
             balancer = null;
-            var calls = CallsPerReplica(Path.Combine(work.FullName, "access.log"), verifiers);
+            var calls = CallsPerReplica(Path.Combine(work.FullName, "access.log"), verifiers, metricsPorts);
             if (options.OutputDirectory is { } output)
             {
                 Directory.CreateDirectory(output);
@@ -354,9 +354,10 @@ internal static class FleetRun
         """;
 
     /// <summary>Verifier calls per replica, from the upstream address nginx logged for each (the last one, after a retry).</summary>
-    private static Dictionary<string, int> CallsPerReplica(string accessLog, IReadOnlyList<VerifierProcess> verifiers)
+    private static Dictionary<string, int> CallsPerReplica(string accessLog, IReadOnlyList<VerifierProcess> verifiers, IReadOnlyList<int> metricsPorts)
     {
-        var calls = verifiers.Select((v, i) => ($"verifier {i + 1} (:{v.Port})", $"127.0.0.1:{v.Port}")).ToDictionary(x => x.Item1, _ => 0);
+        string Name(int i) => $"verifier {i + 1} (:{verifiers[i].Port}, metrics :{metricsPorts[i]})";
+        var calls = verifiers.Select((_, i) => Name(i)).ToDictionary(x => x, _ => 0);
         foreach (var line in File.ReadLines(accessLog))
         {
             var fields = line.Split(' ');
@@ -370,7 +371,7 @@ internal static class FleetRun
             {
                 if (upstream == $"127.0.0.1:{verifiers[i].Port}")
                 {
-                    calls[$"verifier {i + 1} (:{verifiers[i].Port})"]++;
+                    calls[Name(i)]++;
                 }
             }
         }

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Packs the four CLIs as dotnet tools and makes the self-contained publishes the container recipes copy
+# Packs the libraries (SpecEdge.Shared, SpecEdge.Client, SpecEdge.Verifier), the four CLIs as dotnet tools, and makes
+# the self-contained publishes the container recipes copy
 # (deploy/containers). Not part of every CI run (about two minutes); run it before a release.
 #
 #   bash tools/package.sh [OUT_DIR]      # default: artifacts/
 #
 # Then: dotnet tool install -g --add-source OUT_DIR/tools SpecEdge.Edge.Tool   (and .Cloud, .Models, .Link)
+#       dotnet add package SpecEdge.Client --source OUT_DIR/packages            (or SpecEdge.Verifier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-artifacts}"
 rm -rf "$out"
+for project in src/Shared src/Client src/Verifier; do
+  dotnet pack "$project" -c Release -o "$out/packages" --nologo -v quiet
+done
 for project in src/EdgeClient src/CloudVerifier src/ModelTools src/LinkEmulator; do
   dotnet pack "$project" -c Release -o "$out/tools" --nologo -v quiet
 done
@@ -24,5 +29,5 @@ dotnet publish src/CloudVerifier -c Release -r linux-x64 --self-contained -o "$o
 test -f "$out/publish/edge-linux-x64/libonnxruntime.so"
 test -f "$out/publish/edge-linux-arm64/libonnxruntime.so"
 test -f "$out/publish/cloud-linux-x64/libonnxruntime_providers_cuda.so"
-ls -1 "$out/tools"
-echo "packages in $out/tools, publishes in $out/publish"
+ls -1 "$out/packages" "$out/tools"
+echo "libraries in $out/packages, tools in $out/tools, publishes in $out/publish"

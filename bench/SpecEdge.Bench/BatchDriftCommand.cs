@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using SpecEdge.Shared.Models;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Models.Onnx;
 using SpecEdge.Shared.Runtime;

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Decoding;
-using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using SpecEdge.Bench.Matrix;
 using SpecEdge.CloudVerifier.Hosting;
-using SpecEdge.Shared.Models;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.Bench;

@@ -1,10 +1,11 @@
 using System.CommandLine;
 using System.Globalization;
 using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.Demo;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
-using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.Bench;
@@ -52,7 +53,7 @@ internal static class ModesBenchmark
             foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
             {
                 var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));
-                await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Link = link, Profile = computeProfile }, cancellationToken: cancellationToken);
+                await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Profile = computeProfile }, link), cancellationToken: cancellationToken);
                 var results = modeList.ToDictionary(m => m, m => new List<GenerationReport>());
                 for (var p = 0; p < parse.GetValue(prompts); p++)
                 {

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using SpecEdge.Shared.Models;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Models.Conversion;
 
 namespace SpecEdge.Bench;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.Demo;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models;

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using SpecEdge.Bench.Reliability;
-using SpecEdge.Shared.Models;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Models.Conversion;
 
 namespace SpecEdge.Bench;

@@ -8,8 +8,8 @@ using Microsoft.Extensions.DependencyInjection;
 using ScottPlot;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Scheduling;
+using SpecEdge.Demo;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.Bench;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.Shared.Models;
+using SpecEdge.EdgeClient.Link;
 
 namespace SpecEdge.Demo;
 
@@ -22,16 +22,17 @@ internal sealed class DemoRunner(TextWriter output, TextWriter error)
             o.ComputeProfile = plan.Profile.IsEmulated ? plan.Profile.Name : null;
         }, cancellationToken: cancellationToken);
         await using var _ = app;
-        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        var link = plan.Link is { IsIdeal: false } profile ? new EmulatedLink(profile) : null;
+        var options = new EdgeClientOptions
         {
             Server = address,
             DraftModel = pair.Draft,
             IntraOpThreads = 1,
-            Link = plan.Link,
             Profile = plan.Profile,
-        }, cancellationToken: cancellationToken);
+        };
+        await using var client = await SpecEdgeClient.ConnectAsync(link?.ApplyTo(options) ?? options, cancellationToken: cancellationToken);
         output.WriteLine($"  exit thresholds {VerifierHost.DescribeThresholds(app)}");
-        output.WriteLine($"  verifier at {address}{(client.Relay is { } relay ? $", reached through the link emulator at {relay.LocalEndPoint}" : string.Empty)}");
+        output.WriteLine($"  verifier at {address}{(link?.Relay is { } relay ? $", reached through the link emulator at {relay.LocalEndPoint}" : string.Empty)}");
 
         // Warm-up: one short generation per mode, not measured, so the first mode measured does not pay for JIT
         // compilation and ONNX Runtime's first runs.

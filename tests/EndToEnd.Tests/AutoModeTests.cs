@@ -1,4 +1,5 @@
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
@@ -29,17 +30,16 @@ public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<Slo
             expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
         }
 
-        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions
         {
             Server = verifier.Address,
             DraftModel = verifier.Pair.DraftDir,
             IntraOpThreads = 1,
-            Link = link is null ? null : LinkProfile.Parse(link),
 
             // The draft at this machine's own speed (a fraction of a millisecond a token): with half its drafts
             // standing, a round of the 50 ms step commits more than one token, so drafting beats the cloud clearly.
             Profile = ComputeProfile.Real,
-        }).DefaultTimeout();
+        }, link is null ? null : LinkProfile.Parse(link))).DefaultTimeout();
 
         var report = await client.Generate(new GenerationRequest
         {

@@ -1,4 +1,5 @@
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
@@ -177,14 +178,13 @@ public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : ICla
             expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
         }
 
-        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+        await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions
         {
             Server = verifier.Address,
             DraftModel = verifier.Pair.DraftDir,
             IntraOpThreads = 1,
-            Link = LinkProfile.Parse("rtt=20ms,jitter=10ms"),
             Profile = ComputeProfiles.TenToOne,
-        }).DefaultTimeout();
+        }, LinkProfile.Parse("rtt=20ms,jitter=10ms"))).DefaultTimeout();
 
         var report = await client.Generate(new GenerationRequest
         {

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.LinkEmulator;
 using SpecEdge.TestUtilities;
 
@@ -50,7 +51,7 @@ public abstract class KestrelVerifier : IAsyncLifetime
     }
 
     public Task<SpecEdgeClient> ConnectAsync(LinkProfile? link = null) =>
-        SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = Address, DraftModel = Pair.DraftDir, IntraOpThreads = 1, Link = link }).DefaultTimeout();
+        SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = Address, DraftModel = Pair.DraftDir, IntraOpThreads = 1 }, link)).DefaultTimeout();
 }
 
 /// <summary>The byte-vocabulary pair, target cut at two exits that often disagree (layers 1 and 2 of 3).</summary>

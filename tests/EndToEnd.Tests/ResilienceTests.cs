@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.EdgeClient.Transport;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
@@ -27,6 +28,7 @@ public sealed class ResilienceTests : IAsyncLifetime
     private static readonly TokenId[] Prompt = [new(256), new(84), new(104), new(101)];
     private readonly TempDirectory _temp = new("resilience");
     private readonly List<WebApplication> _apps = [];
+    private readonly Dictionary<SpecEdgeClient, EmulatedLink> _links = [];
     private TestPair _pair = null!;
     private IReadOnlyList<int> _expected = [];
 
@@ -53,7 +55,7 @@ public sealed class ResilienceTests : IAsyncLifetime
     {
         var address = await StartVerifierAsync();
         await using var client = await ConnectAsync([address], "rtt=2ms");
-        var relay = client.Relay!;
+        var relay = RelayOf(client);
         var generation = client.Generate(Request(GenerationMode.Speculative));
         var tokens = new List<int>();
         var drops = 0;
@@ -98,7 +100,7 @@ public sealed class ResilienceTests : IAsyncLifetime
                 tokens.Add(token.Id.Value);
                 if (tokens.Count % 9 == 0)
                 {
-                    drops += dropping.Relay!.DropConnections();
+                    drops += RelayOf(dropping).DropConnections();
                 }
             }
 
@@ -123,7 +125,7 @@ public sealed class ResilienceTests : IAsyncLifetime
             if (!stalled && tokens.Count >= 10)
             {
                 stalled = true;
-                client.Relay!.Stall(TimeSpan.FromSeconds(2));
+                RelayOf(client).Stall(TimeSpan.FromSeconds(2));
             }
         }
 
@@ -234,7 +236,7 @@ public sealed class ResilienceTests : IAsyncLifetime
             tokens.Add(token);
             if (tokens.Count == 6)
             {
-                client.Relay!.Stall(TimeSpan.FromSeconds(3));
+                RelayOf(client).Stall(TimeSpan.FromSeconds(3));
             }
         }
 
@@ -311,14 +313,15 @@ public sealed class ResilienceTests : IAsyncLifetime
         return address;
     }
 
-    private Task<SpecEdgeClient> ConnectAsync(IReadOnlyList<Uri> servers, string? link = null, TimeSpan? roundTimeout = null, TimeSpan? degradedAfter = null, TimeSpan? probeInterval = null, int retries = 8, double draftMsPerToken = 0) =>
-        SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+    private async Task<SpecEdgeClient> ConnectAsync(IReadOnlyList<Uri> servers, string? link = null, TimeSpan? roundTimeout = null, TimeSpan? degradedAfter = null, TimeSpan? probeInterval = null, int retries = 8, double draftMsPerToken = 0)
+    {
+        var emulated = link is null ? null : new EmulatedLink(LinkProfile.Parse(link));
+        var options = new EdgeClientOptions
         {
             Server = servers[0],
             FallbackServers = [.. servers.Skip(1)],
             DraftModel = _pair.DraftDir,
             IntraOpThreads = 1,
-            Link = link is null ? null : LinkProfile.Parse(link),
             RoundTimeout = roundTimeout ?? TimeSpan.FromSeconds(5),
             RetryDelay = TimeSpan.FromMilliseconds(50),
             MaxRetries = retries,
@@ -326,7 +329,18 @@ public sealed class ResilienceTests : IAsyncLifetime
             DegradedAfter = degradedAfter,
             ProbeInterval = probeInterval ?? TimeSpan.FromSeconds(1),
             Profile = new SpecEdge.Shared.Timing.ComputeProfile { Name = "slow-edge", DraftMsPerToken = draftMsPerToken },
-        }).DefaultTimeout();
+        };
+        var client = await SpecEdgeClient.ConnectAsync(emulated?.ApplyTo(options) ?? options).DefaultTimeout();
+        if (emulated is not null)
+        {
+            _links[client] = emulated;
+        }
+
+        return client;
+    }
+
+    /// <summary>The link emulator's relay in front of the client's primary verifier.</summary>
+    private LinkRelay RelayOf(SpecEdgeClient client) => _links[client].Relay!;
 }
 
 /// <summary>Describes the real verifier's model (so the edge connects), then answers every Open with a final verdict.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using SpecEdge.EdgeClient.Client;
+using SpecEdge.EdgeClient.Link;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Timing;
 
@@ -90,14 +91,13 @@ internal sealed class MatrixRunner(Uri verifier, string draftDir, ComputeProfile
             SpecEdgeClient? client = null;
             try
             {
-                client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions
+                client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions
                 {
                     Server = verifier,
                     DraftModel = draftDir,
                     IntraOpThreads = 1,
-                    Link = remote ? null : link.ToProfile(),
                     Profile = profile,
-                }, cancellationToken: cancellationToken);
+                }, remote ? null : link.ToProfile()), cancellationToken: cancellationToken);
             }
             catch (Exception ex) when (ex is VerifierUnavailableException or ModelMismatchException or FormatException)
             {

@@ -180,7 +180,8 @@ internal static class GenerateCommand
     internal static EdgeClientOptions ClientOptions(ParseResult parse, GenerateOptions o, GenerationMode generationMode)
     {
         var servers = ParseServers(parse.GetValue(o.Server), generationMode);
-        return new EdgeClientOptions
+        var link = parse.GetValue(o.Link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null;
+        var options = new EdgeClientOptions
         {
             Server = servers.FirstOrDefault(),
             FallbackServers = [.. servers.Skip(1)],
@@ -200,9 +201,11 @@ internal static class GenerateCommand
             DegradedAfter = parse.GetValue(o.DegradedAfter) is { } d ? TimeSpan.FromSeconds(d > 0 ? d : throw new UsageException("--degraded-after must be positive")) : null,
             DraftModel = parse.GetValue(o.Draft),
             IntraOpThreads = parse.GetValue(o.Threads),
-            Link = parse.GetValue(o.Link) is { } linkSpec ? ParseWith("--link", () => LinkProfile.Parse(linkSpec)) : null,
             Profile = parse.GetValue(o.Profile) is { } profileName ? ParseWith("--profile", () => ComputeProfiles.Resolve(profileName)) : ComputeProfile.Real,
         };
+        return link is not null && options.Balancing == VerifierBalancing.SessionHash
+            ? throw new UsageException("--link emulates the link to one verifier address and cannot sit under --balance session-hash")
+            : Link.EmulatedLink.Apply(options, link);
     }
 
     /// <summary>The environment variable the API key is read from when no key file is given.</summary>

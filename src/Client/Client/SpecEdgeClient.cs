@@ -7,7 +7,6 @@ using SpecEdge.EdgeClient.Decoding;
 using SpecEdge.EdgeClient.Logging;
 using SpecEdge.EdgeClient.Drafting;
 using SpecEdge.EdgeClient.Transport;
-using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Models;
 using SpecEdge.Shared.Models.Conversion;
@@ -75,12 +74,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     /// <exception cref="InvalidOperationException">No draft model was given.</exception>
     /// <exception cref="Shared.Models.UnsupportedModelException">The draft's template is of no family SpecEdge recognises.</exception>
     public ChatTemplate ChatTemplate => _chatTemplate ??= ChatTemplate.Load(Draft?.Directory ?? throw new InvalidOperationException("a chat template comes from the draft model's folder: give a draft model"));
-
-    /// <summary>The in-process link emulator in front of the primary verifier, when a link profile was given.</summary>
-    public LinkRelay? Relay => _endpoints.Count > 0 ? _endpoints[0].Relay : null;
-
-    /// <summary>The link emulators in front of each verifier (null entries without a link profile), in server order.</summary>
-    public IReadOnlyList<LinkRelay?> Relays => [.. _endpoints.Select(e => e.Relay)];
 
     /// <summary>
     /// Loads the draft model (converting a checkpoint on first use), connects to the first verifier that answers
@@ -308,7 +301,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             }
         }
 
-        generation.Report = tracker!.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.Link?.ToString() ?? "none" : "none");
+        generation.Report = tracker!.Build(request.Mode, ComputeLabel(request.Mode), request.Mode.UsesVerifier() ? _options.ConnectionLabel ?? "none" : "none");
         if (request.Mode == GenerationMode.Auto)
         {
             _auto.Learn(tracker.Rounds);

@@ -2,7 +2,10 @@ using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Models.Synthetic;
 
-namespace SpecEdge.Shared.Models;
+using SpecEdge.CloudVerifier.Configuration;
+using SpecEdge.Shared.Models;
+
+namespace SpecEdge.Demo;
 
 /// <summary>A target (with its exit layers) and a draft that share one tokenizer.</summary>
 /// <param name="Target">The target's checkpoint or converted folder.</param>
@@ -158,5 +161,30 @@ public static class DefaultModels
         }
 
         return null;
+    }
+}
+
+/// <summary>The demo's and the benchmarks' way of serving a <see cref="ModelPair"/> from an in-process verifier.</summary>
+public static class ModelPairServing
+{
+    /// <summary>
+    /// Serves <paramref name="pair"/>: its exits, and as exit thresholds <paramref name="threshold"/> when given, else the
+    /// pair's shipped calibration, else its fallback threshold.
+    /// </summary>
+    public static void ServePair(this VerifierOptions options, ModelPair pair, float? threshold)
+    {
+        options.Exits = string.Join(",", pair.Exits);
+        if (threshold is { } explicitThreshold)
+        {
+            options.DefaultExitThreshold = explicitThreshold;
+        }
+        else if (pair.Calibration is { } calibration)
+        {
+            options.Calibration = calibration;
+        }
+        else
+        {
+            options.DefaultExitThreshold = pair.FallbackExitThreshold;
+        }
     }
 }

@@ -1,4 +1,3 @@
-using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.EdgeClient.Client;
@@ -57,8 +56,16 @@ public sealed record EdgeClientOptions
     /// <summary>Emulated drafting speed (a compute profile's draft floor); real compute by default.</summary>
     public ComputeProfile Profile { get; init; } = ComputeProfile.Real;
 
-    /// <summary>Route the connection through an in-process link emulator with this profile; null connects directly.</summary>
-    public LinkProfile? Link { get; init; }
+    /// <summary>
+    /// A hook on each verifier connection, called once per verifier address with the HTTP handler its channel uses
+    /// (before any call): it may route the connection, e.g. a <c>ConnectCallback</c> to a link emulator's relay
+    /// (<c>EmulatedLink</c> in specedge-edge does). What it returns is disposed with the connection. Null connects
+    /// directly.
+    /// </summary>
+    public Func<Uri, SocketsHttpHandler, IAsyncDisposable?>? ConnectionHook { get; init; }
+
+    /// <summary>What <see cref="ConnectionHook"/> does to the link, for reports (e.g. <c>rtt=50ms,bw=10mbit</c>); "none" when null.</summary>
+    public string? ConnectionLabel { get; init; }
 
     /// <summary>Where converted checkpoints are cached; the default cache when null.</summary>
     public string? CacheDirectory { get; init; }
@@ -103,7 +110,7 @@ public sealed record EdgeClientOptions
             : Profile.Validate() is { } profile ? $"{nameof(Profile)}: {profile}"
             : Server is null && FallbackServers.Count > 0 ? $"{nameof(FallbackServers)} needs a {nameof(Server)} first"
             : Balancing == VerifierBalancing.SessionHash && (Server is null || FallbackServers.Count > 0) ? $"{nameof(Balancing)} {nameof(VerifierBalancing.SessionHash)} takes one {nameof(Server)} whose host name resolves to the verifiers, not a list"
-            : Balancing == VerifierBalancing.SessionHash && Link is { IsIdeal: false } ? $"{nameof(Link)} emulation relays one verifier address and cannot sit under {nameof(Balancing)} {nameof(VerifierBalancing.SessionHash)}"
+            : Balancing == VerifierBalancing.SessionHash && ConnectionHook is not null ? $"a {nameof(ConnectionHook)} (a link emulator) routes one verifier address and cannot sit under {nameof(Balancing)} {nameof(VerifierBalancing.SessionHash)}"
             : Server is null && DraftModel is null ? $"give a {nameof(Server)}, a {nameof(DraftModel)}, or both"
             : null;
     }

@@ -1,6 +1,5 @@
 using System.ComponentModel.DataAnnotations;
 using SpecEdge.Shared.Decoding;
-using SpecEdge.Shared.Models;
 
 namespace SpecEdge.CloudVerifier.Configuration;
 
@@ -57,27 +56,6 @@ public sealed class VerifierOptions
 
     /// <summary>A calibration file written by <c>specedge-edge calibrate</c>, whose chosen thresholds the verifier uses.</summary>
     public string? Calibration { get; set; }
-
-    /// <summary>
-    /// Serves <paramref name="pair"/> in-process (demo, benchmarks): its exits, and as exit thresholds
-    /// <paramref name="threshold"/> when given, else the pair's shipped calibration, else its fallback threshold.
-    /// </summary>
-    public void ServePair(ModelPair pair, float? threshold)
-    {
-        Exits = string.Join(",", pair.Exits);
-        if (threshold is { } explicitThreshold)
-        {
-            DefaultExitThreshold = explicitThreshold;
-        }
-        else if (pair.Calibration is { } calibration)
-        {
-            Calibration = calibration;
-        }
-        else
-        {
-            DefaultExitThreshold = pair.FallbackExitThreshold;
-        }
-    }
 
     /// <summary>A compute profile (a built-in name or a profile file) whose verification floors the verifier emulates.</summary>
     public string? ComputeProfile { get; set; }

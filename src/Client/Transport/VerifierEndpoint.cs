@@ -8,7 +8,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Polly;
 using Polly.CircuitBreaker;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.LinkEmulator;
 using SpecEdge.Protocol.V1;
 
 namespace SpecEdge.EdgeClient.Transport;
@@ -22,19 +21,19 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
     private readonly GrpcChannel _channel;
     private readonly CircuitBreakerStateProvider _breakerState;
 
-    private VerifierEndpoint(Uri address, GrpcChannel channel, LinkRelay? relay, CallInvoker invoker, ResiliencePipeline breaker, CircuitBreakerStateProvider breakerState)
+    private readonly IAsyncDisposable? _hooked;
+
+    private VerifierEndpoint(Uri address, GrpcChannel channel, IAsyncDisposable? hooked, CallInvoker invoker, ResiliencePipeline breaker, CircuitBreakerStateProvider breakerState)
     {
         Address = address;
         _channel = channel;
-        Relay = relay;
+        _hooked = hooked;
         Client = new Verifier.VerifierClient(invoker);
         Breaker = breaker;
         _breakerState = breakerState;
     }
 
     public Uri Address { get; }
-
-    public LinkRelay? Relay { get; }
 
     public Verifier.VerifierClient Client { get; }
 
@@ -45,8 +44,7 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
 
     public static VerifierEndpoint Create(Uri server, EdgeClientOptions options)
     {
-        var relay = options.Link is { IsIdeal: false } link ? LinkRelay.Start(server, link, time: options.Time) : null;
-        var address = relay is null ? server : new UriBuilder(server) { Host = relay.LocalEndPoint.Address.ToString(), Port = relay.LocalEndPoint.Port }.Uri;
+        var address = server;
         var handler = new SocketsHttpHandler
         {
             ConnectTimeout = options.ConnectTimeout,
@@ -58,12 +56,6 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
             // that of an HTTP client span nobody records.
             ActivityHeadersPropagator = null,
         };
-        if (relay is not null)
-        {
-            // Through the link emulator: TLS still names the real server.
-            handler.SslOptions.TargetHost = server.Host;
-        }
-
         if (options.TrustedCaPath is { } caPath)
         {
             var ca = X509Certificate2.CreateFromPem(File.ReadAllText(caPath));
@@ -132,7 +124,9 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
                 StateProvider = state,
             })
             .Build();
-        return new VerifierEndpoint(server, channel, relay, invoker, breaker, state);
+        // Last, so a hook sees the finished handler (a link emulator routes its connections through a relay).
+        var hooked = options.ConnectionHook?.Invoke(server, handler);
+        return new VerifierEndpoint(server, channel, hooked, invoker, breaker, state);
     }
 
     /// <summary>
@@ -156,9 +150,9 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _channel.Dispose();
-        if (Relay is not null)
+        if (_hooked is not null)
         {
-            await Relay.DisposeAsync().ConfigureAwait(false);
+            await _hooked.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -1,8 +1,9 @@
 using System.Text.Json;
+using SpecEdge.Demo;
 using SpecEdge.Shared.Models;
 using SpecEdge.TestUtilities;
 
-namespace SpecEdge.Shared.Tests.Models;
+namespace SpecEdge.EndToEnd.Tests;
 
 /// <summary>The shipped trained pair is found and checked against its SHA256SUMS; an edited or truncated file is refused.</summary>
 public sealed class DefaultModelsTests : IDisposable

@@ -49,4 +49,7 @@ internal static partial class VerifierLog
 
     [LoggerMessage(EventId = 2041, Level = LogLevel.Information, Message = "Metrics: Prometheus scrape endpoint at {Url}metrics")]
     public static partial void MetricsEndpoint(ILogger logger, string url);
+
+    [LoggerMessage(EventId = 2042, Level = LogLevel.Critical, Message = "The model failed to load; stopping: {Reason}")]
+    public static partial void LoadFailed(ILogger logger, string reason);
 }

@@ -3,18 +3,12 @@ using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Configuration;
 using SpecEdge.CloudVerifier.Logging;
 using SpecEdge.CloudVerifier.Scheduling;
 using SpecEdge.CloudVerifier.Security;
-using SpecEdge.CloudVerifier.Services;
 using SpecEdge.CloudVerifier.Sessions;
-using SpecEdge.CloudVerifier.Telemetry;
-using OpenTelemetry.Metrics;
-using OpenTelemetry.Resources;
-using OpenTelemetry.Trace;
 
 namespace SpecEdge.CloudVerifier.Hosting;
 
@@ -99,25 +93,6 @@ public static class VerifierHost
             builder.WebHost.UseUrls(defaultUrl);
         }
 
-        builder.Services.AddOptions<VerifierOptions>()
-            .Bind(builder.Configuration.GetSection(VerifierOptions.SectionName))
-            .ValidateDataAnnotations()
-            .ValidateOnStart();
-        builder.Services.AddSingleton<IValidateOptions<VerifierOptions>, NestedOptionsValidator>();
-        builder.Services.TryAddSingleton(TimeProvider.System);
-        builder.Services.AddSingleton<TargetModel>();
-        builder.Services.AddSingleton<BatchScheduler>();
-        builder.Services.AddSingleton<SessionRegistry>();
-        builder.Services.AddSingleton<ApiKeyAuthenticator>();
-        builder.Services.AddSingleton<VerifierReadiness>();
-        builder.Services.AddSingleton<VerifierMetrics>();
-        builder.Services.AddHostedService<DrainCoordinator>();
-        builder.Services.AddGrpc(o =>
-        {
-            o.MaxReceiveMessageSize = 16 * 1024 * 1024;
-            o.Interceptors.Add<CallGate>();
-            o.Interceptors.Add<AuthInterceptor>();
-        });
         // Read without validating the verifier options: the host builds these before the model loads, and a bad setting
         // must fail in LoadModel with its own message. The drain delay comes out of the same shutdown budget.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(
@@ -131,84 +106,15 @@ public static class VerifierHost
                 kestrel.ConfigureHttpsDefaults(https => TlsSetup.Configure(https, tls));
             }
         });
-        // Readiness ("" and specedge.v1.Verifier) apart from liveness ("liveness"); Check runs the checks at each call.
-        builder.Services.AddGrpcHealthChecks(o =>
-        {
-            o.Services.Map("", r => r.Tags.Contains(VerifierReadiness.ReadyTag));
-            o.Services.Map(SpecEdge.Protocol.V1.Verifier.Descriptor.FullName, r => r.Tags.Contains(VerifierReadiness.ReadyTag));
-            o.Services.Map(VerifierReadiness.LivenessService, r => r.Tags.Contains(VerifierReadiness.LiveTag));
-        })
-            .AddCheck<ReadinessHealthCheck>("ready", tags: [VerifierReadiness.ReadyTag])
-            .AddCheck("live", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy("answering"), tags: [VerifierReadiness.LiveTag]);
-        builder.Services.Configure<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckPublisherOptions>(o =>
-        {
-            o.Delay = TimeSpan.Zero;
-            o.Period = TimeSpan.FromSeconds(1);
-        });
-        builder.Services.AddGrpcReflection();
+        var section = builder.Configuration.GetSection(VerifierOptions.SectionName);
+        builder.Services.AddSpecEdgeVerifierServices(section);
         configure?.Invoke(builder);
-        AddTelemetry(builder);
+        // After the embedding host's configuration, which may set the telemetry endpoints.
+        builder.Services.AddSpecEdgeVerifierTelemetry(section);
 
         var app = builder.Build();
-        app.MapGrpcService<VerifierService>();
-        app.MapGrpcHealthChecksService();
-        app.MapGrpcReflectionService();
+        app.MapSpecEdgeVerifier();
         return app;
-    }
-
-    /// <summary>
-    /// OpenTelemetry: the verifier's meter and activity source (and ASP.NET Core's, Kestrel's and the runtime's meters),
-    /// a Prometheus scrape endpoint on its own HTTP/1.1 listener when <c>Verifier:Telemetry:MetricsUrl</c> is set, and
-    /// OTLP export of metrics and traces when an endpoint is configured.
-    /// </summary>
-    private static void AddTelemetry(WebApplicationBuilder builder)
-    {
-        var section = builder.Configuration.GetSection($"{VerifierOptions.SectionName}:{nameof(VerifierOptions.Telemetry)}");
-        var metricsUrl = NormalizePrefix(section[nameof(TelemetryOptions.MetricsUrl)]);
-        var otlp = section[nameof(TelemetryOptions.OtlpEndpoint)];
-        var otlpFromEnvironment = !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        var useOtlp = !string.IsNullOrEmpty(otlp) || otlpFromEnvironment;
-        if (metricsUrl is null && !useOtlp)
-        {
-            return;
-        }
-
-        var telemetry = builder.Services.AddOpenTelemetry()
-            .ConfigureResource(r => r.AddService("specedge-verifier", serviceVersion: typeof(VerifierHost).Assembly.GetName().Version?.ToString()));
-        telemetry.WithMetrics(metrics =>
-        {
-            metrics.AddMeter(VerifierMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime");
-            if (metricsUrl is not null)
-            {
-                var (host, port) = SplitPrefix(metricsUrl);
-                metrics.AddPrometheusHttpListener(o =>
-                {
-                    o.Host = host;
-                    o.Port = port;
-                    // Every scrape reads the instruments now (a cached answer would hide what a test just did).
-                    o.ScrapeResponseCacheDurationMilliseconds = 0;
-                });
-            }
-
-            if (useOtlp)
-            {
-                metrics.AddOtlpExporter(o => SetEndpoint(o, otlp));
-            }
-        });
-        if (useOtlp)
-        {
-            telemetry.WithTracing(tracing => tracing
-                .AddSource(VerifierMetrics.ActivitySourceName, "Microsoft.AspNetCore")
-                .AddOtlpExporter(o => SetEndpoint(o, otlp)));
-        }
-
-        static void SetEndpoint(OpenTelemetry.Exporter.OtlpExporterOptions o, string? endpoint)
-        {
-            if (!string.IsNullOrEmpty(endpoint))
-            {
-                o.Endpoint = new Uri(endpoint);
-            }
-        }
     }
 
     /// <summary>An HttpListener prefix from a metrics address: <c>0.0.0.0</c> and <c>*</c> become <c>+</c> (every address), and it ends in a slash.</summary>
@@ -280,15 +186,32 @@ public static class VerifierHost
     {
         var options = app.Services.GetRequiredService<IOptions<VerifierOptions>>().Value;
         CheckTransport(app, options);
-        var started = System.Diagnostics.Stopwatch.StartNew();
-        var target = app.Services.GetRequiredService<TargetModel>();
-        app.Services.GetRequiredService<SessionRegistry>();
-        WarmUp(app.Services.GetRequiredService<BatchScheduler>(), target);
-        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier");
-        var m = target.Model;
-        VerifierLog.Serving(logger, m.Directory, m.Config.NumHiddenLayers, string.Join(",", m.Manifest.Exits), m.VocabSize, m.Device.ToString(), target.Profile.Label);
-        app.Services.GetRequiredService<VerifierReadiness>().MarkReady();
-        VerifierLog.Ready(logger, started.ElapsedMilliseconds);
+        Load(app.Services);
+    }
+
+    private static readonly Lock LoadLock = new();
+
+    /// <summary>Loads and warms up the model once per host (later calls find it done), then turns readiness SERVING.</summary>
+    internal static void Load(IServiceProvider services)
+    {
+        var readiness = services.GetRequiredService<VerifierReadiness>();
+        lock (LoadLock)
+        {
+            if (readiness.ModelLoaded)
+            {
+                return;
+            }
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            var target = services.GetRequiredService<TargetModel>();
+            services.GetRequiredService<SessionRegistry>();
+            WarmUp(services.GetRequiredService<BatchScheduler>(), target);
+            var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("SpecEdge.CloudVerifier");
+            var m = target.Model;
+            VerifierLog.Serving(logger, m.Directory, m.Config.NumHiddenLayers, string.Join(",", m.Manifest.Exits), m.VocabSize, m.Device.ToString(), target.Profile.Label);
+            readiness.MarkReady();
+            VerifierLog.Ready(logger, started.ElapsedMilliseconds);
+        }
     }
 
     /// <summary>One step through every stage on a scratch slot, so the first session does not pay ONNX Runtime's first-run costs.</summary>

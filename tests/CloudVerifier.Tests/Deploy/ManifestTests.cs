@@ -1,6 +1,9 @@
+using System.Diagnostics.Metrics;
 using k8s;
 using k8s.Models;
+using Microsoft.Extensions.DependencyInjection;
 using SpecEdge.CloudVerifier.Hosting;
+using SpecEdge.CloudVerifier.Telemetry;
 
 namespace SpecEdge.CloudVerifier.Tests.Deploy;
 
@@ -81,7 +84,23 @@ public sealed class ManifestTests
         var metric = autoscaler.Spec.Metrics.Single().Pods.Metric.Name;
         Assert.Equal("specedge_verifier_queue_depth", metric);
         Assert.Contains(metric, File.ReadAllText(Path.Combine(Folder, "prometheus-adapter-rules.yaml")));
-        Assert.Contains("\"specedge.verifier.queue.depth\"", File.ReadAllText(Path.Combine(RepositoryRoot(), "src", "CloudVerifier", "Telemetry", "VerifierMetrics.cs")));
+        // The verifier publishes it (an up-down counter, which Prometheus shows under the same name).
+        var published = new List<string>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (instrument.Meter.Name == VerifierMetrics.MeterName)
+                {
+                    published.Add(instrument.Name.Replace('.', '_'));
+                }
+            },
+        };
+        listener.Start();
+        using var provider = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new VerifierMetrics(provider.GetRequiredService<IMeterFactory>());
+        metrics.ObserveScheduler(() => 0, () => (0, 0, 0, 0));
+        Assert.Contains(metric, published);
     }
 
     [Fact]
@@ -92,7 +111,7 @@ public sealed class ManifestTests
         var verifierService = Load("verifier.yaml").OfType<V1Service>().Single();
 
         // nginx exposes a request header as $http_ + its name in lower case with dashes as underscores.
-        var header = "$http_" + SpecEdge.CloudVerifier.Telemetry.VerifierTracing.SessionHeader.Replace('-', '_');
+        var header = "$http_" + VerifierTracing.SessionHeader.Replace('-', '_');
         Assert.Contains($"hash {header} consistent;", config);
         Assert.Contains($"server {verifierService.Metadata.Name}.default.svc.cluster.local:50051 resolve", config);
         Assert.Contains("grpc_pass grpc://verifiers;", config);

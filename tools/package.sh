@@ -24,9 +24,20 @@ dotnet publish src/EdgeClient -c Release -r linux-x64 --self-contained -o "$out/
 dotnet publish src/EdgeClient -c Release -r linux-arm64 --self-contained -o "$out/publish/edge-linux-arm64" --nologo -v quiet
 dotnet publish src/CloudVerifier -c Release -r linux-x64 --self-contained -o "$out/publish/cloud-linux-x64" --nologo -v quiet
 
-# The x64 publishes run here; each carries its platform's ONNX Runtime.
-"$out/publish/edge-linux-x64/specedge-edge" --help > /dev/null
+# The x64 publishes run here, as the images would run them: the verifier publish serves the default target, the edge
+# publish generates through it. (The arm64 edge runs under qemu-user: tools/arm64/run-edge-qemu.sh.)
 test -f "$out/publish/edge-linux-x64/libonnxruntime.so"
+port=50177
+"$out/publish/cloud-linux-x64/specedge-cloud" --model models/target --urls "http://127.0.0.1:$port" --Logging:LogLevel:Default=Warning &
+verifier=$!
+trap 'kill $verifier 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  "$out/publish/edge-linux-x64/specedge-edge" generate --server "http://127.0.0.1:$port" --draft models/draft \
+    --prompt "In the beginning" --max-new-tokens 16 --mode conditional > "$out/publish/edge-through-cloud.txt" 2>&1 && break
+  sleep 0.5
+done
+echo "the x64 publishes, edge through verifier: $(cat "$out/publish/edge-through-cloud.txt")"
+kill $verifier
 test -f "$out/publish/edge-linux-arm64/libonnxruntime.so"
 test -f "$out/publish/cloud-linux-x64/libonnxruntime_providers_cuda.so"
 ls -1 "$out/packages" "$out/tools"

@@ -152,7 +152,21 @@ internal sealed class ModelLoadingService(IServiceProvider services, IHostApplic
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        await Task.Yield();
+        // After the server listens (readiness answers NOT_SERVING meanwhile), as the verifier's own command does.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStarted.Register(() => started.TrySetResult()))
+        using (stoppingToken.Register(() => started.TrySetCanceled(stoppingToken)))
+        {
+            try
+            {
+                await started.Task.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+
         try
         {
             await Task.Run(() => VerifierHost.Load(services), stoppingToken).ConfigureAwait(false);

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
@@ -66,7 +65,7 @@ public sealed class TelemetryTests : IAsyncLifetime
     [Fact]
     public async Task PrometheusEndpointAndEdgeMeter_AgreeWithTheReport()
     {
-        var metricsPort = FreePort();
+        var metricsPort = TestPlaces.FreePort();
         using var edge = new EdgeMeterRecorder();
         var address = await StartVerifierAsync(metricsPort);
         await using var client = await ConnectAsync(address);
@@ -110,7 +109,7 @@ public sealed class TelemetryTests : IAsyncLifetime
         var names = edge.Published.ToDictionary(PrometheusName, i => i);
         var inScrape = names.Keys.Where(n => scrape.Has(n)).ToList();
         Assert.True(inScrape.Count(n => n.StartsWith("specedge_verifier_", StringComparison.Ordinal)) >= 15, $"the naming matched only {string.Join(", ", inScrape)}");
-        var dashboard = File.ReadAllText(Path.Combine(RepositoryRoot(), "deploy", "grafana", "specedge-dashboard.json"));
+        var dashboard = File.ReadAllText(Path.Combine(TestPlaces.RepositoryRoot(), "deploy", "grafana", "specedge-dashboard.json"));
         var queried = System.Text.RegularExpressions.Regex.Matches(dashboard, "specedge_(verifier|edge)_[a-z_]+").Select(m => m.Value).Distinct().ToList();
         Assert.True(queried.Count >= 20, $"the dashboard queries only {queried.Count} metrics");
         foreach (var metric in queried)
@@ -135,19 +134,6 @@ public sealed class TelemetryTests : IAsyncLifetime
         };
         var monotonic = instrument.GetType().IsGenericType && instrument.GetType().GetGenericTypeDefinition() is var t && (t == typeof(Counter<>) || t == typeof(ObservableCounter<>));
         return monotonic ? name + "_total" : name;
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "SpecEdge.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException($"no SpecEdge.sln above {AppContext.BaseDirectory}");
     }
 
     [Fact]
@@ -289,13 +275,6 @@ public sealed class TelemetryTests : IAsyncLifetime
             IntraOpThreads = 1,
             RoundTimeout = TimeSpan.FromSeconds(10),
         }).DefaultTimeout();
-
-    private static int FreePort()
-    {
-        using var socket = new TcpListener(IPAddress.Loopback, 0);
-        socket.Start();
-        return ((IPEndPoint)socket.LocalEndpoint).Port;
-    }
 
     private static async Task<PrometheusScrape> ScrapeAsync(int port)
     {

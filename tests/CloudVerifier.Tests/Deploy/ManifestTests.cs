@@ -4,6 +4,7 @@ using k8s.Models;
 using Microsoft.Extensions.DependencyInjection;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Telemetry;
+using SpecEdge.TestUtilities;
 
 namespace SpecEdge.CloudVerifier.Tests.Deploy;
 
@@ -14,7 +15,7 @@ namespace SpecEdge.CloudVerifier.Tests.Deploy;
 /// </summary>
 public sealed class ManifestTests
 {
-    private static readonly string Folder = Path.Combine(RepositoryRoot(), "deploy", "k8s");
+    private static readonly string Folder = Path.Combine(TestPlaces.RepositoryRoot(), "deploy", "k8s");
 
     [Fact]
     public void EveryManifest_LoadsStrictly_IntoKubernetesModels()
@@ -125,16 +126,4 @@ public sealed class ManifestTests
     private static bool Selects(IDictionary<string, string> selector, IDictionary<string, string> labels) =>
         selector.Count > 0 && selector.All(kv => labels.TryGetValue(kv.Key, out var value) && value == kv.Value);
 
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "SpecEdge.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException($"no SpecEdge.sln above {AppContext.BaseDirectory}");
-    }
 }

@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using SpecEdge.CloudVerifier.Hosting;
@@ -113,7 +111,7 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     [Fact]
     public async Task Generate_ServerUnreachable_OneLineNamingIt()
     {
-        var port = FreePort();
+        var port = TestPlaces.FreePort();
 
         var (code, _, error) = await RunAsync("generate", "--server", $"http://127.0.0.1:{port}", "--draft", fixture.Pair.DraftDir, "--prompt", "x");
 
@@ -194,10 +192,4 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
         return (code, output.ToString(), error.ToString());
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

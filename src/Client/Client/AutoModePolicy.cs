@@ -10,7 +10,11 @@ namespace SpecEdge.EdgeClient.Client;
 /// <item>A drafting generation gives way to the cloud mid-way on evidence that grows with the rounds seen: after
 /// <see cref="RoundsBeforeJudging"/> rounds when drafting costs twice the cloud's time per token, after twice as many
 /// at 1.5 times, after four times as many at <see cref="LeaveMargin"/> times. Early rounds are dearer than later ones
-/// (γ is still being learned), switching costs a new session, and near a tie it gains nothing.</item>
+/// (γ is still being learned), and near a tie it gains nothing. And only when it pays: what the cloud would save over
+/// the tokens still to come must exceed what the switch costs, a round trip and a prefill step for the new session.</item>
+/// <item>What it learns is every generation's rounds pooled, token-weighted, older generations fading by
+/// <see cref="Memory"/> each: prompts differ in how well the draft does, so one hard prompt must not outweigh the
+/// generations before it.</item>
 /// </list>
 /// Every mode is exact, so switching never changes the output. One per client.
 /// </summary>
@@ -28,11 +32,23 @@ internal sealed class AutoModePolicy
     /// <summary>How much slower than the cloud drafting must have been for a generation to start in the cloud.</summary>
     public const double StartMargin = 1.05;
 
+    /// <summary>The weight a generation's evidence keeps at each later generation.</summary>
+    public const double Memory = 0.8;
+
     private readonly Lock _lock = new();
-    private double? _draftingMsPerToken;
-    private double? _cloudMsPerToken;
-    private double? _verifyMsPerStep;
+    private double _draftWall;
+    private double _draftTokens;
+    private double _draftVerify;
+    private double _draftRounds;
+    private double _cloudWall;
+    private double _cloudTokens;
     private int _generations;
+
+    private double? DraftingMsPerToken => _draftTokens >= 3 ? _draftWall / _draftTokens : null;
+
+    private double? VerifyMsPerStep => _draftRounds > 0 ? _draftVerify / _draftRounds : null;
+
+    private double? MeasuredCloudMsPerToken => _cloudTokens >= 3 ? _cloudWall / _cloudTokens : null;
 
     /// <summary>The cloud's time per token: measured, else the verifier's step time seen from drafting rounds; null when neither is known.</summary>
     public double? CloudMsPerToken
@@ -41,7 +57,7 @@ internal sealed class AutoModePolicy
         {
             lock (_lock)
             {
-                return _cloudMsPerToken ?? _verifyMsPerStep;
+                return MeasuredCloudMsPerToken ?? VerifyMsPerStep;
             }
         }
     }
@@ -52,13 +68,16 @@ internal sealed class AutoModePolicy
         lock (_lock)
         {
             _generations++;
-            return (_cloudMsPerToken ?? _verifyMsPerStep) is { } cloud && _draftingMsPerToken is { } drafting
+            return (MeasuredCloudMsPerToken ?? VerifyMsPerStep) is { } cloud && DraftingMsPerToken is { } drafting
                 && cloud * StartMargin < drafting && _generations % ProbeEvery != 0;
         }
     }
 
-    /// <summary>Whether drafting should give way to the cloud, judged on this segment's rounds after its first.</summary>
-    public bool ShouldLeaveDrafting(IReadOnlyList<RoundRecord> rounds, int segmentStart)
+    /// <summary>
+    /// Whether drafting should give way to the cloud, judged on this segment's rounds after its first, with
+    /// <paramref name="remainingTokens"/> still to generate.
+    /// </summary>
+    public bool ShouldLeaveDrafting(IReadOnlyList<RoundRecord> rounds, int segmentStart, int remainingTokens)
     {
         var judged = rounds.Count - segmentStart - 1;
         if (judged < RoundsBeforeJudging)
@@ -66,17 +85,26 @@ internal sealed class AutoModePolicy
             return false;
         }
 
-        double wall = 0, committed = 0, verify = 0;
+        double wall = 0, committed = 0, verify = 0, link = 0;
         for (var i = segmentStart + 1; i < rounds.Count; i++)
         {
             wall += rounds[i].WallMs;
             committed += rounds[i].Committed;
             verify += rounds[i].VerifyMs;
+            link += rounds[i].NetworkAndQueueMs;
+        }
+
+        if (committed == 0)
+        {
+            return false;
         }
 
         var cloud = CloudMsPerToken ?? verify / judged;
+        var drafting = wall / committed;
         var margin = judged >= 4 * RoundsBeforeJudging ? LeaveMargin : judged >= 2 * RoundsBeforeJudging ? 1.5 : 2.0;
-        return committed > 0 && wall / committed > cloud * margin;
+        // A cloud session's first token costs a round trip and a prefill step more than the next ones.
+        var switchCost = (link + verify) / judged;
+        return drafting > cloud * margin && (drafting - cloud) * remainingTokens > switchCost;
     }
 
     /// <summary>Learns from a finished generation's rounds (each after its session's first): drafting and cloud time per token, and the verifier's step time.</summary>
@@ -103,16 +131,13 @@ internal sealed class AutoModePolicy
         {
             if (draftTokens >= 3)
             {
-                _draftingMsPerToken = Blend(_draftingMsPerToken, draftWall / draftTokens);
-                _verifyMsPerStep = Blend(_verifyMsPerStep, draftVerify / draftRounds);
+                (_draftWall, _draftTokens, _draftVerify, _draftRounds) = ((Memory * _draftWall) + draftWall, (Memory * _draftTokens) + draftTokens, (Memory * _draftVerify) + draftVerify, (Memory * _draftRounds) + draftRounds);
             }
 
             if (cloudTokens >= 3)
             {
-                _cloudMsPerToken = Blend(_cloudMsPerToken, cloudWall / cloudTokens);
+                (_cloudWall, _cloudTokens) = ((Memory * _cloudWall) + cloudWall, (Memory * _cloudTokens) + cloudTokens);
             }
         }
     }
-
-    private static double Blend(double? old, double value) => old is { } o ? (0.5 * o) + (0.5 * value) : value;
 }

@@ -389,7 +389,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         tracker.ModesUsed.Add(GenerationMode.Conditional.Name());
         return new SpeculativeRunner(token => new GrpcDecodeStream(endpoint.Client, token), _engine!, drafting, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout, AdaptiveFor(drafting), () =>
         {
-            tracker.InCloud = _auto.ShouldLeaveDrafting(tracker.Rounds, segmentStart);
+            tracker.InCloud = _auto.ShouldLeaveDrafting(tracker.Rounds, segmentStart, request.MaxNewTokens - tracker.Generated);
             return tracker.InCloud;
         }).RunAsync(cancellationToken);
     }

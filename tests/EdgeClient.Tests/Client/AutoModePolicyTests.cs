@@ -36,7 +36,32 @@ public sealed class AutoModePolicyTests
     {
         var policy = new AutoModePolicy();
 
-        Assert.Equal(leave, policy.ShouldLeaveDrafting(Drafting(rounds, wallMs), segmentStart: 0));
+        Assert.Equal(leave, policy.ShouldLeaveDrafting(Drafting(rounds, wallMs), segmentStart: 0, remainingTokens: 48));
+    }
+
+    [Theory]
+    [InlineData(3, 20, true)] // 60 ms a token saved on each of 20 tokens: far more than one 50 ms switch
+    [InlineData(12, 3, false)] // 20 ms a token over 3 tokens (60 ms) against a 50 ms verify plus a 100 ms round trip
+    [InlineData(12, 10, true)] // over 10 tokens (200 ms) it pays
+    public void ShouldLeaveDrafting_OnlyWhenTheRestPaysForTheSwitch(int rounds, int remaining, bool leave)
+    {
+        var policy = new AutoModePolicy();
+        var wall = rounds == 3 ? 330 : 210;
+        var slow = Drafting(rounds, wall).Select(r => r with { NetworkAndQueueMs = rounds == 3 ? 0 : 100 }).ToList();
+
+        Assert.Equal(leave, policy.ShouldLeaveDrafting(slow, segmentStart: 0, remainingTokens: remaining));
+    }
+
+    [Fact]
+    public void Learn_OneHardPrompt_DoesNotOutweighTheGenerationsBefore()
+    {
+        var policy = new AutoModePolicy();
+        policy.Learn([Round(1, 0, 1, 500), .. Enumerable.Range(2, 20).Select(i => Round(i, 0, 1, 60))]); // the cloud: 60 ms a token
+        policy.Learn(Drafting(16, 135)); // drafting at 45 ms a token
+        policy.Learn(Drafting(16, 135));
+        policy.Learn(Drafting(5, 300)); // then a hard prompt: 100 ms a token over its few rounds before it left
+
+        Assert.False(policy.StartInCloud());
     }
 
     [Fact]

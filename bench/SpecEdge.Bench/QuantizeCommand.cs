@@ -143,7 +143,7 @@ internal static class QuantizeCommand
                 }
             }
 
-            return times.Select(t => t.Order().ElementAt(t.Count / 2)).ToArray();
+            return times.Select(t => Stats.Median(t)).ToArray();
         }
         finally
         {

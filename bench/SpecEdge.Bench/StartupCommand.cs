@@ -92,15 +92,13 @@ internal static class StartupCommand
             Console.WriteLine();
             Console.WriteLine("| load | ms (each) | median ms |");
             Console.WriteLine("|---|---|---|");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| hash every file, then load (every start before) | {string.Join(", ", full.Select(v => v.ToString("F0", CultureInfo.InvariantCulture)))} | {Median(full):F0} |"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| stamp check, then load (now) | {string.Join(", ", stamped.Select(v => v.ToString("F0", CultureInfo.InvariantCulture)))} | {Median(stamped):F0} |"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| hash every file, then load (every start before) | {string.Join(", ", full.Select(v => v.ToString("F0", CultureInfo.InvariantCulture)))} | {Stats.Median(full):F0} |"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| stamp check, then load (now) | {string.Join(", ", stamped.Select(v => v.ToString("F0", CultureInfo.InvariantCulture)))} | {Stats.Median(stamped):F0} |"));
             Console.WriteLine();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Start-up now takes {Median(stamped) / Median(full):F2}x the time it took; the hashing alone was {(Median(full) - Median(stamped)) / 1000:F1} s of it."));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Start-up now takes {Stats.Median(stamped) / Stats.Median(full):F2}x the time it took; the hashing alone was {(Stats.Median(full) - Stats.Median(stamped)) / 1000:F1} s of it."));
             Directory.Delete(root, recursive: true);
             return 0;
         });
         return command;
     }
-
-    private static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
 }

@@ -20,8 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
     || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 
-dotnet build bench/SpecEdge.Bench -c Release -nologo -clp:ErrorsOnly
-bench="dotnet bench/SpecEdge.Bench/bin/Release/net10.0/specedge-bench.dll"
+# SPECEDGE_BENCH_CONFIGURATION=Debug reuses the build .ci/run has just made instead of compiling everything again.
+configuration="${SPECEDGE_BENCH_CONFIGURATION:-Release}"
+dotnet build bench/SpecEdge.Bench -c "$configuration" -nologo -clp:ErrorsOnly
+bench="dotnet bench/SpecEdge.Bench/bin/$configuration/net10.0/specedge-bench.dll"
 if [ "${1:-}" = "--short" ]; then
   $bench fleet --edges 8 --generations 2 --tokens 16 --no-prometheus
 else

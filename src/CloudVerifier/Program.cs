@@ -29,10 +29,10 @@ if (args.Contains("--help") || args.Contains("-h"))
           --drain-delay SECONDS  on SIGTERM, how long readiness says NOT_SERVING before sessions move (default 0)
           --metrics-url URL      serve Prometheus metrics at URL/metrics on its own HTTP/1.1 listener (e.g. http://+:9464/)
           --otlp URL             export metrics and traces over OTLP (also on with OTEL_EXPORTER_OTLP_ENDPOINT)
+          --hash-key             read an API key on stdin and print the SHA-256 to configure
 
         Health (gRPC health service): "" and specedge.v1.Verifier are readiness (NOT_SERVING while the model loads and
         from the start of draining), "liveness" is liveness.
-          --hash-key             read an API key on stdin and print the SHA-256 to configure
 
         Every setting is also configuration: appsettings.json, Verifier__* environment variables, --Verifier:Key=value.
         """);

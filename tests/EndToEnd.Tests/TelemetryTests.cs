@@ -92,6 +92,8 @@ public sealed class TelemetryTests : IAsyncLifetime
 
         Assert.Equal(report.Rounds, scrape.Sum("specedge_verifier_stage_duration_seconds_count", ("specedge_stage", "0")));
         Assert.Equal(report.Resilience.Sessions, scrape.Sum("specedge_verifier_sessions_total", ("specedge_session_kind", "decode")));
+        // Zero, and present: a missing series would sum to zero too.
+        Assert.True(scrape.Has("specedge_verifier_sessions_active") && scrape.Has("specedge_verifier_kv_cache_usage_bytes"), "the session gauges are missing from the scrape");
         Assert.Equal(0, scrape.Sum("specedge_verifier_sessions_active"));
         Assert.Equal(0, scrape.Sum("specedge_verifier_kv_cache_usage_bytes"));
         Assert.True(scrape.Sum("specedge_verifier_batch_steps_total") >= report.Rounds, "fewer model steps than rounds");

@@ -2,8 +2,6 @@ using System.Diagnostics;
 using System.Net;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
-using SpecEdge.Shared.Runtime;
-using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Bench.Reliability;
 
@@ -18,17 +16,18 @@ internal sealed record SoakReport
     public required int Identical { get; init; }
 
     /// <summary>Every fault injected.</summary>
-    public required int Faults { get; init; }
+    public int Faults => FaultList.Count;
 
     /// <summary>Faults that interrupted a generation in flight: its session broke or timed out and it opened another.</summary>
-    public required int FaultsInterrupting { get; init; }
+    public int FaultsInterrupting => FaultList.Count(f => f.Interrupted);
 
     /// <summary>Aims abandoned: the aimed-at phase did not come before the generation ended.</summary>
     public required int MissedAims { get; init; }
 
     public required IReadOnlyList<InjectedFault> FaultList { get; init; }
 
-    public required IReadOnlyDictionary<string, int> FaultsByKind { get; init; }
+    /// <summary>Faults by kind (every kind listed, with 0 when none was injected).</summary>
+    public IReadOnlyDictionary<string, int> FaultsByKind => FaultSoak.Kinds.ToDictionary(k => k, k => FaultList.Count(f => f.Kind == k));
 
     public required long TokensCommitted { get; init; }
 
@@ -68,7 +67,7 @@ internal static class FaultSoak
 {
     private static readonly GenerationMode[] Modes = [GenerationMode.Speculative, GenerationMode.Preemptive, GenerationMode.Conditional, GenerationMode.Proactive, GenerationMode.Cloud, GenerationMode.Auto];
 
-    private static readonly string[] Kinds = ["kill -9 + restart", "drop connections", "stall link 1.5-3 s"];
+    internal static readonly string[] Kinds = ["kill -9 + restart", "drop connections", "stall link 1.5-3 s"];
 
     /// <summary>The phases each mode passes through with its verifier, the rarer first (the first aims of a short run go there).</summary>
     private static GenerationPhase[] PhasesOf(GenerationMode mode) => mode switch
@@ -84,8 +83,8 @@ internal static class FaultSoak
     public static async Task<SoakReport> RunAsync(string targetDir, string draftDir, int minFaults, int tokens, int seed, TextWriter log, CancellationToken cancellationToken)
     {
         var random = new Random(seed);
-        var prompts = Enumerable.Range(0, 6).Select(p => new[] { 256 }.Concat(Enumerable.Range(0, 3 + p).Select(_ => random.Next(32, 127))).Select(t => new TokenId(t)).ToArray()).ToList();
-        var expected = prompts.Select(p => LocalGreedy(targetDir, p, tokens)).ToList();
+        var prompts = ReferenceOutputs.Prompts(random, 6);
+        var expected = ReferenceOutputs.Greedy(targetDir, prompts, tokens);
 
         string[] emulateGpu = ["--profile", "paper-nano-a100"];
         await using var a = new VerifierProcess(targetDir, VerifierProcess.FreePort(), emulateGpu);
@@ -154,11 +153,8 @@ internal static class FaultSoak
         {
             Generations = generations,
             Identical = identical,
-            Faults = faults.Count,
-            FaultsInterrupting = faults.Count(f => f.Interrupted),
             MissedAims = missedAims,
             FaultList = faults,
-            FaultsByKind = Kinds.ToDictionary(k => k, k => faults.Count(f => f.Kind == k)),
             TokensCommitted = committed,
             TokensLost = lost,
             TokensDuplicated = duplicated,
@@ -211,7 +207,7 @@ internal static class FaultSoak
                     aims[mode] = aim + 1;
                     if (tracker.Phase != phase)
                     {
-                        Interlocked.Increment(ref missedAims);
+                        missedAims++;
                         continue;
                     }
 
@@ -228,14 +224,13 @@ internal static class FaultSoak
                         case 0:
                             var process = processes[which];
                             process.Kill();
-                            lock (restarts)
+                            // Drawn here: Random is not thread-safe, and one draw order keeps a seed's run repeatable.
+                            var restartDelay = random.Next(200, 1200);
+                            restarts.Add(Task.Run(async () =>
                             {
-                                restarts.Add(Task.Run(async () =>
-                                {
-                                    await Task.Delay(random.Next(200, 1200), CancellationToken.None);
-                                    await process.StartAsync(CancellationToken.None);
-                                }));
-                            }
+                                await Task.Delay(restartDelay, CancellationToken.None);
+                                await process.StartAsync(CancellationToken.None);
+                            }));
 
                             break;
                         case 1:
@@ -268,11 +263,5 @@ internal static class FaultSoak
 
             return landed;
         }
-    }
-
-    private static List<int> LocalGreedy(string targetDir, TokenId[] prompt, int count)
-    {
-        using var model = LanguageModel.Load(targetDir, new RuntimeOptions { IntraOpThreads = 1 });
-        return TargetOnlyDecoding.Greedy(model, prompt, count).Select(t => t.Value).ToList();
     }
 }

@@ -6,8 +6,6 @@ using System.Text.Json;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using SpecEdge.EdgeClient.Client;
-using SpecEdge.Shared.Runtime;
-using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Bench.Reliability;
 
@@ -95,13 +93,8 @@ internal static class FleetRun
             ? FindExecutable("prometheus") ?? throw new InvalidOperationException("prometheus is not installed: apt-get install prometheus, or pass --no-prometheus")
             : null;
         var work = Directory.CreateTempSubdirectory("specedge-fleet-");
-        var random = new Random(11);
-        var prompts = Enumerable.Range(0, 8).Select(p => new[] { 256 }.Concat(Enumerable.Range(0, 3 + p).Select(_ => random.Next(32, 127))).Select(t => new TokenId(t)).ToArray()).ToList();
-        List<List<int>> expected;
-        using (var model = LanguageModel.Load(targetDir, new RuntimeOptions { IntraOpThreads = 1 }))
-        {
-            expected = prompts.Select(p => TargetOnlyDecoding.Greedy(model, p, options.Tokens).Select(t => t.Value).ToList()).ToList();
-        }
+        var prompts = ReferenceOutputs.Prompts(new Random(11), 8);
+        var expected = ReferenceOutputs.Greedy(targetDir, prompts, options.Tokens);
 
         var metricsPorts = Enumerable.Range(0, options.Replicas).Select(_ => VerifierProcess.FreePort()).ToList();
         var verifiers = metricsPorts.Select(m => new VerifierProcess(targetDir, VerifierProcess.FreePort(),
@@ -117,8 +110,9 @@ internal static class FleetRun
             var balancerPort = VerifierProcess.FreePort();
             var config = Path.Combine(work.FullName, "nginx.conf");
             await File.WriteAllTextAsync(config, NginxConfig(work.FullName, balancerPort, verifiers.Select(v => v.Port)), cancellationToken);
-            balancer = Start(nginx, ["-p", work.FullName, "-c", config, "-g", "daemon off;"], Path.Combine(work.FullName, "nginx.out"));
-            await WaitForPortAsync(balancerPort, balancer, cancellationToken);
+            var balancerOutput = new ConcurrentQueue<string>();
+            balancer = ChildProcess.Start(nginx, ["-p", work.FullName, "-c", config, "-g", "daemon off;"], balancerOutput);
+            await WaitForPortAsync(balancerPort, balancer, balancerOutput, cancellationToken);
             log.WriteLine($"[fleet] nginx on {balancerPort} (config {config})");
 
             var edgeMetricsPort = VerifierProcess.FreePort();
@@ -136,8 +130,9 @@ internal static class FleetRun
             {
                 var promConfig = Path.Combine(work.FullName, "prometheus.yml");
                 await File.WriteAllTextAsync(promConfig, PrometheusConfig(metricsPorts, edgeMetricsPort), cancellationToken);
-                prometheus = Start(prometheusPath, [$"--config.file={promConfig}", $"--storage.tsdb.path={Path.Combine(work.FullName, "tsdb")}", $"--web.listen-address=127.0.0.1:{prometheusPort}"], Path.Combine(work.FullName, "prometheus.out"));
-                await WaitForPortAsync(prometheusPort, prometheus, cancellationToken);
+                var prometheusOutput = new ConcurrentQueue<string>();
+                prometheus = ChildProcess.Start(prometheusPath, [$"--config.file={promConfig}", $"--storage.tsdb.path={Path.Combine(work.FullName, "tsdb")}", $"--web.listen-address=127.0.0.1:{prometheusPort}"], prometheusOutput);
+                await WaitForPortAsync(prometheusPort, prometheus, prometheusOutput, cancellationToken);
                 log.WriteLine($"[fleet] prometheus on {prometheusPort}");
             }
 
@@ -379,15 +374,8 @@ internal static class FleetRun
         return calls;
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, CancellationToken cancellationToken)
-    {
-        while (!condition())
-        {
-            await Task.Delay(20, cancellationToken);
-        }
-    }
 
-    private static async Task WaitForPortAsync(int port, Process process, CancellationToken cancellationToken)
+    private static async Task WaitForPortAsync(int port, Process process, ConcurrentQueue<string> output, CancellationToken cancellationToken)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (true)
@@ -404,27 +392,11 @@ internal static class FleetRun
             }
             catch (System.Net.Sockets.SocketException ex)
             {
-                throw new InvalidOperationException($"{process.StartInfo.FileName} did not listen on {port} ({(process.HasExited ? $"exited with {process.ExitCode}" : "no answer")})", ex);
+                throw new InvalidOperationException($"{process.StartInfo.FileName} did not listen on {port} ({(process.HasExited ? $"exited with {process.ExitCode}" : "no answer")}): {string.Join(" | ", output)}", ex);
             }
         }
     }
 
-    private static Process Start(string file, IEnumerable<string> args, string outputFile)
-    {
-        var info = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {file}");
-        var writer = new StreamWriter(outputFile) { AutoFlush = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
-    }
 
     private static void Stop(Process? process)
     {
@@ -437,7 +409,7 @@ internal static class FleetRun
         process?.Dispose();
     }
 
-    internal static string? FindExecutable(string name) =>
+    private static string? FindExecutable(string name) =>
         (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(':').Append("/usr/sbin").Append("/usr/bin")
             .Select(dir => Path.Combine(dir, name)).FirstOrDefault(File.Exists);
 }

@@ -45,23 +45,8 @@ internal sealed class VerifierProcess : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "specedge-cloud.dll");
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in new[] { dll, "--model", _targetDir, "--urls", Address.ToString(), "--threads", "1", "--Verifier:DefaultExitThreshold=0", "--Logging:LogLevel:Default=Warning" }.Concat(_extraArgs))
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        _process = Process.Start(info) ?? throw new InvalidOperationException("could not start the verifier process");
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        _process.OutputDataReceived += (_, e) => Keep(output, e.Data);
-        _process.ErrorDataReceived += (_, e) => Keep(output, e.Data);
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        _process = ChildProcess.Start("dotnet", new[] { dll, "--model", _targetDir, "--urls", Address.ToString(), "--threads", "1", "--Verifier:DefaultExitThreshold=0", "--Logging:LogLevel:Default=Warning" }.Concat(_extraArgs), output);
         Starts++;
         using var channel = GrpcChannel.ForAddress(Address);
         var client = new Verifier.VerifierClient(channel);
@@ -85,19 +70,6 @@ internal sealed class VerifierProcess : IAsyncDisposable
         }
     }
 
-    private static void Keep(System.Collections.Concurrent.ConcurrentQueue<string> lines, string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lines.Enqueue(line);
-        while (lines.Count > 20)
-        {
-            lines.TryDequeue(out _);
-        }
-    }
 
     /// <summary>SIGKILL: no shutdown, no goodbye; open streams just break.</summary>
     public void Kill()

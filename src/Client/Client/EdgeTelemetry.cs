@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Grpc.Core;
+using SpecEdge.Shared.Protocol;
 
 namespace SpecEdge.EdgeClient.Client;
 
@@ -18,14 +19,8 @@ public static class EdgeTelemetry
     /// <summary>The activity source of the edge's spans.</summary>
     public const string ActivitySourceName = "SpecEdge.Edge";
 
-    /// <summary>
-    /// The metadata key carrying a generation's session-affinity key: every call of one generation (its sessions after a
-    /// failover and resume too) carries the same value, so a balancer hashing on it keeps the generation on one replica
-    /// while that replica lives.
-    /// </summary>
-    public const string SessionHeader = "x-specedge-session";
-
-    private static readonly double[] DurationBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+    /// <summary>The metadata key carrying a generation's session-affinity key (<see cref="TelemetryConventions.SessionHeader"/>).</summary>
+    public const string SessionHeader = TelemetryConventions.SessionHeader;
 
     private static readonly Meter Meter = new(MeterName);
 
@@ -35,13 +30,13 @@ public static class EdgeTelemetry
 
     private static readonly Counter<long> Tokens = Meter.CreateCounter<long>("specedge.edge.tokens", "{token}", "New tokens committed, by mode.");
 
-    private static readonly Histogram<double> TimePerToken = Meter.CreateHistogram("specedge.edge.generation.time_per_token", "s", "A generation's wall time over its new tokens (ms per token, in seconds), by mode.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+    private static readonly Histogram<double> TimePerToken = Meter.CreateHistogram("specedge.edge.generation.time_per_token", "s", "A generation's wall time over its new tokens (ms per token, in seconds), by mode.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
 
-    private static readonly Histogram<double> GenerationDuration = Meter.CreateHistogram("specedge.edge.generation.duration", "s", "A generation's wall time, by mode.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+    private static readonly Histogram<double> GenerationDuration = Meter.CreateHistogram("specedge.edge.generation.duration", "s", "A generation's wall time, by mode.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
 
     private static readonly Counter<long> Rounds = Meter.CreateCounter<long>("specedge.edge.rounds", "{round}", "Rounds sent for verification.");
 
-    private static readonly Histogram<double> RoundPhase = Meter.CreateHistogram("specedge.edge.round.phase.duration", "s", "A round's time by phase: draft (on the critical path), network (link and queue), verify (the verifier's compute).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+    private static readonly Histogram<double> RoundPhase = Meter.CreateHistogram("specedge.edge.round.phase.duration", "s", "A round's time by phase: draft (on the critical path), network (link and queue), verify (the verifier's compute).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
 
     private static readonly Counter<long> Retries = Meter.CreateCounter<long>("specedge.edge.retries", "{retry}", "Sessions retried after a failure without progress.");
 

@@ -31,6 +31,9 @@ public sealed record GenerationRequest
     /// </summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
 
+    /// <summary>The most stop sequences a request may carry (as OpenAI's API allows).</summary>
+    public const int MaxStopSequences = 4;
+
     /// <summary>How to decode (default speculative).</summary>
     public GenerationMode Mode { get; init; } = GenerationMode.Speculative;
 

@@ -205,10 +205,12 @@ public sealed class SpecEdgeChatClient : IChatClient
         return sampling.Validate() is { } problem ? throw new ArgumentException(problem, nameof(options)) : sampling;
     }
 
-    private static ChatFinishReason FinishReason(GenerationReport report) =>
+    /// <summary>A generation's finish as Microsoft.Extensions.AI says it: length for the token or context limit, else stop.</summary>
+    internal static ChatFinishReason FinishReason(GenerationReport report) =>
         report.FinishReason is "length" or "context" ? ChatFinishReason.Length : ChatFinishReason.Stop;
 
-    private static UsageDetails Usage(GenerationReport report) => new()
+    /// <summary>A generation's token counts.</summary>
+    internal static UsageDetails Usage(GenerationReport report) => new()
     {
         InputTokenCount = report.PromptTokens,
         OutputTokenCount = report.NewTokens,

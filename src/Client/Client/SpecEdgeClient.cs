@@ -37,7 +37,6 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private readonly EndpointRing _ring;
     private readonly DraftEngine? _engine;
     private readonly ILogger _logger;
-    private const int MaxStopSequences = 4;
     private int _running;
     private ChatTemplate? _chatTemplate;
     private readonly Dictionary<(GenerationMode Mode, int Max), AdaptiveDraftLength> _adaptive = [];
@@ -193,9 +192,9 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             throw new ArgumentException($"mode {request.Mode.Name()} needs a verifier: give a server address", nameof(request));
         }
 
-        if (request.StopSequences.Count > MaxStopSequences || request.StopSequences.Any(string.IsNullOrEmpty))
+        if (request.StopSequences.Count > GenerationRequest.MaxStopSequences || request.StopSequences.Any(string.IsNullOrEmpty))
         {
-            throw new ArgumentException($"stop sequences: at most {MaxStopSequences}, none empty (got {request.StopSequences.Count})", nameof(request));
+            throw new ArgumentException($"stop sequences: at most {GenerationRequest.MaxStopSequences}, none empty (got {request.StopSequences.Count})", nameof(request));
         }
 
         var stops = request.StopSequences;

@@ -40,7 +40,6 @@ public sealed class AdaptiveDraftLength
     private double _sumXY;
     private double _sumYY;
     private double _draftMs;
-    private int _observations;
 
     /// <summary>Starts at <paramref name="initial"/> drafts per round, never above <paramref name="max"/>.</summary>
     /// <param name="initial">The first γ.</param>
@@ -73,18 +72,6 @@ public sealed class AdaptiveDraftLength
             }
 
             return mean;
-        }
-    }
-
-    /// <summary>The measured wall time of a round against γ: (ms at γ = 0, ms per extra draft); null before two γ values are seen.</summary>
-    public (double Intercept, double Slope)? RoundTime
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return Fit() is { } fit ? (fit.Intercept, fit.Slope) : null;
-            }
         }
     }
 
@@ -178,7 +165,6 @@ public sealed class AdaptiveDraftLength
                 _draftMs = _draftMs == 0 ? draftMs / drafted : (0.7 * _draftMs) + (0.3 * draftMs / drafted);
             }
 
-            _observations++;
             Current = Choose();
         }
     }

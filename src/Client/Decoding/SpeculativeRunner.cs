@@ -67,9 +67,9 @@ internal sealed class SpeculativeRunner
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
+        // The client passes its controller for this mode and γ (SpecEdgeClient.AdaptiveFor); a runner built alone makes one.
         _adaptive = !request.AdaptiveDraftTokens ? null
-            : adaptive is not null && adaptive.Max == _maxDrafts ? adaptive
-            : new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, _maxDrafts), _maxDrafts);
+            : adaptive ?? new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, _maxDrafts), _maxDrafts);
     }
 
     public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)

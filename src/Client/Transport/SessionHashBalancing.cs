@@ -1,6 +1,7 @@
 using System.Text;
 using Grpc.Net.Client.Balancer;
 using Microsoft.Extensions.Logging;
+using SpecEdge.Shared.Numerics;
 using SpecEdge.EdgeClient.Client;
 
 namespace SpecEdge.EdgeClient.Transport;
@@ -28,28 +29,39 @@ internal sealed class SessionHashLoadBalancerFactory : LoadBalancerFactory
 }
 
 /// <summary>Picks the ready verifier with the highest hash of (session key, address).</summary>
-internal sealed class SessionHashPicker(IReadOnlyList<Subchannel> ready) : SubchannelPicker
+internal sealed class SessionHashPicker : SubchannelPicker
 {
+    private readonly IReadOnlyList<Subchannel> _ready;
+    private readonly byte[][] _addresses;
     private int _next;
+
+    public SessionHashPicker(IReadOnlyList<Subchannel> ready)
+    {
+        _ready = ready;
+        _addresses = [.. ready.Select(s => Encoding.UTF8.GetBytes(s.CurrentAddress?.ToString() ?? string.Empty))];
+    }
 
     public override PickResult Pick(PickContext context)
     {
         if (context.Request?.Headers.TryGetValues(EdgeTelemetry.SessionHeader, out var values) == true && values.FirstOrDefault() is { Length: > 0 } session)
         {
-            return PickResult.ForSubchannel(ready[Choose(session, ready.Select(s => s.CurrentAddress?.ToString() ?? string.Empty).ToList())]);
+            return PickResult.ForSubchannel(_ready[Choose(session, _addresses)]);
         }
 
-        return PickResult.ForSubchannel(ready[(int)((uint)Interlocked.Increment(ref _next) % (uint)ready.Count)]);
+        return PickResult.ForSubchannel(_ready[(int)((uint)Interlocked.Increment(ref _next) % (uint)_ready.Count)]);
     }
 
     /// <summary>The index of the address that ranks highest for <paramref name="session"/> (rendezvous hashing).</summary>
-    internal static int Choose(string session, IReadOnlyList<string> addresses)
+    private static int Choose(string session, byte[][] addresses)
     {
+        // 64-bit FNV-1a over "session|address" (the session's part once), then SplitMix64's finaliser to spread the
+        // bits: the same ranking in every process.
+        var prefix = Fnv1a(14695981039346656037UL, Encoding.UTF8.GetBytes(session + "|"));
         var best = 0;
         var bestScore = 0UL;
-        for (var i = 0; i < addresses.Count; i++)
+        for (var i = 0; i < addresses.Length; i++)
         {
-            var score = Fnv1a($"{session}|{addresses[i]}");
+            var score = SplitMix64.Mix(Fnv1a(prefix, addresses[i]));
             if (i == 0 || score > bestScore)
             {
                 (best, bestScore) = (i, score);
@@ -59,17 +71,13 @@ internal sealed class SessionHashPicker(IReadOnlyList<Subchannel> ready) : Subch
         return best;
     }
 
-    /// <summary>64-bit FNV-1a of the text's UTF-8 bytes, then SplitMix64's finalizer to spread the bits: the same ranking in every process.</summary>
-    private static ulong Fnv1a(string text)
+    private static ulong Fnv1a(ulong hash, ReadOnlySpan<byte> bytes)
     {
-        var hash = 14695981039346656037UL;
-        foreach (var b in Encoding.UTF8.GetBytes(text))
+        foreach (var b in bytes)
         {
             hash = (hash ^ b) * 1099511628211UL;
         }
 
-        hash = (hash ^ (hash >> 30)) * 0xBF58476D1CE4E5B9UL;
-        hash = (hash ^ (hash >> 27)) * 0x94D049BB133111EBUL;
-        return hash ^ (hash >> 31);
+        return hash;
     }
 }

@@ -44,7 +44,6 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
 
     public static VerifierEndpoint Create(Uri server, EdgeClientOptions options)
     {
-        var address = server;
         var handler = new SocketsHttpHandler
         {
             ConnectTimeout = options.ConnectTimeout,
@@ -86,7 +85,7 @@ internal sealed class VerifierEndpoint : IAsyncDisposable
             ThrowOperationCanceledOnCancellation = true,
             MaxReceiveMessageSize = 16 * 1024 * 1024,
         };
-        var target = address.ToString();
+        var target = server.ToString();
         if (options.Balancing == VerifierBalancing.SessionHash)
         {
             // Client-side balancing: the resolver finds every verifier behind the name, the picker hashes the session.

@@ -46,9 +46,9 @@ internal static class GenerateCommand
             };
             request = WithPrompt(request, parse.GetValue(o.Prompt), parse.GetValue(o.PromptFile), parse.GetValue(o.PromptIds), parse.GetValue(o.Chat), parse.GetValue(o.System));
             var stops = parse.GetValue(o.Stop) ?? [];
-            if (stops.Length > 4 || stops.Any(string.IsNullOrEmpty))
+            if (stops.Length > GenerationRequest.MaxStopSequences || stops.Any(string.IsNullOrEmpty))
             {
-                throw new UsageException($"--stop: at most 4 stop sequences, none empty (got {stops.Length})");
+                throw new UsageException($"--stop: at most {GenerationRequest.MaxStopSequences} stop sequences, none empty (got {stops.Length})");
             }
 
             request = request with { StopSequences = stops };
@@ -232,17 +232,15 @@ internal static class GenerateCommand
         return servers;
     }
 
-    private static string? ReadApiKey(string? file)
-    {
-        if (file is not null)
-        {
-            return File.Exists(file)
-                ? File.ReadAllText(file).Trim() is { Length: > 0 } key ? key : throw new UsageException($"--api-key-file: '{file}' is empty")
-                : throw new UsageException($"--api-key-file: '{Path.GetFullPath(file)}' not found");
-        }
+    private static string? ReadApiKey(string? file) =>
+        file is not null ? ReadKeyFile(file, "--api-key-file")
+            : Environment.GetEnvironmentVariable(ApiKeyEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment.Trim() : null;
 
-        return Environment.GetEnvironmentVariable(ApiKeyEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment.Trim() : null;
-    }
+    /// <summary>A key from the file <paramref name="flag"/> names: trimmed, and refused naming the flag when missing or empty.</summary>
+    internal static string ReadKeyFile(string file, string flag) =>
+        File.Exists(file)
+            ? File.ReadAllText(file).Trim() is { Length: > 0 } key ? key : throw new UsageException($"{flag}: '{Path.GetFullPath(file)}' is empty")
+            : throw new UsageException($"{flag}: '{Path.GetFullPath(file)}' not found");
 
     private static string? ExistingFile(string? path, string option) =>
         path is null || File.Exists(path) ? path : throw new UsageException($"{option}: '{Path.GetFullPath(path)}' not found");

@@ -35,13 +35,7 @@ internal static class ServeCommand
                     throw new UsageException($"--listen: '{parse.GetValue(listen)}' is not a URL such as http://127.0.0.1:8080");
                 }
 
-                string? key = null;
-                if (parse.GetValue(keyFile) is { } path)
-                {
-                    key = File.Exists(path)
-                        ? File.ReadAllText(path).Trim() is { Length: > 0 } text ? text : throw new UsageException($"--serve-key-file: '{Path.GetFullPath(path)}' is empty")
-                        : throw new UsageException($"--serve-key-file: '{Path.GetFullPath(path)}' not found");
-                }
+                var key = parse.GetValue(keyFile) is { } path ? GenerateCommand.ReadKeyFile(path, "--serve-key-file") : null;
 
                 using var export = EdgeTelemetryExport.Start(parse.GetValue(o.Otlp));
                 await using var client = await SpecEdgeClient.ConnectAsync(GenerateCommand.ClientOptions(parse, o, generationMode), cancellationToken: cancellationToken);

@@ -26,9 +26,6 @@ public sealed class EmulatedLink
     /// <summary>The emulated link.</summary>
     public LinkProfile Profile { get; }
 
-    /// <summary>The relays started so far, in the order the client connected its verifiers (the primary first).</summary>
-    public IReadOnlyList<LinkRelay> Relays => [.. _relays];
-
     /// <summary>The relay in front of the primary verifier, once connected.</summary>
     public LinkRelay? Relay => _relays.TryPeek(out var first) ? first : null;
 

@@ -256,8 +256,8 @@ public static class OpenAiServer
                     ["object"] = "text_completion",
                     ["created"] = created,
                     ["model"] = modelId,
-                    ["choices"] = new JsonArray(new JsonObject { ["text"] = report.Text, ["index"] = 0, ["logprobs"] = null, ["finish_reason"] = report.FinishReason is "length" or "context" ? "length" : "stop" }),
-                    ["usage"] = new JsonObject { ["prompt_tokens"] = report.PromptTokens, ["completion_tokens"] = report.NewTokens, ["total_tokens"] = report.PromptTokens + report.NewTokens },
+                    ["choices"] = new JsonArray(new JsonObject { ["text"] = report.Text, ["index"] = 0, ["logprobs"] = null, ["finish_reason"] = Finish(SpecEdgeChatClient.FinishReason(report)) }),
+                    ["usage"] = Usage(SpecEdgeChatClient.Usage(report)),
                 });
                 return;
             }
@@ -282,7 +282,7 @@ public static class OpenAiServer
             }
 
             var done = generation.Report!;
-            await Event(context, Chunk(done.Text.Length > streamed ? done.Text[streamed..] : string.Empty, done.FinishReason is "length" or "context" ? "length" : "stop"));
+            await Event(context, Chunk(done.Text.Length > streamed ? done.Text[streamed..] : string.Empty, Finish(SpecEdgeChatClient.FinishReason(done))));
             await Done(context);
         }, context.RequestAborted);
     }
@@ -317,8 +317,8 @@ public static class OpenAiServer
         {
             null => null,
             JsonValue one when one.TryGetValue<string>(out var text) => [text],
-            JsonArray many when many.Count <= 4 && many.All(s => s is JsonValue v && v.TryGetValue<string>(out var t) && t.Length > 0) => many.Select(s => s!.GetValue<string>()).ToList(),
-            _ => throw new BadRequestException("'stop' must be a string or up to 4 non-empty strings", "stop"),
+            JsonArray many when many.Count <= GenerationRequest.MaxStopSequences && many.All(s => s is JsonValue v && v.TryGetValue<string>(out var t) && t.Length > 0) => many.Select(s => s!.GetValue<string>()).ToList(),
+            _ => throw new BadRequestException($"'stop' must be a string or up to {GenerationRequest.MaxStopSequences} non-empty strings", "stop"),
         };
         return new ChatOptions
         {

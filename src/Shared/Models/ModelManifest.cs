@@ -250,18 +250,19 @@ public sealed record ModelManifest
             }
         }
 
-        WriteStamp(directory);
+        // The sizes and times read before hashing: a file changed while it was hashed no longer matches them.
+        WriteStamp(directory, stamp);
     }
 
     /// <summary>
     /// Records that every file matches the manifest as it stands now (the converter, which has just hashed what it
     /// wrote, and a full check call this); later loads compare sizes and modification times with it.
     /// </summary>
-    internal void WriteStamp(string directory)
+    internal void WriteStamp(string directory, string? stamp = null)
     {
         try
         {
-            System.IO.File.WriteAllText(Path.Combine(directory, VerifiedStampFileName), Stamp(directory));
+            System.IO.File.WriteAllText(Path.Combine(directory, VerifiedStampFileName), stamp ?? Stamp(directory));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

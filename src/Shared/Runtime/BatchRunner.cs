@@ -110,7 +110,7 @@ public sealed class BatchRunner : IDisposable
         _positionIds = new long[tokens];
         _bias = new float[_perSequence ? 0 : (long)tokens * (_slotLength + MaxStepTokens)];
         _element = model.ComputeElementType;
-        _elementSize = _element == TensorElementType.Float16 ? 2 : 4;
+        _elementSize = model.ComputeElementSize;
         _stepKeys = new byte[_layers][];
         _stepValues = new byte[_layers][];
         for (var layer = 0; layer < _layers; layer++)
@@ -164,7 +164,7 @@ public sealed class BatchRunner : IDisposable
     public int MaxBatchTokens { get; }
 
     /// <summary>Bytes of KV cache one slot holds (keys and values of every layer, in the compute type).</summary>
-    public long BytesPerSlot => 2L * _layers * _kvHeads * _headDim * _slotLength * _elementSize;
+    public long BytesPerSlot => _model.KvBytesPerContext(_slotLength);
 
     /// <summary>Whether each step runs one sequence on its own cache (the shared-buffer form) instead of a batch.</summary>
     public bool OneSequencePerStep => _perSequence;
@@ -241,7 +241,6 @@ public sealed class BatchRunner : IDisposable
             var context = rows[0].Slot.Context!;
             context.Rollback(rows[0].Slot.Length);
             context.BeginStep(rows[0].Tokens.Span);
-            _positions[0] = 0;
             _nextStage = 0;
             return;
         }

@@ -152,7 +152,10 @@ public sealed class LanguageModel : IDisposable
 
     /// <summary>Bytes of KV cache one context of <paramref name="maxSequenceLength"/> tokens holds.</summary>
     public long KvBytesPerContext(int maxSequenceLength) =>
-        2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * (ComputeElementType == TensorElementType.Float16 ? 2 : 4);
+        2L * Config.NumHiddenLayers * Config.NumKeyValueHeads * Config.HeadDim * maxSequenceLength * ComputeElementSize;
+
+    /// <summary>Bytes of one element of the compute type (activations and KV cache).</summary>
+    public int ComputeElementSize => ComputeElementType == TensorElementType.Float16 ? 2 : 4;
 
     /// <summary>
     /// The element type of the KV cache and of the hidden state between stages: float32, or float16 for a model
@@ -163,9 +166,10 @@ public sealed class LanguageModel : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        if (_cacheAllocator is not null && !ReferenceEquals(_cacheAllocator, OrtAllocator.DefaultInstance))
+        if (_cudaMemory is not null)
         {
-            _cacheAllocator.Dispose();
+            // The device allocator made on the CUDA memory info (the default host allocator is not ours to free).
+            _cacheAllocator?.Dispose();
         }
 
         _cudaMemory?.Dispose();

@@ -30,7 +30,7 @@ public sealed class TargetModel : IDisposable
             exits = [.. LlamaConfig.Load(Path.Combine(o.Model, LlamaCheckpoint.ConfigFileName)).SuggestedExits];
         }
 
-        var compute = o.Compute == "f16" ? Shared.Models.Checkpoints.TensorDType.Float16 : Shared.Models.Checkpoints.TensorDType.Float32;
+        var compute = TensorDTypes.ParseCli(o.Compute) ?? TensorDType.Float32;
         var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits, ComputeDtype = compute }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
         var device = o.Device == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
         Model = LanguageModel.Load(directory, new RuntimeOptions

@@ -153,7 +153,8 @@ public static class VerifierHost
 
         try
         {
-            await Task.Run(() => LoadModel(app), app.Lifetime.ApplicationStopping).ConfigureAwait(false);
+            // The transport was checked before the server started.
+            await Task.Run(() => Load(app.Services), app.Lifetime.ApplicationStopping).ConfigureAwait(false);
         }
         catch
         {
@@ -189,13 +190,11 @@ public static class VerifierHost
         Load(app.Services);
     }
 
-    private static readonly Lock LoadLock = new();
-
     /// <summary>Loads and warms up the model once per host (later calls find it done), then turns readiness SERVING.</summary>
     internal static void Load(IServiceProvider services)
     {
         var readiness = services.GetRequiredService<VerifierReadiness>();
-        lock (LoadLock)
+        lock (readiness.LoadLock)
         {
             if (readiness.ModelLoaded)
             {

@@ -40,17 +40,21 @@ public sealed class VerifierReadiness
     public const string LiveTag = "live";
 
     private int _state = (int)VerifierState.Loading;
+    private volatile bool _modelLoaded;
 
     /// <summary>The current state.</summary>
     public VerifierState State => (VerifierState)Volatile.Read(ref _state);
 
     /// <summary>True once the model was loaded (the state may have moved on to draining since).</summary>
-    public bool ModelLoaded { get; private set; }
+    public bool ModelLoaded => _modelLoaded;
+
+    /// <summary>Held while this host loads its model, so it loads once (the command and a background loader may both try).</summary>
+    internal Lock LoadLock { get; } = new();
 
     /// <summary>The model is loaded and warmed up: the verifier is ready, unless it already began draining.</summary>
     public void MarkReady()
     {
-        ModelLoaded = true;
+        _modelLoaded = true;
         Interlocked.CompareExchange(ref _state, (int)VerifierState.Ready, (int)VerifierState.Loading);
     }
 
@@ -81,40 +85,38 @@ internal sealed class CallGate(VerifierReadiness readiness, VerifierMetrics metr
 {
     private const string ServicePrefix = "/specedge.v1.Verifier/";
 
-    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
     {
         Admit(context);
-        try
-        {
-            return await continuation(request, context).ConfigureAwait(false);
-        }
-        catch (RpcException ex)
-        {
-            Count(context, ex);
-            throw;
-        }
+        return Counted(context, () => continuation(request, context));
     }
 
-    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
     {
         Admit(context);
-        try
+        return Counted(context, async () =>
         {
             await continuation(request, responseStream, context).ConfigureAwait(false);
-        }
-        catch (RpcException ex)
-        {
-            Count(context, ex);
-            throw;
-        }
+            return true;
+        });
     }
 
-    public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
     {
         Admit(context);
-        try
+        return Counted(context, async () =>
         {
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+            return true;
+        });
+    }
+
+    /// <summary>Runs the call, counting an error status it ends with.</summary>
+    private async Task<T> Counted<T>(ServerCallContext context, Func<Task<T>> call)
+    {
+        try
+        {
+            return await call().ConfigureAwait(false);
         }
         catch (RpcException ex)
         {

@@ -81,11 +81,7 @@ public sealed class BatchScheduler : IDisposable
         _runner = new BatchRunner(target.Model, target.Limits.MaxSessions, target.MaxSequenceLength, maxRows, Math.Max(_options.TokenBudget, target.Model.Options.MaxStepTokens));
         _thread = new Thread(Loop) { IsBackground = true, Name = "specedge-batch-scheduler" };
         _thread.Start();
-        metrics.ObserveScheduler(QueueDepth, () =>
-        {
-            var c = Counters;
-            return (c.Steps, c.Rows, c.Tokens, c.Busy.TotalSeconds);
-        });
+        metrics.ObserveScheduler(QueueDepth, () => Counters);
     }
 
     /// <summary>Requests waiting for a step: rounds, prefill chunks and Generate steps.</summary>

@@ -404,13 +404,12 @@ public sealed class VerifierService : Verifier.VerifierBase
                 span?.AddEvent(new System.Diagnostics.ActivityEvent("specedge.early_verdict", tags: new System.Diagnostics.ActivityTagsCollection { ["specedge.exit.layer"] = e.ExitLayer, ["specedge.verdict.accepted"] = e.Verdict.Accepted }));
                 break;
             case FinalRoundVerdict final:
-                Span<(int, bool)> scored = stackalloc (int, bool)[early.Count];
-                for (var i = 0; i < early.Count; i++)
+                foreach (var e in early)
                 {
-                    scored[i] = (early[i].ExitLayer, early[i].Verdict == final.Verdict);
+                    metrics.EarlyVerdictScored(e.ExitLayer, e.Verdict == final.Verdict);
                 }
 
-                metrics.RoundVerified(draft.Ids.Count, final.Verdict.Accepted, draft.Condition is not null, scored, final.Timings.Stages, final.Timings.Total, final.Timings.Queued);
+                metrics.RoundVerified(draft.Ids.Count, final.Verdict.Accepted, draft.Condition is not null, final.Timings.Stages, final.Timings.Total, final.Timings.Queued);
                 span?.SetTag("specedge.round.accepted", final.Verdict.Accepted);
                 break;
         }

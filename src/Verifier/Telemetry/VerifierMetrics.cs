@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Grpc.Core;
+using SpecEdge.Shared.Protocol;
 
 namespace SpecEdge.CloudVerifier.Telemetry;
 
@@ -18,8 +19,12 @@ public sealed class VerifierMetrics
     /// <summary>The activity source of the verifier's spans: one per session, one per round.</summary>
     public const string ActivitySourceName = "SpecEdge.Verifier";
 
-    /// <summary>Bucket bounds for durations, in seconds: 100 µs to 10 s.</summary>
-    private static readonly double[] DurationBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    /// <summary>Small integers as tag values, boxed once (positions, stages and exit layers are tags on every round).</summary>
+    private static readonly object[] BoxedInts = [.. Enumerable.Range(0, 257).Select(i => (object)i)];
+
+    private static readonly object BoxedTrue = true;
+
+    private static readonly object BoxedFalse = false;
 
     private readonly Meter _meter;
     private readonly Counter<long> _rounds;
@@ -50,9 +55,9 @@ public sealed class VerifierMetrics
         _positions = _meter.CreateCounter<long>("specedge.verifier.draft.position.verdicts", "{token}", "Drafted tokens by position in their round (1 = first) and outcome (accepted or not): acceptance by draft position.");
         _earlySent = _meter.CreateCounter<long>("specedge.verifier.early_verdicts", "{verdict}", "Early verdicts sent, by exit layer.");
         _earlyScored = _meter.CreateCounter<long>("specedge.verifier.early_verdicts.scored", "{verdict}", "Early verdicts whose round reached its final verdict, by exit layer and outcome (hit: the final verdict was the same; miss).");
-        _stageDuration = _meter.CreateHistogram("specedge.verifier.stage.duration", "s", "Compute time of each stage of a round (stage 0 ends at the first exit).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
-        _roundDuration = _meter.CreateHistogram("specedge.verifier.round.duration", "s", "A round's time on the verifier, from arrival to its final verdict (queue, stages and emulated floors).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
-        _queueDuration = _meter.CreateHistogram("specedge.verifier.queue.duration", "s", "Time a round waited for a model step.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+        _stageDuration = _meter.CreateHistogram("specedge.verifier.stage.duration", "s", "Compute time of each stage of a round (stage 0 ends at the first exit).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
+        _roundDuration = _meter.CreateHistogram("specedge.verifier.round.duration", "s", "A round's time on the verifier, from arrival to its final verdict (queue, stages and emulated floors).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
+        _queueDuration = _meter.CreateHistogram("specedge.verifier.queue.duration", "s", "Time a round waited for a model step.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TelemetryConventions.DurationBuckets });
         _generatedTokens = _meter.CreateCounter<long>("specedge.verifier.generate.tokens", "{token}", "Tokens streamed by cloud autoregressive decoding (Generate).");
         _refusals = _meter.CreateCounter<long>("specedge.verifier.refusals", "{call}", "Calls to the Verifier service that ended with an error status, by method and status code.");
         _admissionRefusals = _meter.CreateCounter<long>("specedge.verifier.admission.refusals", "{session}", "Sessions refused at admission, by reason (sessions, key_sessions, kv_budget, draining, loading).");
@@ -68,52 +73,56 @@ public sealed class VerifierMetrics
     }
 
     /// <summary>Registers the scheduler's observed instruments: queue depth, steps, rows, tokens and busy time.</summary>
-    public void ObserveScheduler(Func<int> queued, Func<(long Steps, long Rows, long Tokens, double BusySeconds)> counters)
+    public void ObserveScheduler(Func<int> queued, Func<Scheduling.BatchCounters> counters)
     {
         _meter.CreateObservableUpDownCounter("specedge.verifier.queue.depth", queued, "{request}", "Rounds, prefill chunks and Generate steps waiting for a model step: the autoscaling signal.");
         _meter.CreateObservableCounter("specedge.verifier.batch.steps", () => counters().Steps, "{step}", "Model steps run (one ONNX Runtime call per stage each).");
         _meter.CreateObservableCounter("specedge.verifier.batch.rows", () => counters().Rows, "{row}", "Rows over all steps (one row is one session's part of a step); rows / steps is the mean batch size.");
         _meter.CreateObservableCounter("specedge.verifier.batch.tokens", () => counters().Tokens, "{token}", "Tokens over all steps, padding excluded.");
-        _meter.CreateObservableCounter("specedge.verifier.busy.time", () => counters().BusySeconds, "s", "Time the model spent running steps; its rate is the model's utilisation.");
+        _meter.CreateObservableCounter("specedge.verifier.busy.time", () => counters().Busy.TotalSeconds, "s", "Time the model spent running steps; its rate is the model's utilisation.");
     }
 
     /// <summary>A session opened.</summary>
     public void SessionOpened(string kind) => _sessions.Add(1, new KeyValuePair<string, object?>("specedge.session.kind", kind));
 
-    /// <summary>A round was verified: its drafts, the verdict's acceptance, the early verdicts sent for it and its timings.</summary>
+    /// <summary>A round was verified: its drafts, the verdict's acceptance and its timings.</summary>
     /// <param name="drafted">Drafts in the round.</param>
     /// <param name="accepted">Drafts the final verdict accepted.</param>
     /// <param name="conditional">The round was sent ahead of its predecessor's verdict.</param>
-    /// <param name="early">The round's early verdicts: exit layer and whether the final verdict matched.</param>
     /// <param name="stages">Compute time per stage.</param>
     /// <param name="total">The round's time on the verifier.</param>
     /// <param name="queued">Time it waited for a step.</param>
-    public void RoundVerified(int drafted, int accepted, bool conditional, ReadOnlySpan<(int ExitLayer, bool Hit)> early, IReadOnlyList<TimeSpan> stages, TimeSpan total, TimeSpan queued)
+    public void RoundVerified(int drafted, int accepted, bool conditional, IReadOnlyList<TimeSpan> stages, TimeSpan total, TimeSpan queued)
     {
         _rounds.Add(1, new KeyValuePair<string, object?>("specedge.round.kind", conditional ? "conditional" : "plain"));
         _drafted.Add(drafted);
         _accepted.Add(accepted);
-        for (var position = 1; position <= drafted; position++)
+        if (_positions.Enabled)
         {
-            _positions.Add(1, new("specedge.draft.position", position), new("specedge.draft.accepted", position <= accepted));
+            for (var position = 1; position <= drafted; position++)
+            {
+                _positions.Add(1, new("specedge.draft.position", Boxed(position)), new("specedge.draft.accepted", position <= accepted ? BoxedTrue : BoxedFalse));
+            }
         }
 
-        foreach (var (layer, hit) in early)
+        if (_stageDuration.Enabled)
         {
-            _earlyScored.Add(1, new("specedge.exit.layer", layer), new("specedge.early_verdict.outcome", hit ? "hit" : "miss"));
-        }
-
-        for (var stage = 0; stage < stages.Count; stage++)
-        {
-            _stageDuration.Record(stages[stage].TotalSeconds, new KeyValuePair<string, object?>("specedge.stage", stage));
+            for (var stage = 0; stage < stages.Count; stage++)
+            {
+                _stageDuration.Record(stages[stage].TotalSeconds, new KeyValuePair<string, object?>("specedge.stage", Boxed(stage)));
+            }
         }
 
         _roundDuration.Record(total.TotalSeconds);
         _queueDuration.Record(queued.TotalSeconds);
     }
 
+    /// <summary>An early verdict's round reached its final verdict: a hit when the final verdict was the same.</summary>
+    public void EarlyVerdictScored(int exitLayer, bool hit) =>
+        _earlyScored.Add(1, new("specedge.exit.layer", Boxed(exitLayer)), new("specedge.early_verdict.outcome", hit ? "hit" : "miss"));
+
     /// <summary>An early verdict was sent.</summary>
-    public void EarlyVerdictSent(int exitLayer) => _earlySent.Add(1, new KeyValuePair<string, object?>("specedge.exit.layer", exitLayer));
+    public void EarlyVerdictSent(int exitLayer) => _earlySent.Add(1, new KeyValuePair<string, object?>("specedge.exit.layer", Boxed(exitLayer)));
 
     /// <summary>A conditional round was dropped without verification.</summary>
     public void RoundDropped() => _roundsDropped.Add(1);
@@ -130,6 +139,8 @@ public sealed class VerifierMetrics
 
     /// <summary>A shutting-down verifier sent a session elsewhere.</summary>
     public void SessionHandedOff() => _handedOff.Add(1);
+
+    private static object Boxed(int value) => (uint)value < (uint)BoxedInts.Length ? BoxedInts[value] : value;
 }
 
 /// <summary>The verifier's spans: a session per Decode or Generate call, a round within it.</summary>
@@ -158,6 +169,6 @@ public static class VerifierTracing
         return activity;
     }
 
-    /// <summary>The metadata key of the edge's session-affinity key (the edge's <c>EdgeTelemetry.SessionHeader</c>).</summary>
-    public const string SessionHeader = "x-specedge-session";
+    /// <summary>The metadata key of the edge's session-affinity key.</summary>
+    public const string SessionHeader = TelemetryConventions.SessionHeader;
 }

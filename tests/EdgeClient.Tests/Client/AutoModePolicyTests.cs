@@ -40,14 +40,13 @@ public sealed class AutoModePolicyTests
     }
 
     [Theory]
-    [InlineData(3, 20, true)] // 60 ms a token saved on each of 20 tokens: far more than one 50 ms switch
-    [InlineData(12, 3, false)] // 20 ms a token over 3 tokens (60 ms) against a 50 ms verify plus a 100 ms round trip
-    [InlineData(12, 10, true)] // over 10 tokens (200 ms) it pays
-    public void ShouldLeaveDrafting_OnlyWhenTheRestPaysForTheSwitch(int rounds, int remaining, bool leave)
+    [InlineData(3, 330, 0, 20, true)] // 60 ms a token saved on each of 20 tokens: far more than one 50 ms switch
+    [InlineData(12, 210, 100, 3, false)] // 20 ms a token over 3 tokens (60 ms) against a 50 ms verify plus a 100 ms round trip
+    [InlineData(12, 210, 100, 10, true)] // over 10 tokens (200 ms) it pays
+    public void ShouldLeaveDrafting_OnlyWhenTheRestPaysForTheSwitch(int rounds, double wallMs, double networkMs, int remaining, bool leave)
     {
         var policy = new AutoModePolicy();
-        var wall = rounds == 3 ? 330 : 210;
-        var slow = Drafting(rounds, wall).Select(r => r with { NetworkAndQueueMs = rounds == 3 ? 0 : 100 }).ToList();
+        var slow = Drafting(rounds, wallMs).Select(r => r with { NetworkAndQueueMs = networkMs }).ToList();
 
         Assert.Equal(leave, policy.ShouldLeaveDrafting(slow, segmentStart: 0, remainingTokens: remaining));
     }

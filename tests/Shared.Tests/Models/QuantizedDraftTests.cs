@@ -155,7 +155,7 @@ public sealed class QuantizedDraftTests : IDisposable
             shapes[tensor] = (n, k);
         }
 
-        if (result.Count > 0 && model.Graph.Node.Any(n => n.OpType == "DequantizeLinear"))
+        if (model.Graph.Node.Any(n => n.OpType == "DequantizeLinear"))
         {
             return result;
         }

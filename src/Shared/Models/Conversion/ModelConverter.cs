@@ -36,6 +36,9 @@ public sealed record ConversionOptions
     /// </summary>
     public TensorDType ComputeDtype { get; init; } = TensorDType.Float32;
 
+    /// <summary>What the weights are stored as: float16 when computing in float16, else <see cref="WeightsDtype"/>.</summary>
+    internal TensorDType StorageDtype => ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : WeightsDtype;
+
     /// <summary>
     /// Block quantization of the projections and LM head (a draft only: a staged target is the model whose output
     /// SpecEdge reproduces, so it keeps its weights).
@@ -168,7 +171,7 @@ public static class ModelConverter
         {
             ExternalDataPolicy.Always => true,
             ExternalDataPolicy.Never => false,
-            _ => EstimateBytes(config, exits.Count, options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype) > InlineLimitBytes,
+            _ => EstimateBytes(config, exits.Count, options.StorageDtype) > InlineLimitBytes,
         };
 
         float[] Read(string name)
@@ -194,11 +197,10 @@ public static class ModelConverter
 
         using (var store = new InitializerStore(external ? Path.Combine(dir, ExternalDataFile) : null))
         {
-            var storage = options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype;
             var writer = new LlamaGraphWriter(
                 config,
                 Read,
-                storage,
+                options.StorageDtype,
                 store,
                 _ => options.Progress?.Invoke(++layersDone, 2 * config.NumHiddenLayers),
                 options.Quantization,
@@ -276,7 +278,7 @@ public static class ModelConverter
             HeadDim = config.HeadDim,
             HiddenSize = config.HiddenSize,
             MaxPositions = config.MaxPositionEmbeddings,
-            WeightsDtype = (options.ComputeDtype == TensorDType.Float16 ? TensorDType.Float16 : options.WeightsDtype).CliName(),
+            WeightsDtype = options.StorageDtype.CliName(),
             ComputeDtype = options.ComputeDtype.CliName(),
             Quantization = options.Quantization == WeightQuantization.None
                 ? null

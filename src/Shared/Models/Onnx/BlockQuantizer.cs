@@ -50,23 +50,23 @@ public static class WeightQuantizations
 /// column in the low nibble) or one 8-bit value; <see cref="Scales"/> is [rows × blocks]; <see cref="ZeroPoints"/> is
 /// [rows, ⌈blocks × bits / 8⌉] packed the same way. A weight is (q − zero point) × scale.
 /// </summary>
-internal sealed record QuantizedMatrix(byte[] Packed, float[] Scales, byte[] ZeroPoints, int Rows, int Columns, int Bits, int BlockSize)
-{
-    /// <summary>Blocks in a row: the last one is padded with the zero point when the columns do not fill it.</summary>
-    public int BlocksPerRow => (Columns + BlockSize - 1) / BlockSize;
-
-    /// <summary>Bytes of one block.</summary>
-    public int BlockBytes => BlockSize * Bits / 8;
-
-    /// <summary>Zero-point bytes of one row.</summary>
-    public int ZeroPointBytesPerRow => ((BlocksPerRow * Bits) + 7) / 8;
-}
+internal sealed record QuantizedMatrix(byte[] Packed, float[] Scales, byte[] ZeroPoints);
 
 /// <summary>Asymmetric min/max block quantization (every block's range includes zero, so zero stays exact).</summary>
 internal static class BlockQuantizer
 {
     /// <summary>The block size: 32 columns, the size ONNX Runtime's quantization tool and its kernels favour.</summary>
     public const int DefaultBlockSize = 32;
+
+    /// <summary>
+    /// The layout of one row of <paramref name="columns"/>: its blocks (the last one padded with the zero point when the
+    /// columns do not fill it), the bytes of one block, and the row's zero-point bytes.
+    /// </summary>
+    public static (int Blocks, int BlockBytes, int ZeroPointBytes) Layout(int columns, int bits, int blockSize = DefaultBlockSize)
+    {
+        var blocks = (columns + blockSize - 1) / blockSize;
+        return (blocks, blockSize * bits / 8, ((blocks * bits) + 7) / 8);
+    }
 
     public static QuantizedMatrix Quantize(ReadOnlySpan<float> weight, int rows, int columns, int bits, int blockSize = DefaultBlockSize)
     {
@@ -81,9 +81,7 @@ internal static class BlockQuantizer
         }
 
         var levels = (1 << bits) - 1;
-        var blocks = (columns + blockSize - 1) / blockSize;
-        var blockBytes = blockSize * bits / 8;
-        var zeroBytes = ((blocks * bits) + 7) / 8;
+        var (blocks, blockBytes, zeroBytes) = Layout(columns, bits, blockSize);
         var packed = new byte[(long)rows * blocks * blockBytes];
         var scales = new float[(long)rows * blocks];
         var zeroPoints = new byte[(long)rows * zeroBytes];
@@ -127,7 +125,7 @@ internal static class BlockQuantizer
             }
         }
 
-        return new QuantizedMatrix(packed, scales, zeroPoints, rows, columns, bits, blockSize);
+        return new QuantizedMatrix(packed, scales, zeroPoints);
     }
 
     private static void Pack(ReadOnlySpan<byte> codes, int bits, Span<byte> destination)

@@ -425,9 +425,7 @@ internal sealed class LlamaGraphWriter
             return _lastQuantized.Value.Matrix;
         }
 
-        var blocks = (inFeatures + BlockQuantizer.DefaultBlockSize - 1) / BlockQuantizer.DefaultBlockSize;
-        var blockBytes = BlockQuantizer.DefaultBlockSize * bits / 8;
-        var zeroBytes = ((blocks * bits) + 7) / 8;
+        var (blocks, blockBytes, zeroBytes) = BlockQuantizer.Layout(inFeatures, bits);
         var packed = g.AddRawWeight($"{storedName}.q{bits}", [outFeatures, blocks, blockBytes], DataType.Uint8, () => Quantized().Packed);
         var scales = g.AddRawWeight($"{storedName}.q{bits}.scales", [(long)outFeatures * blocks], DataType.Float, () => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Quantized().Scales.AsSpan()).ToArray());
         var zeroPoints = g.AddRawWeight($"{storedName}.q{bits}.zero_points", [(long)outFeatures * zeroBytes], DataType.Uint8, () => Quantized().ZeroPoints);

@@ -38,6 +38,22 @@ for _ in $(seq 1 100); do
 done
 echo "the x64 publishes, edge through verifier: $(cat "$out/publish/edge-through-cloud.txt")"
 kill $verifier
+
+# An app that takes SpecEdge only from the packed libraries: it embeds the verifier and asks through the IChatClient.
+consumer=$(mktemp -d)
+cp tools/package-consumer/Program.cs "$consumer/"
+cp tools/package-consumer/consumer.csproj.txt "$consumer/consumer.csproj"
+cat > "$consumer/nuget.config" <<NUGET
+<configuration><packageSources><add key="specedge" value="$(realpath "$out/packages")" /></packageSources></configuration>
+NUGET
+version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
+ort=$(sed -n 's:.*<OnnxRuntimeVersion>\(.*\)</OnnxRuntimeVersion>.*:\1:p' Directory.Packages.props)
+# The packages just packed, not an older build of the same version from NuGet's cache.
+cache=$(dotnet nuget locals global-packages --list | sed 's/^global-packages: //')
+rm -rf "$cache/specedge.shared" "$cache/specedge.client" "$cache/specedge.verifier"
+dotnet run --project "$consumer" -p:SpecEdgeVersion="$version" -p:OnnxRuntimeVersion="$ort" -- "$PWD/models/target" "$PWD/models/draft" 50178 \
+  | tee "$out/consumer.txt"
+rm -rf "$consumer"
 test -f "$out/publish/edge-linux-arm64/libonnxruntime.so"
 test -f "$out/publish/cloud-linux-x64/libonnxruntime_providers_cuda.so"
 ls -1 "$out/packages" "$out/tools"

@@ -6,6 +6,7 @@ using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 using SpecEdge.TestUtilities;
+using Xunit.Abstractions;
 
 namespace SpecEdge.EndToEnd.Tests;
 
@@ -14,7 +15,7 @@ namespace SpecEdge.EndToEnd.Tests;
 /// wins and auto keeps drafting; over a 1 s round trip every drafting round costs several times what the verifier
 /// generating alone costs per token, and auto gives way to cloud streaming mid-generation. The output is the target's either way.
 /// </summary>
-public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<SlowStepVerifier>
+public sealed class AutoModeTests(SlowStepVerifier verifier, ITestOutputHelper output) : IClassFixture<SlowStepVerifier>
 {
     private const int NewTokens = 48;
     private static readonly int[] Prompt = [256, 84, 104, 101, 32, 113];
@@ -52,7 +53,11 @@ public sealed class AutoModeTests(SlowStepVerifier verifier) : IClassFixture<Slo
 
         Assert.Equal(expected, report.TokenIds);
         Assert.Equal("auto", report.Mode);
-        Assert.Equal(modesUsed, report.ModesUsed);
+        // The rounds behind the decision, so a failure shows why auto chose as it did.
+        var rounds = string.Join("\n", report.PerRound.Select(r =>
+            $"round {r.Round}: drafted {r.Drafted}, committed {r.Committed}, wall {r.WallMs:F1} ms, draft {r.DraftMs:F1}, network {r.NetworkAndQueueMs:F1}, verify {r.VerifyMs:F1}, ready {r.StartedWithoutWaiting}"));
+        Assert.True(modesUsed.SequenceEqual(report.ModesUsed), $"modes used: {string.Join(",", report.ModesUsed)}, expected {string.Join(",", modesUsed)}\n{rounds}");
+        output.WriteLine(rounds);
         Assert.Equal(0, report.UnverifiedTokens);
     }
 }

@@ -14,7 +14,13 @@ namespace SpecEdge.EdgeClient.Client;
 /// the tokens still to come must exceed what the switch costs, a round trip and a prefill step for the new session.</item>
 /// <item>What it learns is every generation's rounds pooled, token-weighted, older generations fading by
 /// <see cref="Memory"/> each: prompts differ in how well the draft does, so one hard prompt must not outweigh the
-/// generations before it.</item>
+/// generations before it. A session's first round (a prefill, and after a switch a round trip more) is left out.</item>
+/// <item>A stall is not the link: a round whose network-and-queue time is more than <see cref="StallFactor"/> times
+/// the segment's median and <see cref="StallSlackMs"/> over it counts only the median (a 550 ms stall on loopback,
+/// seen once in a test run, otherwise sent a fast generation to the cloud). Either mode would have waited it out. A
+/// link that really turns slow moves the median within a few rounds. Network time, not wall time, is what is judged:
+/// in conditional mode a round's wall time is bimodal (a used pre-drafted round arrives a verify step after the one
+/// before, a dropped one a round trip), while every round's network time is one round trip.</item>
 /// </list>
 /// Every mode is exact, so switching never changes the output. One per client.
 /// </summary>
@@ -34,6 +40,12 @@ internal sealed class AutoModePolicy
 
     /// <summary>The weight a generation's evidence keeps at each later generation.</summary>
     public const double Memory = 0.8;
+
+    /// <summary>How many times its segment's median network time a round's must be to count as a stall.</summary>
+    public const double StallFactor = 3;
+
+    /// <summary>How far over its segment's median network time a round's must also be to count as a stall.</summary>
+    public const double StallSlackMs = 50;
 
     private readonly Lock _lock = new();
     private double _draftWall;
@@ -85,13 +97,15 @@ internal sealed class AutoModePolicy
             return false;
         }
 
+        var medianNetwork = MedianNetworkMs(rounds, segmentStart + 1, rounds.Count);
         double wall = 0, committed = 0, verify = 0, link = 0;
         for (var i = segmentStart + 1; i < rounds.Count; i++)
         {
-            wall += rounds[i].WallMs;
+            var stall = StallMs(rounds[i], medianNetwork);
+            wall += rounds[i].WallMs - stall;
             committed += rounds[i].Committed;
             verify += rounds[i].VerifyMs;
-            link += rounds[i].NetworkAndQueueMs;
+            link += rounds[i].NetworkAndQueueMs - stall;
         }
 
         if (committed == 0)
@@ -111,18 +125,33 @@ internal sealed class AutoModePolicy
     public void Learn(IReadOnlyList<RoundRecord> rounds)
     {
         double draftWall = 0, draftTokens = 0, draftVerify = 0, draftRounds = 0, cloudWall = 0, cloudTokens = 0;
-        for (var i = 1; i < rounds.Count; i++)
+        double medianNetwork = 0;
+        for (var i = 0; i < rounds.Count; i++)
         {
+            // Auto switches only from drafting to the cloud, so a round without drafts after one with them opens the cloud session.
+            if (i == 0 || (rounds[i].Drafted == 0 && rounds[i - 1].Drafted > 0))
+            {
+                var end = i + 1;
+                while (end < rounds.Count && (rounds[end].Drafted > 0) == (rounds[i].Drafted > 0))
+                {
+                    end++;
+                }
+
+                medianNetwork = MedianNetworkMs(rounds, i + 1, end);
+                continue;
+            }
+
+            var stall = StallMs(rounds[i], medianNetwork);
             if (rounds[i].Drafted > 0)
             {
-                draftWall += rounds[i].WallMs;
+                draftWall += rounds[i].WallMs - stall;
                 draftTokens += rounds[i].Committed;
                 draftVerify += rounds[i].VerifyMs;
                 draftRounds++;
             }
             else
             {
-                cloudWall += rounds[i].WallMs;
+                cloudWall += rounds[i].WallMs - stall;
                 cloudTokens += rounds[i].Committed;
             }
         }
@@ -140,4 +169,29 @@ internal sealed class AutoModePolicy
             }
         }
     }
+
+    /// <summary>The median network-and-queue time of rounds [<paramref name="from"/>, <paramref name="to"/>); 0 when there are none.</summary>
+    private static double MedianNetworkMs(IReadOnlyList<RoundRecord> rounds, int from, int to)
+    {
+        if (to <= from)
+        {
+            return 0;
+        }
+
+        var network = new double[to - from];
+        for (var i = from; i < to; i++)
+        {
+            network[i - from] = rounds[i].NetworkAndQueueMs;
+        }
+
+        Array.Sort(network);
+        var mid = network.Length / 2;
+        return network.Length % 2 == 1 ? network[mid] : (network[mid - 1] + network[mid]) / 2;
+    }
+
+    /// <summary>The part of a round's time that was a stall (see the class remarks): its network time over the median, when far over.</summary>
+    private static double StallMs(RoundRecord round, double medianNetworkMs) =>
+        round.NetworkAndQueueMs > StallFactor * medianNetworkMs && round.NetworkAndQueueMs > medianNetworkMs + StallSlackMs
+            ? round.NetworkAndQueueMs - medianNetworkMs
+            : 0;
 }

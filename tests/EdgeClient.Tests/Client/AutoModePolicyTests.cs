@@ -52,6 +52,37 @@ public sealed class AutoModePolicyTests
     }
 
     [Fact]
+    public void ShouldLeaveDrafting_OneStall_IsNotTheLink()
+    {
+        var policy = new AutoModePolicy();
+
+        // Three rounds of 3 tokens in 52 ms over a 2 ms loopback, the last of which waited 1000 ms more on the network:
+        // 128 ms a token as measured, over twice the 50 ms verify step, but 17 ms a token without the stall.
+        var rounds = Drafting(3, 52).Select(r => r with { NetworkAndQueueMs = 2 }).ToList();
+        rounds[3] = rounds[3] with { WallMs = 1052, NetworkAndQueueMs = 1002 };
+        Assert.False(policy.ShouldLeaveDrafting(rounds, segmentStart: 0, remainingTokens: 48));
+
+        // The same rounds when the link itself is slow (every round waits the 1000 ms): it leaves.
+        var slowLink = rounds.Select(r => r with { WallMs = 1052, NetworkAndQueueMs = 1002 }).ToList();
+        Assert.True(policy.ShouldLeaveDrafting(slowLink, segmentStart: 0, remainingTokens: 48));
+    }
+
+    [Fact]
+    public void Learn_CloudSessionsFirstRound_AndStalls_AreLeftOut()
+    {
+        var policy = new AutoModePolicy();
+
+        // Drafting (slow: 100 ms a token), then the cloud session it switched to: its first round carries a 1000 ms round
+        // trip, one later round a 400 ms stall; the rest take 50 ms a token.
+        var cloud = Enumerable.Range(0, 20).Select(i => Round(8 + i, 0, 1, 50) with { NetworkAndQueueMs = 1 }).ToList();
+        cloud[0] = cloud[0] with { WallMs = 1050, NetworkAndQueueMs = 1000 };
+        cloud[10] = cloud[10] with { WallMs = 450, NetworkAndQueueMs = 401 };
+        policy.Learn([.. Drafting(6, 300), .. cloud]);
+
+        Assert.Equal(50, policy.CloudMsPerToken!.Value, precision: 6);
+    }
+
+    [Fact]
     public void Learn_OneHardPrompt_DoesNotOutweighTheGenerationsBefore()
     {
         var policy = new AutoModePolicy();

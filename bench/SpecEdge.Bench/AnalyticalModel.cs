@@ -10,7 +10,15 @@ namespace SpecEdge.Bench;
 /// <param name="VerifyMs">Verification step time (V).</param>
 /// <param name="FirstStageMs">Time on the verifier from a round's start to the early verdict the edge acts on (V₁): the first exit stage when every exit speaks, later when only a deeper exit is confident enough.</param>
 /// <param name="HitRate">Share of rounds that began on a used pre-drafted round (h): hits over rounds, not over early verdicts, since a round without an early verdict pre-drafts nothing.</param>
-internal sealed record ModelInputs(double Gamma, double TokensPerRound, double DraftMsPerToken, double RoundTripMs, double VerifyMs, double FirstStageMs, double HitRate);
+/// <param name="SentHitRate">
+/// Conditional mode: of <paramref name="HitRate"/>, the share of rounds that began on a conditional round already at the
+/// verifier (the rest began on a pre-drafted round kept unsent, as pre-emptive rounds do); null: all of them.
+/// </param>
+/// <param name="BackingVerdictMs">
+/// Conditional mode: the verifier's time to the first early verdict that backed the round's final outcome (its own
+/// verdict or one of its alternatives), when the edge could start drafting the round that went ahead; null: <paramref name="FirstStageMs"/>.
+/// </param>
+internal sealed record ModelInputs(double Gamma, double TokensPerRound, double DraftMsPerToken, double RoundTripMs, double VerifyMs, double FirstStageMs, double HitRate, double? SentHitRate = null, double? BackingVerdictMs = null);
 
 /// <summary>
 /// Expected milliseconds per committed token of each mode, from acceptance, hit rate, γ, round trip, draft and verify
@@ -20,7 +28,10 @@ internal sealed record ModelInputs(double Gamma, double TokensPerRound, double D
 /// <item>edge: t_d per token;</item>
 /// <item>speculative: (γ·t_d + RTT + V) / L̄;</item>
 /// <item>pre-emptive: (γ·t_d + RTT + V − h·min(γ·t_d, V − V₁)) / L̄;</item>
-/// <item>conditional: (h·max(V, V₁ + RTT + γ·t_d) + (1 − h)·(γ·t_d + RTT + V)) / L̄;</item>
+/// <item>conditional: (h_s·max(V, V₁* + RTT + γ·t_d) + h_p·(γ·t_d + RTT + V − min(γ·t_d, V − V₁)) + (1 − h_s − h_p)·(γ·t_d + RTT + V)) / L̄,
+/// where h_s are rounds begun on a conditional round already at the verifier, h_p those begun on a pre-drafted round
+/// kept unsent (a later exit's, or one over the round's candidates), and V₁* the time of the first early verdict that
+/// backed the outcome;</item>
 /// <item>proactive: (γ·t_d + RTT + V − h·min(γ·t_d, RTT + V)) / L̄.</item>
 /// </list>
 /// Drafting modes also pay, once per generation, the Open round trip and the prompt's prefill (RTT + V), spread over
@@ -70,8 +81,31 @@ internal static class AnalyticalModel
         {
             "speculative" or "adaptive" => plainRound,
             "preemptive" => plainRound - (m.HitRate * Math.Min(draft, m.VerifyMs - m.FirstStageMs)),
-            "conditional" => (m.HitRate * Math.Max(m.VerifyMs, m.FirstStageMs + m.RoundTripMs + draft)) + ((1 - m.HitRate) * plainRound),
+            "conditional" => Conditional(m, draft, plainRound),
             "proactive" => plainRound - (m.HitRate * Math.Min(draft, m.RoundTripMs + m.VerifyMs)),
             _ => double.NaN,
         };
+
+    private static double Conditional(ModelInputs m, double draft, double plainRound)
+    {
+        var sent = m.SentHitRate ?? m.HitRate;
+        var kept = m.HitRate - sent;
+        var backing = m.BackingVerdictMs ?? m.FirstStageMs;
+        return (sent * Math.Max(m.VerifyMs, backing + m.RoundTripMs + draft))
+            + (kept * (plainRound - Math.Min(draft, m.VerifyMs - m.FirstStageMs)))
+            + ((1 - m.HitRate) * plainRound);
+    }
+
+    /// <summary>
+    /// V₁*: over the rounds an early verdict backed (its own verdict or one of its alternatives matched the final
+    /// verdict), the mean time to the first such verdict; null when none did.
+    /// </summary>
+    public static double? BackingVerdictMs(IEnumerable<RoundRecord> rounds)
+    {
+        var times = rounds.Select(r => r.EarlyVerdicts.FirstOrDefault(e => e.Matched || e.MatchedAlternative))
+            .Where(e => e is not null)
+            .Select(e => e!.ElapsedMs)
+            .ToList();
+        return times.Count == 0 ? null : times.Average();
+    }
 }

@@ -6,6 +6,7 @@ using SpecEdge.EdgeClient.Client;
 using SpecEdge.EdgeClient.Link;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.Bench;
@@ -29,7 +30,7 @@ internal static class ModesBenchmark
     {
         var rtts = new Option<string>("--rtt") { Description = "Link round trips in ms.", DefaultValueFactory = _ => "20,100" };
         var profile = new Option<string>("--profile") { Description = "Compute profile.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
-        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive.", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive; a +kN suffix pre-drafts N candidates per early verdict (e.g. conditional+k3).", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
         var maxGamma = new Option<int>("--max-draft-tokens") { Description = "The largest γ adaptive entries may choose.", DefaultValueFactory = _ => 8 };
         var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
@@ -46,7 +47,7 @@ internal static class ModesBenchmark
             {
                 o.ServePair(pair, parse.GetValue(threshold));
                 o.IntraOpThreads = 1;
-                o.ComputeProfile = computeProfile.IsEmulated ? computeProfile.Name : null;
+                o.ComputeProfile = computeProfile.IsEmulated ? parse.GetValue(profile) : null; // a built-in name or a file path, as given
             }, cancellationToken: cancellationToken);
             await using var _ = app;
             Console.WriteLine($"exit thresholds {VerifierHost.DescribeThresholds(app)}");
@@ -59,13 +60,14 @@ internal static class ModesBenchmark
                 {
                     foreach (var mode in modeList)
                     {
-                        var (baseMode, entryGamma, adaptive) = ParseEntry(mode, parse.GetValue(gamma));
+                        var (baseMode, entryGamma, adaptive, candidates) = ParseEntry(mode, parse.GetValue(gamma));
                         var report = await client.Generate(new GenerationRequest
                         {
                             PromptText = Prompts[p % Prompts.Length],
                             Mode = GenerationModes.Parse(baseMode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
                             AdaptiveDraftTokens = adaptive,
                             DraftTokens = adaptive ? parse.GetValue(maxGamma) : entryGamma,
+                            Candidates = candidates,
                             MaxNewTokens = parse.GetValue(tokens),
                             Sampling = SamplingConfig.Greedy,
                             StopAtEos = false,
@@ -77,6 +79,15 @@ internal static class ModesBenchmark
 
                 Console.Error.WriteLine();
                 Print(rtt, results, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
+                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Candidates > 1))
+                {
+                    // How often the final verdict was the exit's own or one of the alternatives it sent: the share of rounds pre-drafted for, timing aside.
+                    var exits = reports.SelectMany(r => r.EarlyExits.PerExit).GroupBy(e => e.Layer).OrderBy(g => g.Key)
+                        .Select(g => string.Create(CultureInfo.InvariantCulture, $"exit {g.Key}: {g.Sum(e => e.Verdicts)} verdicts, {g.Sum(e => e.Hits)} confirmed, {g.Sum(e => e.AlternativeHits)} more were one of its alternatives"));
+                    Console.WriteLine();
+                    Console.WriteLine($"{mode}: {string.Join("; ", exits)}.");
+                }
+
                 foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Mode == "auto"))
                 {
                     Console.WriteLine();
@@ -89,23 +100,36 @@ internal static class ModesBenchmark
         return command;
     }
 
-    /// <summary>A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting).</summary>
-    private static (string Mode, int Gamma, bool Adaptive) ParseEntry(string entry, int gamma)
+    /// <summary>
+    /// A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting), each optionally
+    /// followed by +kN: N candidates pre-drafted per early verdict (multi-candidate pre-drafting).
+    /// </summary>
+    private static (string Mode, int Gamma, bool Adaptive, int Candidates) ParseEntry(string entry, int gamma)
     {
+        var candidates = 1;
+        var plus = entry.IndexOf("+k", StringComparison.Ordinal);
+        if (plus >= 0)
+        {
+            candidates = int.TryParse(entry[(plus + 2)..], NumberStyles.Integer, CultureInfo.InvariantCulture, out var k) && k >= 1 && k <= ProtocolLimits.MaxCandidates
+                ? k
+                : throw new FormatException($"--modes: '{entry}': +kN takes N from 1 to {ProtocolLimits.MaxCandidates}");
+            entry = entry[..plus];
+        }
+
         if (entry == "adaptive")
         {
-            return ("speculative", gamma, true);
+            return ("speculative", gamma, true, candidates);
         }
 
         var at = entry.IndexOf('@', StringComparison.Ordinal);
         if (at < 0)
         {
-            return (entry, gamma, false);
+            return (entry, gamma, false, candidates);
         }
 
         var suffix = entry[(at + 1)..];
-        return suffix == "adaptive" ? (entry[..at], gamma, true)
-            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false)
+        return suffix == "adaptive" ? (entry[..at], gamma, true, candidates)
+            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false, candidates)
             : throw new FormatException($"--modes: '{entry}': γ must be a positive integer or 'adaptive'");
     }
 
@@ -137,11 +161,15 @@ internal static class ModesBenchmark
             var roundCount = reports.Sum(r => r.Rounds);
             var drafted = reports.Sum(r => r.DraftTokens);
             var hits = reports.Sum(r => r.EarlyExits.Hits);
+            var alternateHits = reports.Sum(r => r.EarlyExits.AlternateHits);
             var misses = reports.Sum(r => r.EarlyExits.Misses);
             var hitRate = hits + misses == 0 ? 0 : hits / (double)(hits + misses);
             var modeGamma = drafted == 0 ? gamma : drafted / (double)roundCount;
             var earlyMs = AnalyticalModel.EarlyVerdictMs(reports.SelectMany(r => r.PerRound), firstStage);
-            var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount);
+            // Conditional rounds that went ahead and held: every one sent and not dropped.
+            var sentHits = reports.Sum(r => r.EarlyExits.ConditionalRoundsSent - r.EarlyExits.ConditionalRoundsDropped);
+            var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount,
+                roundCount == 0 ? null : sentHits / (double)roundCount, AnalyticalModel.BackingVerdictMs(reports.SelectMany(r => r.PerRound)));
             var modelMode = mode == "adaptive" ? "adaptive" : ParseEntry(mode, gamma).Mode;
             double expected;
             if (modelMode == "auto")
@@ -154,6 +182,7 @@ internal static class ModesBenchmark
                     Gamma = draftRounds.Average(r => r.Drafted),
                     TokensPerRound = draftRounds.Average(r => r.Committed),
                     HitRate = hits / (double)draftRounds.Count,
+                    SentHitRate = sentHits / (double)draftRounds.Count,
                 };
                 expected = AnalyticalModel.AutoMsPerToken(draftInputs, draftRounds.Count, cloudTokens, cloudVerify, reports.Sum(r => r.ModesUsed.Count), tokens);
             }
@@ -164,7 +193,7 @@ internal static class ModesBenchmark
 
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));
+                $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))}{(alternateHits > 0 ? $" ({alternateHits} alt.)" : string.Empty)} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));
         }
     }
 }

@@ -203,4 +203,47 @@ public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : ICla
             Assert.True(report.EarlyExits.ConditionalRoundsSent > 0, "no conditional round travelled ahead of its predecessor's final verdict");
         }
     }
+
+    /// <summary>
+    /// Multi-candidate pre-drafting: on each early verdict the edge drafts for the exit's verdict and the alternatives
+    /// it ranks next, one after another, and in conditional mode sends each as a conditional round for the same round
+    /// number; the verifier verifies the one that holds and drops the rest. The output stays the target's.
+    /// </summary>
+    [Theory]
+    [InlineData(GenerationMode.Preemptive, 3)]
+    [InlineData(GenerationMode.Conditional, 2)]
+    [InlineData(GenerationMode.Conditional, 4)]
+    public async Task Candidates_JitteredLinkAndSlowSteps_IdenticalToTargetOnly(GenerationMode mode, int candidates)
+    {
+        List<int> expected;
+        using (var model = TestModels.Load(verifier.Pair.TargetDir))
+        {
+            expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
+        }
+
+        await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions
+        {
+            Server = verifier.Address,
+            DraftModel = verifier.Pair.DraftDir,
+            IntraOpThreads = 1,
+            Profile = ComputeProfiles.TenToOne,
+        }, LinkProfile.Parse("rtt=20ms,jitter=10ms"))).DefaultTimeout();
+
+        var report = await client.Generate(new GenerationRequest
+        {
+            PromptIds = [.. Prompt.Select(t => new TokenId(t))],
+            Mode = mode,
+            DraftTokens = 3,
+            Candidates = candidates,
+            MaxNewTokens = NewTokens,
+            StopAtEos = false,
+            Sampling = SamplingConfig.Greedy,
+        }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+
+        Assert.Equal(expected, report.TokenIds);
+        var early = report.PerRound.SelectMany(r => r.EarlyVerdicts).ToList();
+        Assert.NotEmpty(early);
+        Assert.All(early, e => Assert.InRange(e.Alternatives, 0, candidates - 1));
+        Assert.Contains(early, e => e.Alternatives > 0);
+    }
 }

@@ -62,7 +62,9 @@ public sealed record RoundRecord
 /// <param name="NextId">The token it chose after them.</param>
 /// <param name="Matched">The final verdict was the same.</param>
 /// <param name="ElapsedMs">The verifier's time from the round's start to writing it.</param>
-public sealed record EarlyVerdictRecord(int ExitLayer, double Confidence, int Accepted, int NextId, bool Matched, double ElapsedMs = 0);
+/// <param name="Alternatives">The alternative outcomes that came with it (multi-candidate pre-drafting).</param>
+/// <param name="MatchedAlternative">The final verdict was one of those alternatives.</param>
+public sealed record EarlyVerdictRecord(int ExitLayer, double Confidence, int Accepted, int NextId, bool Matched, double ElapsedMs = 0, int Alternatives = 0, bool MatchedAlternative = false);
 
 /// <summary>Early-verdict outcomes of one exit.</summary>
 public sealed record ExitRecord
@@ -78,6 +80,9 @@ public sealed record ExitRecord
 
     /// <summary>Of them, those the final verdict contradicted.</summary>
     public int Misses { get; set; }
+
+    /// <summary>Of the misses, those where the final verdict was one of the alternatives the exit sent with its verdict (multi-candidate pre-drafting).</summary>
+    public int AlternativeHits { get; set; }
 
     /// <summary>Hits over verdicts scored.</summary>
     public double HitRate => Verdicts == 0 ? 0 : (double)Hits / Verdicts;
@@ -181,6 +186,9 @@ public sealed record EarlyExitSummary
 
     /// <summary>Pre-drafted rounds that were used.</summary>
     public int Hits { get; init; }
+
+    /// <summary>Of <see cref="Hits"/>, those drafted on an alternative outcome the exit ranked after its own verdict (multi-candidate pre-drafting).</summary>
+    public int AlternateHits { get; init; }
 
     /// <summary>Pre-drafted rounds thrown away.</summary>
     public int Misses { get; init; }

@@ -46,6 +46,13 @@ public sealed record GenerationRequest
     /// <summary>Choose γ each round from measured acceptance and timings.</summary>
     public bool AdaptiveDraftTokens { get; init; }
 
+    /// <summary>
+    /// Multi-candidate pre-drafting (pre-emptive and conditional modes, greedy): on an early verdict, pre-draft the next
+    /// round for this many provisional outcomes, the exit's own verdict and the alternatives it ranks next, one after
+    /// another; conditional mode sends each as a conditional round. 1 (the default) drafts for the exit's verdict alone.
+    /// </summary>
+    public int Candidates { get; init; } = 1;
+
     /// <summary>Greedy (default) or sampling settings.</summary>
     public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;
 

@@ -69,6 +69,9 @@ internal sealed class GenerationTracker
 
     public int Hits { get; set; }
 
+    /// <summary>Of <see cref="Hits"/>, pre-drafted rounds drafted on an alternative outcome (multi-candidate pre-drafting).</summary>
+    public int AlternateHits { get; set; }
+
     public int Misses { get; set; }
 
     public int Wasted { get; set; }
@@ -202,6 +205,7 @@ internal sealed class GenerationTracker
             {
                 EarlyVerdicts = EarlyVerdicts,
                 Hits = Hits,
+                AlternateHits = AlternateHits,
                 Misses = Misses,
                 PerExit = [.. _exits.Values.OrderBy(e => e.Layer)],
                 PreDraftedTokensWasted = Wasted,

@@ -9,6 +9,7 @@ using SpecEdge.EdgeClient.Drafting;
 using SpecEdge.EdgeClient.Transport;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Models;
+using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
@@ -175,6 +176,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         if (request.DraftTokens < 1)
         {
             throw new ArgumentException($"draft tokens (γ) must be at least 1 (got {request.DraftTokens})", nameof(request));
+        }
+
+        if (request.Candidates < 1 || request.Candidates > ProtocolLimits.MaxCandidates)
+        {
+            throw new ArgumentException($"candidates must be 1 to {ProtocolLimits.MaxCandidates} (got {request.Candidates})", nameof(request));
         }
 
         if (request.Sampling.Validate() is { } problem)

@@ -25,8 +25,15 @@ internal sealed record ModePolicy(GenerationMode Mode, bool DraftsOnEarlyVerdict
 /// <summary>Counts what pre-drafting gained and lost: the one place hits, misses, dropped rounds and wasted drafts are counted.</summary>
 internal sealed class RoundStats(GenerationTracker tracker)
 {
-    /// <summary>A pre-drafted round was used.</summary>
-    public void Hit() => tracker.Hits++;
+    /// <summary>A pre-drafted round was used; <paramref name="alternate"/> when it was drafted on an alternative outcome, not the exit's own verdict.</summary>
+    public void Hit(bool alternate)
+    {
+        tracker.Hits++;
+        if (alternate)
+        {
+            tracker.AlternateHits++;
+        }
+    }
 
     /// <summary>A pre-drafted round was not used; its <paramref name="wastedTokens"/> drafts were for nothing.</summary>
     public void Miss(int wastedTokens)
@@ -80,142 +87,198 @@ internal sealed class Branch(List<TokenId> prefix, Condition condition, Task<Dra
 /// <summary>A round sent ahead of the final verdict of the round before it, with the condition it assumes.</summary>
 internal sealed record SentAhead(uint Round, Condition Condition, DraftedRound Drafts, DateTimeOffset SentWall);
 
-/// <summary>
-/// The pre-draft state between rounds, as a state machine:
-/// <list type="bullet">
-/// <item><see cref="Idle"/>: nothing drafted ahead.</item>
-/// <item><see cref="Drafting"/>: a branch drafts (or has drafted) the next round on a provisional prefix, not sent.</item>
-/// <item><see cref="Sent"/>: the branch went to the verifier as a conditional round; the final verdict settles it.</item>
-/// <item><see cref="Accepted"/>: its condition held: the next round is already at the verifier.</item>
-/// </list>
-/// </summary>
-internal abstract record PreDraft
+/// <summary>One pre-drafted candidate for the next round: its branch, whether it assumes an alternative outcome (not the exit's own verdict), and, once sent, the conditional round.</summary>
+internal sealed class Candidate(Branch branch, bool alternate)
 {
-    public static readonly PreDraft Idle = new IdleState();
+    public Branch Branch { get; } = branch;
 
-    private sealed record IdleState : PreDraft;
+    public bool Alternate { get; } = alternate;
+
+    public SentAhead? Sent { get; set; }
 }
 
-internal sealed record Drafting(Branch Branch) : PreDraft;
-
-internal sealed record Sent(Branch Branch, SentAhead Round) : PreDraft;
-
-internal sealed record Accepted(SentAhead Round) : PreDraft;
-
-/// <summary>The transitions of <see cref="PreDraft"/>, with what each costs or gains counted in <see cref="RoundStats"/>.</summary>
-internal sealed class PreDraftMachine(RoundStats stats)
+/// <summary>
+/// What is drafted ahead between rounds: a list of candidates for the next round, each a branch drafted on one
+/// provisional outcome of the round in flight: an exit's own verdict first, then, with multi-candidate pre-drafting,
+/// the alternatives it ranks next (<c>Open.candidates</c>). Branches draft one after another (the draft has one cache),
+/// in the order the verdicts rank them. A later exit's verdict stops the unsent branches it no longer backs and adds
+/// its own outcomes, even after a candidate went ahead: in conditional mode candidates go to the verifier as soon as
+/// they are drafted, as round N + 1 with their condition, while fewer than <paramref name="maxSent"/> have gone (the
+/// verifier's inbox allows that many); the rest stay unsent, ready should the final verdict back them. The verifier
+/// verifies the first whose condition holds and drops the others. The final verdict settles them: a sent candidate
+/// whose condition held is <see cref="TakeAccepted">already at the verifier</see>; an unsent one drafted on the final
+/// prefix is <see cref="TakeBranchAsync">taken</see>; the rest are misses. Hits and misses count pre-drafted rounds
+/// used and thrown away (<see cref="RoundStats"/>).
+/// </summary>
+/// <param name="stats">Where hits, misses and drops are counted.</param>
+/// <param name="maxSent">The most conditional rounds one round may send (Open.candidates).</param>
+internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
 {
-    public PreDraft State { get; private set; } = PreDraft.Idle;
+    private readonly List<Candidate> _candidates = [];
+    private SentAhead? _accepted;
 
-    /// <summary>The round already at the verifier, when the last conditional round held (and forgets it).</summary>
+    /// <summary>The round already at the verifier, when a conditional round held (and forgets it).</summary>
     public SentAhead? TakeAccepted(uint round)
     {
-        if (State is Accepted accepted && accepted.Round.Round == round)
+        if (_accepted is { } accepted && accepted.Round == round)
         {
-            State = PreDraft.Idle;
-            return accepted.Round;
+            _accepted = null;
+            return accepted;
         }
 
         return null;
     }
 
     /// <summary>
-    /// The branch when it was drafted on exactly <paramref name="committed"/> (a hit: the caller awaits its drafts, then
-    /// releases it), else null, after stopping any branch and counting it a miss.
+    /// The unsent branch drafted on exactly <paramref name="committed"/> (a hit: the caller awaits its drafts, then
+    /// releases it), else null; every other branch is stopped and counted a miss.
     /// </summary>
     public async Task<Branch?> TakeBranchAsync(IReadOnlyList<TokenId> committed)
     {
-        if (State is Drafting drafting && drafting.Branch.Prefix.SequenceEqual(committed))
+        var hit = _candidates.Find(c => c.Sent is null && c.Branch.Prefix.SequenceEqual(committed));
+        if (hit is not null)
         {
-            State = PreDraft.Idle;
-            stats.Hit();
-            return drafting.Branch;
+            _candidates.Remove(hit);
+            stats.Hit(hit.Alternate);
         }
 
         await CancelAsync().ConfigureAwait(false);
-        return null;
+        return hit?.Branch;
     }
 
-    /// <summary>Starts drafting on a provisional verdict, unless a branch on the same condition exists or one was sent.</summary>
-    public async Task OnProvisionalAsync(Condition condition, Func<Branch?> start)
+    /// <summary>
+    /// On a provisional verdict and its ranked alternatives (<paramref name="conditions"/>, the exit's own first): stops
+    /// the unsent branches drafted on other outcomes (a later exit disagreeing), keeps the rest, and starts a branch for
+    /// each condition no candidate has yet, in order, each after the one before it.
+    /// </summary>
+    /// <param name="conditions">The outcomes to draft for, most likely first.</param>
+    /// <param name="start">Starts a branch on a condition after a task (the branch before it; null for none); null when the outcome would end the generation.</param>
+    public async Task OnProvisionalAsync(IReadOnlyList<Condition> conditions, Func<Condition, Task?, Branch?> start)
     {
-        switch (State)
+        for (var i = _candidates.Count - 1; i >= 0; i--)
         {
-            case Drafting drafting when drafting.Branch.Condition.Equals(condition):
-            case Sent:
-                return;
-            case Drafting:
-                // A later exit disagrees with the one the branch was drafted on: restart it from the new provisional prefix.
-                await CancelAsync().ConfigureAwait(false);
-                break;
+            var candidate = _candidates[i];
+            if (candidate.Sent is null && !Contains(conditions, candidate.Branch.Condition))
+            {
+                // A later exit disagrees with the outcome this branch was drafted on: stop it.
+                _candidates.RemoveAt(i);
+                stats.Miss(await candidate.Branch.CancelAsync().ConfigureAwait(false));
+            }
         }
 
-        if (State == PreDraft.Idle && start() is { } branch)
+        Task? last = _candidates.Count > 0 ? _candidates[^1].Branch.Task : null;
+        var ordered = new List<Candidate>(_candidates.Count + conditions.Count);
+        ordered.AddRange(_candidates.Where(c => c.Sent is not null));
+        for (var i = 0; i < conditions.Count; i++)
         {
-            State = new Drafting(branch);
+            var existing = _candidates.Find(c => c.Branch.Condition.Equals(conditions[i]));
+            if (existing is not null)
+            {
+                if (existing.Sent is null)
+                {
+                    ordered.Add(existing);
+                }
+            }
+            else if (start(conditions[i], last) is { } branch)
+            {
+                ordered.Add(new Candidate(branch, alternate: i > 0));
+                last = branch.Task;
+            }
         }
+
+        _candidates.Clear();
+        _candidates.AddRange(ordered);
     }
 
-    /// <summary>The branch ready to go ahead as a conditional round, or null.</summary>
-    public Branch? ReadyToSend() => State is Drafting { Branch.Task.IsCompletedSuccessfully: true } drafting ? drafting.Branch : null;
+    /// <summary>A drafted branch not yet sent, ready to go ahead as a conditional round while the round has sent fewer than its most; else null.</summary>
+    public Branch? ReadyToSend() => _candidates.Count(c => c.Sent is not null) >= maxSent
+        ? null
+        : _candidates.Find(c => c.Sent is null && c.Branch.Task.IsCompletedSuccessfully)?.Branch;
 
-    /// <summary>The branch still drafting, whose completion the round loop waits for beside the verifier's messages.</summary>
-    public Task? PendingBranch() => State is Drafting { Branch.Task.IsCompleted: false } drafting ? drafting.Branch.Task : null;
+    /// <summary>The first branch still drafting that may yet be sent, whose completion the round loop waits for beside the verifier's messages.</summary>
+    public Task? PendingBranch() => _candidates.Count(c => c.Sent is not null) >= maxSent
+        ? null
+        : _candidates.Find(c => c.Sent is null && !c.Branch.Task.IsCompleted)?.Branch.Task;
 
     public void MarkSent(Branch branch, SentAhead round)
     {
         stats.SentAhead();
-        State = new Sent(branch, round);
+        _candidates.Find(c => ReferenceEquals(c.Branch, branch))!.Sent = round;
     }
 
-    /// <summary>After a final verdict: a round sent ahead is accepted when its condition held, else dropped; the generation's end cancels any branch.</summary>
+    /// <summary>
+    /// After a final verdict: a sent candidate whose condition held is accepted (every other candidate is stopped and a
+    /// miss); sent ones that did not hold are dropped by the verifier; unsent ones stay for <see cref="TakeBranchAsync"/>.
+    /// The generation's end stops everything.
+    /// </summary>
     public async Task SettleAsync(FinalVerdict final)
     {
-        if (State is Sent sent)
+        var verdict = final.ToDomain();
+        var held = final.Finished ? null : _candidates.Find(c => c.Sent is not null && c.Sent.Condition.ToDomain() == verdict);
+        for (var i = _candidates.Count - 1; i >= 0; i--)
         {
-            sent.Branch.Release();
-            if (!final.Finished && sent.Round.Condition.ToDomain() == final.ToDomain())
+            var candidate = _candidates[i];
+            if (candidate.Sent is not { } sent)
             {
-                stats.Hit();
-                State = new Accepted(sent.Round);
+                continue;
+            }
+
+            _candidates.RemoveAt(i);
+            candidate.Branch.Release();
+            if (ReferenceEquals(candidate, held))
+            {
+                stats.Hit(candidate.Alternate);
+                _accepted = sent;
             }
             else
             {
-                // The verifier drops it; the round is sent again.
-                stats.Dropped(sent.Round.Drafts.Tokens.Length);
-                State = PreDraft.Idle;
+                // The verifier drops it (or, after the one that held, finds it late); the round goes on without it.
+                stats.Dropped(sent.Drafts.Tokens.Length);
             }
         }
 
-        if (final.Finished)
+        if (final.Finished || held is not null)
         {
             await CancelAsync().ConfigureAwait(false);
         }
     }
 
-    /// <summary>Stops a branch that is drafting, counting it as a miss.</summary>
+    /// <summary>Stops every branch still drafting or drafted and unsent, counting each a miss.</summary>
     public async Task CancelAsync()
     {
-        if (State is Drafting drafting)
+        for (var i = _candidates.Count - 1; i >= 0; i--)
         {
-            State = PreDraft.Idle;
-            stats.Miss(await drafting.Branch.CancelAsync().ConfigureAwait(false));
+            var candidate = _candidates[i];
+            if (candidate.Sent is null)
+            {
+                _candidates.RemoveAt(i);
+                stats.Miss(await candidate.Branch.CancelAsync().ConfigureAwait(false));
+            }
         }
     }
 
     /// <summary>On the way out (an error or a cancelled call): stop whatever drafts, counting nothing.</summary>
     public async Task AbandonAsync()
     {
-        var branch = State switch
-        {
-            Drafting drafting => drafting.Branch,
-            Sent sent => sent.Branch,
-            _ => null,
-        };
-        State = PreDraft.Idle;
-        if (branch is not null)
+        var branches = _candidates.Select(c => c.Branch).ToList();
+        _candidates.Clear();
+        _accepted = null;
+        foreach (var branch in branches)
         {
             await branch.CancelAsync().ConfigureAwait(false);
         }
+    }
+
+    private static bool Contains(IReadOnlyList<Condition> conditions, Condition condition)
+    {
+        foreach (var c in conditions)
+        {
+            if (c.Equals(condition))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }

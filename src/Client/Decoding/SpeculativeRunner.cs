@@ -35,6 +35,7 @@ internal sealed class SpeculativeRunner
     private readonly Func<bool>? _leave;
     private int _maxDrafts;
     private uint _round = 1;
+    private uint _lastExitLayer;
     private long _previousVerdictAt;
 
     public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
@@ -63,7 +64,7 @@ internal sealed class SpeculativeRunner
         _verifier = verifier;
         _time = time;
         _policy = ModePolicy.For(request.Mode);
-        _ahead = new PreDraftMachine(new RoundStats(tracker));
+        _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? request.Candidates : 1);
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
@@ -113,6 +114,7 @@ internal sealed class SpeculativeRunner
         }
 
         _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
+        _lastExitLayer = first.Opened.Exits.Count == 0 ? 0 : first.Opened.Exits.Max(e => e.Layer);
         _tracker.Phase = GenerationPhase.Idle;
         _tracker.LapMs();
     }
@@ -130,6 +132,7 @@ internal sealed class SpeculativeRunner
             DraftTokenizerSha256 = _engine.Model.Manifest.Tokenizer.Sha256 ?? string.Empty,
             EarlyVerdicts = _policy.Mode.UsesEarlyVerdicts(),
             ClientLabel = _request.ClientLabel ?? $"specedge-edge {_policy.Mode.Name()}",
+            Candidates = _policy.DraftsOnEarlyVerdicts ? (uint)_request.Candidates : 1,
         };
         // A resumed generation (after a failover) re-opens with the tokens committed so far.
         open.PromptIds.AddRange(_tracker.Tokens.Take(_tracker.PromptLength).Select(t => t.Value));
@@ -177,7 +180,7 @@ internal sealed class SpeculativeRunner
         {
             // Guess that every draft stands and the draft's own next token follows; pre-draft the next round on it.
             var condition = new Verdict(drafted.Tokens.Length, next).ToCondition(_round);
-            await _ahead.OnProvisionalAsync(condition, () => StartBranch(condition, drafted.Tokens, committedLength)).ConfigureAwait(false);
+            await _ahead.OnProvisionalAsync([condition], (c, after) => StartBranch(c, drafted.Tokens, committedLength, after)).ConfigureAwait(false);
         }
 
         return start;
@@ -345,13 +348,36 @@ internal sealed class SpeculativeRunner
 
         if (_policy.DraftsOnEarlyVerdicts)
         {
-            var condition = provisional.ToCondition(early.Round);
-            await _ahead.OnProvisionalAsync(condition, () => StartBranch(condition, drafts, committedLength)).ConfigureAwait(false);
+            // The exit's own verdict first, then the alternatives it ranks next (multi-candidate pre-drafting). An exit
+            // before the last leaves one of the round's candidates to the later exits, which agree with the final
+            // verdict more often: its own verdict, should it differ.
+            var wanted = early.ExitLayer >= _lastExitLayer ? _request.Candidates : Math.Max(1, _request.Candidates - 1);
+            var conditions = new List<Condition>(wanted) { provisional.ToCondition(early.Round) };
+            foreach (var alternative in early.Alternatives)
+            {
+                var verdict = new Verdict((int)alternative.Accepted, new TokenId(alternative.NextId));
+                if (conditions.Count >= wanted)
+                {
+                    break;
+                }
+
+                if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize))
+                {
+                    throw new ProtocolViolationException($"early verdict alternative ({alternative.Accepted} accepted, next {alternative.NextId}) does not fit the {drafts.Length} drafts sent");
+                }
+
+                conditions.Add(verdict.ToCondition(early.Round));
+            }
+
+            await _ahead.OnProvisionalAsync(conditions, (c, after) => StartBranch(c, drafts, committedLength, after)).ConfigureAwait(false);
         }
     }
 
-    /// <summary>Starts drafting the next round on the prefix a provisional verdict implies; null when that verdict would end the generation.</summary>
-    private Branch? StartBranch(Condition condition, TokenId[] drafts, int committedLength)
+    /// <summary>
+    /// Starts drafting the next round on the prefix a provisional verdict implies, once <paramref name="after"/> (the
+    /// branch before it: the draft has one cache) has ended; null when that verdict would end the generation.
+    /// </summary>
+    private Branch? StartBranch(Condition condition, TokenId[] drafts, int committedLength, Task? after)
     {
         var prefix = new List<TokenId>(committedLength + (int)condition.Accepted + 1);
         prefix.AddRange(_tracker.Tokens);
@@ -365,7 +391,25 @@ internal sealed class SpeculativeRunner
         var gamma = DraftCount(prefix.Count);
         var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
         var cancel = new CancellationTokenSource();
-        var task = Task.Run(async () => await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, cancel.Token).ConfigureAwait(false), CancellationToken.None);
+        var token = cancel.Token;
+        var task = Task.Run(
+            async () =>
+            {
+                if (after is not null)
+                {
+                    try
+                    {
+                        await after.WaitAsync(token).ConfigureAwait(false);
+                    }
+                    catch (Exception) when (!token.IsCancellationRequested)
+                    {
+                        // The branch before ended however it ended (stopped, or failed and reported there): this one drafts now.
+                    }
+                }
+
+                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token).ConfigureAwait(false);
+            },
+            CancellationToken.None);
         return new Branch(prefix, condition, task, cancel);
     }
 
@@ -376,6 +420,7 @@ internal sealed class SpeculativeRunner
         {
             var exit = _tracker.Exit((int)verdict.ExitLayer);
             var matched = verdict.ToDomain() == final;
+            var matchedAlternative = !matched && verdict.Alternatives.Any(a => (int)a.Accepted == final.Accepted && a.NextId == final.Next.Value);
             if (matched)
             {
                 exit.Hits++;
@@ -383,9 +428,13 @@ internal sealed class SpeculativeRunner
             else
             {
                 exit.Misses++;
+                if (matchedAlternative)
+                {
+                    exit.AlternativeHits++;
+                }
             }
 
-            records.Add(new EarlyVerdictRecord((int)verdict.ExitLayer, Math.Round(verdict.Confidence, 6), (int)verdict.Accepted, verdict.NextId, matched, Math.Round(verdict.ElapsedMicros / 1000.0, 3)));
+            records.Add(new EarlyVerdictRecord((int)verdict.ExitLayer, Math.Round(verdict.Confidence, 6), (int)verdict.Accepted, verdict.NextId, matched, Math.Round(verdict.ElapsedMicros / 1000.0, 3), verdict.Alternatives.Count, matchedAlternative));
         }
 
         return records;

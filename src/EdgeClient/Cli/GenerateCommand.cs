@@ -3,6 +3,7 @@ using System.Globalization;
 using SpecEdge.EdgeClient.Client;
 using SpecEdge.LinkEmulator;
 using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Protocol;
 using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
 
@@ -40,6 +41,9 @@ internal static class GenerateCommand
                 MaxNewTokens = parse.GetValue(o.MaxNew),
                 DraftTokens = parse.GetValue(o.Gamma),
                 AdaptiveDraftTokens = parse.GetValue(o.Adaptive),
+                Candidates = parse.GetValue(o.Candidates) is var k and >= 1 and <= ProtocolLimits.MaxCandidates
+                    ? k
+                    : throw new UsageException($"--candidates: use 1 to {ProtocolLimits.MaxCandidates} (got {parse.GetValue(o.Candidates)})"),
                 Sampling = new SamplingConfig { Temperature = parse.GetValue(o.Temperature), TopK = parse.GetValue(o.TopK), TopP = parse.GetValue(o.TopP), Seed = parse.GetValue(o.Seed) },
                 StopAtEos = !parse.GetValue(o.IgnoreEos),
                 ExitThresholds = parse.GetValue(o.Thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
@@ -129,6 +133,8 @@ internal static class GenerateCommand
 
         public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose γ each round from measured acceptance and timings." };
 
+        public Option<int> Candidates { get; } = new("--candidates") { Description = "Pre-emptive and conditional modes, greedy: on an early verdict, pre-draft the next round for this many outcomes (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead.", DefaultValueFactory = _ => 1 };
+
         public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
 
         public Option<int> TopK { get; } = new("--top-k") { Description = "Keep the K most likely tokens (0: all).", DefaultValueFactory = _ => 0 };
@@ -173,7 +179,7 @@ internal static class GenerateCommand
 
         public Option<string?> Otlp { get; } = new("--otlp") { Description = "Export the edge's metrics and traces over OTLP to this endpoint, e.g. http://collector:4317 (also on with OTEL_EXPORTER_OTLP_ENDPOINT)." };
 
-        public IEnumerable<Option> All => [Server, Balance, Otlp, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+        public IEnumerable<Option> All => [Server, Balance, Otlp, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Candidates, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The client options the connection flags give (shared by generate and serve).</summary>

@@ -39,8 +39,12 @@ internal sealed class NextToken(AcceptanceRule rule, SamplingConfig sampling, in
 /// </summary>
 public sealed class VerifierService : Verifier.VerifierBase
 {
-    /// <summary>Rounds a stream may have waiting: the one being verified's successor (a conditional round) and one more.</summary>
-    private const int InboxCapacity = 2;
+    /// <summary>
+    /// Rounds a stream may have waiting while one is verified: with K candidates per round, up to K - 1 sent after the one
+    /// being verified (each dropped once read), K for the next round, and the next round sent fresh after its final
+    /// verdict if none held: 2K (2 with one candidate: a conditional round and one more).
+    /// </summary>
+    private static int InboxCapacity(DecodeSession session) => 2 * session.Candidates;
 
     private const int OutboxCapacity = 16;
 
@@ -95,9 +99,9 @@ public sealed class VerifierService : Verifier.VerifierBase
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
-            var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+            var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity(session)) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
             idle.CancelAfter(idleTimeout);
-            reader = ReadRoundsAsync(requestStream, inbox.Writer, idle, _time, stop.Token);
+            reader = ReadRoundsAsync(requestStream, inbox.Writer, InboxCapacity(session), idle, _time, stop.Token);
             try
             {
                 await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, _metrics, stop.Token).ConfigureAwait(false);
@@ -234,6 +238,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 NextId = early.Verdict.Next.Value,
                 Confidence = (float)early.Confidence,
                 ElapsedMicros = (long)early.Elapsed.TotalMicroseconds,
+                Alternatives = { early.Alternatives.Select(a => new Alternative { Accepted = (uint)a.Verdict.Accepted, NextId = a.Verdict.Next.Value, Probability = (float)a.Probability }) },
             },
         },
         FinalRoundVerdict final => new VerifierMessage
@@ -292,7 +297,7 @@ public sealed class VerifierService : Verifier.VerifierBase
     private static ApiKeyIdentity? Identity(ServerCallContext context) =>
         context.UserState.TryGetValue(ApiKeyAuthenticator.UserStateKey, out var identity) ? (ApiKeyIdentity)identity : null;
 
-    private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, CancellationTokenSource idle, TimeProvider time, CancellationToken stop)
+    private static async Task ReadRoundsAsync(IAsyncStreamReader<EdgeMessage> requests, ChannelWriter<(Draft Draft, DateTimeOffset ReceivedAt)> inbox, int capacity, CancellationTokenSource idle, TimeProvider time, CancellationToken stop)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, stop);
         try
@@ -305,7 +310,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                     case EdgeMessage.KindOneofCase.Draft:
                         if (!inbox.TryWrite((message.Draft, time.GetUtcNow())))
                         {
-                            throw Refusal.FailedPrecondition($"round {message.Draft.Round} arrived while {InboxCapacity} rounds were already waiting: send a round after the previous final verdict, or at most one conditional round ahead");
+                            throw Refusal.FailedPrecondition($"round {message.Draft.Round} arrived while {capacity} rounds were already waiting: send a round after the previous final verdict, or at most Open.candidates conditional rounds ahead");
                         }
 
                         break;

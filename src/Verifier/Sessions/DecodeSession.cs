@@ -31,6 +31,7 @@ internal sealed class DecodeSession : IDisposable
     private readonly StopRule _stop;
     private readonly SamplingConfig _sampling;
     private readonly bool _earlyVerdicts;
+    private readonly int _candidates;
     private readonly IReadOnlyList<float> _thresholds;
     private readonly TokenId[] _step;
     private readonly List<SparseDistribution> _distributions = [];
@@ -47,6 +48,7 @@ internal sealed class DecodeSession : IDisposable
         _stop = plan.Stop;
         _sampling = plan.Sampling;
         _earlyVerdicts = plan.EarlyVerdicts;
+        _candidates = plan.Candidates;
         _thresholds = plan.Thresholds;
         _contextLength = plan.ContextLength;
         _slot = scheduler.OpenSlot();
@@ -73,6 +75,9 @@ internal sealed class DecodeSession : IDisposable
     public DomainFinish FinishReason { get; private set; }
 
     public SamplingConfig Sampling => _sampling;
+
+    /// <summary>Conditional rounds the edge may send for one round (Open.candidates, at least 1).</summary>
+    public int Candidates => _candidates;
 
     /// <summary>Validates an Open and works out what the session needs (its prefix, rules and KV-cache length).</summary>
     /// <exception cref="Grpc.Core.RpcException">InvalidArgument or FailedPrecondition saying what is wrong.</exception>
@@ -144,6 +149,11 @@ internal sealed class DecodeSession : IDisposable
             thresholds = [.. open.ExitThresholds];
         }
 
+        if (open.Candidates > ProtocolLimits.MaxCandidates)
+        {
+            throw Refusal.InvalidArgument($"Open.candidates = {open.Candidates} is out of range: use 0 to {ProtocolLimits.MaxCandidates}");
+        }
+
         var tokens = new List<TokenId>(prefix + open.MaxNewTokens);
         tokens.AddRange(open.PromptIds.Select(id => new TokenId(id)));
         tokens.AddRange(open.CommittedIds.Select(id => new TokenId(id)));
@@ -151,7 +161,7 @@ internal sealed class DecodeSession : IDisposable
 
         // The cache only needs room for this generation: the prefix, the new tokens, and a last round's drafts.
         var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + limits.MaxDraftTokens + 1);
-        return new SessionPlan(tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds, contextLength, model.KvBytesPerContext(contextLength));
+        return new SessionPlan(tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds, contextLength, model.KvBytesPerContext(contextLength), (int)Math.Max(1, open.Candidates));
     }
 
     /// <summary>Allocates the session's cache, prefills the prefix, and returns the session and its Opened reply.</summary>
@@ -343,10 +353,34 @@ internal sealed class DecodeSession : IDisposable
     {
         var verdict = Decide(drafts, exitLogits, committed);
         var (kept, next) = Truncate(drafts, verdict, committed);
-        var confidence = Confidence(exitLogits, kept);
-        return confidence < _thresholds[exit]
-            ? null
-            : new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], new Verdict(kept - 1, next), confidence, _time.GetElapsedTime(started));
+        // With alternatives wanted (greedy, a verdict the stop rule left whole: a cut one ends the generation), every
+        // row's top two are worked out once; the confidence is their arg-max probabilities' least over the verdict's rows.
+        var rows = _candidates > 1 && _sampling.IsGreedy && kept == verdict.Accepted + 1 ? TopTwo(exitLogits, drafts.Length + 1) : null;
+        var confidence = rows is null ? Confidence(exitLogits, kept) : rows.Take(kept).Min(r => (double)r.FirstProbability);
+        if (confidence < _thresholds[exit])
+        {
+            return null;
+        }
+
+        // The verdict's arg-max and the distribution's agree except on an exact tie; then send none rather than guess.
+        IReadOnlyList<RankedVerdict> alternatives = rows is not null && rows[verdict.Accepted].First == verdict.Next
+            ? VerdictAlternatives.Rank(drafts, verdict, rows, _candidates - 1)
+            : [];
+        return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], new Verdict(kept - 1, next), confidence, _time.GetElapsedTime(started), alternatives);
+    }
+
+    /// <summary>The top two tokens of each of the first <paramref name="count"/> rows under the exit's distribution (temperature 1).</summary>
+    private RowTopTwo[] TopTwo(LogitsView exitLogits, int count)
+    {
+        var config = new SamplingConfig { Temperature = 1f };
+        var rows = new RowTopTwo[count];
+        for (var i = 0; i < count; i++)
+        {
+            _sampler.Distribution(exitLogits.Row(i), config, _probabilities);
+            rows[i] = RowTopTwo.Of(_probabilities);
+        }
+
+        return rows;
     }
 
     /// <summary>
@@ -447,4 +481,4 @@ internal sealed class DecodeSession : IDisposable
 }
 
 /// <summary>What an Open asks for, validated: the session's prefix, rules, and the KV cache it needs.</summary>
-internal sealed record SessionPlan(List<TokenId> Tokens, int PromptLength, StopRule Stop, SamplingConfig Sampling, bool EarlyVerdicts, IReadOnlyList<float> Thresholds, int ContextLength, long KvBytes);
+internal sealed record SessionPlan(List<TokenId> Tokens, int PromptLength, StopRule Stop, SamplingConfig Sampling, bool EarlyVerdicts, IReadOnlyList<float> Thresholds, int ContextLength, long KvBytes, int Candidates = 1);

@@ -5,8 +5,8 @@ namespace SpecEdge.CloudVerifier.Sessions;
 /// <summary>What a session says about a round; the service maps it to a wire message.</summary>
 internal abstract record RoundVerdict(uint Round);
 
-/// <summary>An exit's provisional verdict: the drafts it expects to stand and the token it expects next.</summary>
-internal sealed record EarlyRoundVerdict(uint Round, int ExitLayer, Verdict Verdict, double Confidence, TimeSpan Elapsed) : RoundVerdict(Round);
+/// <summary>An exit's provisional verdict: the drafts it expects to stand and the token it expects next, and the outcomes it ranks next (multi-candidate pre-drafting).</summary>
+internal sealed record EarlyRoundVerdict(uint Round, int ExitLayer, Verdict Verdict, double Confidence, TimeSpan Elapsed, IReadOnlyList<RankedVerdict> Alternatives) : RoundVerdict(Round);
 
 /// <summary>The verdict that commits tokens, and whether the generation ended with them.</summary>
 internal sealed record FinalRoundVerdict(uint Round, Verdict Verdict, FinishReason Finish, int CommittedLength, RoundTimings Timings) : RoundVerdict(Round);

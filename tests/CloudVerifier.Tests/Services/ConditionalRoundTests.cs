@@ -60,6 +60,113 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task EarlyVerdict_ThreeCandidates_AlternativesAreTheReferenceExitHeadsNextOutcomes()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 8);
+        int[] drafts = [expected[0], expected[1], (expected[2] + 1) % 258];
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true, candidates: 3);
+
+        await stream.SendAsync(Round(1, 0, drafts));
+        var early = (await stream.ReadAsync()).Early;
+        await stream.ReadFinalAsync(1);
+
+        // Derived here from the reference forward pass: for each row the exit's verdict rests on, the outcome where
+        // that row takes its runner-up (the rows before it as the exit read them), ranked by the exit's probability.
+        var reference = fixture.Pair.Target.Reference();
+        int[] tokens = [.. Prompt, .. drafts];
+        var hidden = reference.Forward(tokens).HiddenAfterLayer[1];
+        var probabilities = Enumerable.Range(Prompt.Length - 1, drafts.Length + 1).Select(p => Softmax(reference.Head(hidden[p], null, null, null))).ToArray();
+        var accepted = (int)early.Accepted;
+        var outcomes = new List<(uint Accepted, int Next, double Probability)>();
+        double before = 1;
+        for (var r = 0; r <= accepted; r++)
+        {
+            var order = Enumerable.Range(0, probabilities[r].Length).OrderByDescending(i => probabilities[r][i]).ToArray();
+            var (first, second) = (order[0], order[1]);
+            if (r < drafts.Length && second == drafts[r])
+            {
+                var j = r + 1;
+                while (j < drafts.Length && ArgMax(probabilities[j]) == drafts[j])
+                {
+                    j++;
+                }
+
+                outcomes.Add(((uint)j, ArgMax(probabilities[j]), before * probabilities[r][second]));
+            }
+            else
+            {
+                outcomes.Add(((uint)r, second, before * probabilities[r][second]));
+            }
+
+            before *= probabilities[r][first];
+        }
+
+        var want = outcomes.OrderByDescending(o => o.Probability).DistinctBy(o => (o.Accepted, o.Next)).Take(2).ToList();
+        Assert.Equal(probabilities.Take(accepted + 1).Min(p => p.Max()), early.Confidence, 1e-4);
+        Assert.Equal(want.Count, early.Alternatives.Count);
+        for (var i = 0; i < want.Count; i++)
+        {
+            Assert.Equal(want[i].Accepted, early.Alternatives[i].Accepted);
+            Assert.Equal(want[i].Next, early.Alternatives[i].NextId);
+            Assert.Equal(want[i].Probability, early.Alternatives[i].Probability, 1e-4);
+        }
+    }
+
+    [Fact]
+    public async Task EarlyVerdict_OneCandidate_NoAlternatives()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 8);
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true);
+
+        await stream.SendAsync(Round(1, 0, [expected[0], (expected[1] + 1) % 258]));
+        var early = (await stream.ReadAsync()).Early;
+        await stream.ReadFinalAsync(1);
+
+        Assert.Empty(early.Alternatives);
+    }
+
+    [Fact]
+    public async Task ConditionalRound_ThreeCandidates_TheOneThatHoldsIsVerified_TheOthersDropped()
+    {
+        var expected = fixture.LocalGreedy(Prompt, 12);
+        await using var stream = await OpenAsync(maxNewTokens: 12, candidates: 3);
+        var wrong = (expected[3] + 1) % 258;
+
+        // Round 1, then three candidates for round 2 before its final verdict: two on outcomes that do not happen
+        // (round 1 keeps two drafts; round 1 keeps three and continues with a wrong token), one on the real outcome.
+        await stream.SendAsync(Round(1, 0, expected.Take(3)));
+        await stream.SendAsync(Round(2, 3, [expected[3], expected[4]], new Condition { Round = 1, Accepted = 2, NextId = expected[2] + 1 }));
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3), new Condition { Round = 1, Accepted = 3, NextId = expected[3] }));
+        await stream.SendAsync(Round(2, 4, expected.Skip(4).Take(3), new Condition { Round = 1, Accepted = 3, NextId = wrong }));
+        var first = await stream.ReadFinalAsync(1);
+        var droppedBefore = await stream.ReadAsync();
+        var second = await stream.ReadFinalAsync(2);
+        var droppedAfter = await stream.ReadAsync();
+
+        Assert.Equal(3u, first.Accepted);
+        Assert.False(droppedBefore.Dropped.Invalid);
+        Assert.Equal(3u, second.Accepted);
+        Assert.Equal(expected[7], second.NextId);
+        Assert.True(droppedAfter.Dropped.Invalid);
+        Assert.Contains("round 2 arrived after the session moved on", droppedAfter.Dropped.Reason);
+        await AssertNextRoundWorksAsync(stream, 3, second.CommittedLength, expected);
+    }
+
+    [Fact]
+    public async Task Open_CandidatesOverTheLimit_InvalidArgument()
+    {
+        await using var stream = new RawStream(fixture.Client);
+        var open = fixture.GreedyOpen(Prompt);
+        open.Candidates = 5;
+        await stream.SendAsync(open);
+
+        var error = await stream.ExpectErrorAsync();
+
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains("Open.candidates = 5 is out of range: use 0 to 4", error.Status.Detail);
+    }
+
+    [Fact]
     public async Task ConditionalRound_ConditionHolds_VerifiedWithoutAnotherRequest()
     {
         var expected = fixture.LocalGreedy(Prompt, 10);
@@ -169,17 +276,28 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
 
     private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());
 
+    private static int ArgMax(double[] probabilities) => Array.IndexOf(probabilities, probabilities.Max());
+
+    private static double[] Softmax(float[] logits)
+    {
+        var max = logits.Max();
+        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
+        var sum = exp.Sum();
+        return [.. exp.Select(e => e / sum)];
+    }
+
     private static double MaxProbability(float[] logits)
     {
         var max = logits.Max();
         return 1.0 / logits.Sum(l => Math.Exp(l - max));
     }
 
-    private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false)
+    private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false, uint candidates = 0)
     {
         var stream = new RawStream(fixture.Client);
         var open = fixture.GreedyOpen(Prompt, maxNewTokens);
         open.EarlyVerdicts = early;
+        open.Candidates = candidates;
         await stream.SendAsync(open);
         Assert.Equal(VerifierMessage.KindOneofCase.Opened, (await stream.ReadAsync()).KindCase);
         return stream;

@@ -1,0 +1,114 @@
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Shared.Decoding;
+
+/// <summary>A row's two most likely tokens under an exit's distribution, with their probabilities.</summary>
+/// <param name="First">The arg-max.</param>
+/// <param name="FirstProbability">Its probability.</param>
+/// <param name="Second">The runner-up.</param>
+/// <param name="SecondProbability">Its probability.</param>
+public readonly record struct RowTopTwo(TokenId First, float FirstProbability, TokenId Second, float SecondProbability)
+{
+    /// <summary>The two largest entries of a probability row (ties: the lower id first).</summary>
+    public static RowTopTwo Of(ReadOnlySpan<float> probabilities)
+    {
+        int first = -1, second = -1;
+        for (var i = 0; i < probabilities.Length; i++)
+        {
+            var p = probabilities[i];
+            if (first < 0 || p > probabilities[first])
+            {
+                second = first;
+                first = i;
+            }
+            else if (second < 0 || p > probabilities[second])
+            {
+                second = i;
+            }
+        }
+
+        if (second < 0)
+        {
+            throw new ArgumentException("a row needs at least two entries", nameof(probabilities));
+        }
+
+        return new RowTopTwo(new TokenId(first), probabilities[first], new TokenId(second), probabilities[second]);
+    }
+}
+
+/// <summary>An outcome of a round and an exit's estimate of its probability.</summary>
+public readonly record struct RankedVerdict(Verdict Verdict, double Probability);
+
+/// <summary>
+/// The outcomes of a greedy round most likely after an exit's own verdict, for multi-candidate pre-drafting: the final
+/// verdict differs from an exit's where one of the rows the exit's verdict rests on goes another way. Under the exit's
+/// distribution, the outcome "row r picks its runner-up" has probability Π_{i&lt;r} p₁(i) · p₂(r) (the rows before it
+/// as the exit says, then the runner-up); rows after a rejection do not matter. When the runner-up at the exit's
+/// next-token row is the draft there (the exit rejected a draft the final head may keep), the round goes on past it,
+/// the later rows as the exit reads them. The exit's own verdict has Π_{i≤a} p₁(i).
+/// </summary>
+public static class VerdictAlternatives
+{
+    /// <summary>
+    /// Up to <paramref name="count"/> outcomes other than <paramref name="verdict"/>, most likely first.
+    /// </summary>
+    /// <param name="drafts">The round's drafts (γ).</param>
+    /// <param name="verdict">The exit's greedy verdict on them.</param>
+    /// <param name="rows">The exit's top two per row, rows 0..γ (row i follows draft i-1; row 0 follows the committed prefix).</param>
+    /// <param name="count">How many alternatives to return at most.</param>
+    /// <exception cref="ArgumentException">The rows do not match the drafts, or the verdict is not the rows' greedy one.</exception>
+    public static List<RankedVerdict> Rank(ReadOnlySpan<TokenId> drafts, Verdict verdict, ReadOnlySpan<RowTopTwo> rows, int count)
+    {
+        if (rows.Length != drafts.Length + 1)
+        {
+            throw new ArgumentException($"{rows.Length} rows for {drafts.Length} drafts: a round of γ drafts has γ + 1 rows", nameof(rows));
+        }
+
+        if (verdict.Accepted > drafts.Length || rows[verdict.Accepted].First != verdict.Next)
+        {
+            throw new ArgumentException($"the verdict ({verdict.Accepted} accepted, next {verdict.Next}) is not the rows' greedy one", nameof(verdict));
+        }
+
+        var ranked = new List<RankedVerdict>(verdict.Accepted + 1);
+        double before = 1;
+        for (var r = 0; r <= verdict.Accepted; r++)
+        {
+            var row = rows[r];
+            var probability = before * row.SecondProbability;
+            if (r < drafts.Length && row.Second == drafts[r])
+            {
+                // The final head keeps the draft the exit rejected: the round goes on, the later rows as the exit reads them.
+                var j = r + 1;
+                while (j < drafts.Length && rows[j].First == drafts[j])
+                {
+                    j++;
+                }
+
+                ranked.Add(new RankedVerdict(new Verdict(j, rows[j].First), probability));
+            }
+            else
+            {
+                ranked.Add(new RankedVerdict(new Verdict(r, row.Second), probability));
+            }
+
+            before *= row.FirstProbability;
+        }
+
+        ranked.Sort((a, b) => b.Probability.CompareTo(a.Probability));
+        var distinct = new List<RankedVerdict>(Math.Min(count, ranked.Count));
+        foreach (var candidate in ranked)
+        {
+            if (distinct.Count == count)
+            {
+                break;
+            }
+
+            if (candidate.Verdict != verdict && !distinct.Exists(d => d.Verdict == candidate.Verdict))
+            {
+                distinct.Add(candidate);
+            }
+        }
+
+        return distinct;
+    }
+}

@@ -1,0 +1,62 @@
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Shared.Tests.Decoding;
+
+/// <summary>The outcomes an exit ranks after its own verdict (multi-candidate pre-drafting), on rows set by hand.</summary>
+public sealed class VerdictAlternativesTests
+{
+    private static readonly TokenId[] Drafts = [new(5), new(6)];
+
+    // Row 0 keeps draft 5 (0.6; runner-up 9 at 0.3); row 1 rejects draft 6 for 7 (0.5), with 6 the runner-up (0.4);
+    // row 2 (after both drafts) would pick 8 (0.9). The exit's verdict: one draft stands, then 7.
+    private static readonly RowTopTwo[] Rows =
+    [
+        new(new TokenId(5), 0.6f, new TokenId(9), 0.3f),
+        new(new TokenId(7), 0.5f, new TokenId(6), 0.4f),
+        new(new TokenId(8), 0.9f, new TokenId(2), 0.05f),
+    ];
+
+    private static readonly Verdict ExitVerdict = new(1, new TokenId(7));
+
+    [Fact]
+    public void Rank_EachRowsRunnerUp_MostLikelyFirst()
+    {
+        var ranked = VerdictAlternatives.Rank(Drafts, ExitVerdict, Rows, count: 3);
+
+        // Row 0 takes 9 instead of keeping draft 5: 0.3. Row 1 keeps draft 6 after all (its runner-up): both drafts
+        // stand and row 2's 8 follows, 0.6 · 0.4 = 0.24. The rows the verdict does not rest on add nothing.
+        Assert.Equal([new Verdict(0, new TokenId(9)), new Verdict(2, new TokenId(8))], ranked.Select(r => r.Verdict));
+        Assert.Equal(0.3, ranked[0].Probability, 1e-6);
+        Assert.Equal(0.24, ranked[1].Probability, 1e-6);
+    }
+
+    [Fact]
+    public void Rank_Count_CutsTheList()
+    {
+        var ranked = VerdictAlternatives.Rank(Drafts, ExitVerdict, Rows, count: 1);
+
+        Assert.Equal([new Verdict(0, new TokenId(9))], ranked.Select(r => r.Verdict));
+    }
+
+    [Fact]
+    public void Rank_RowsThatDoNotFitTheDrafts_Throw()
+    {
+        Assert.Throws<ArgumentException>(() => VerdictAlternatives.Rank(Drafts, ExitVerdict, Rows.AsSpan(0, 2), count: 2));
+        Assert.Throws<ArgumentException>(() => VerdictAlternatives.Rank(Drafts, new Verdict(1, new TokenId(8)), Rows, count: 2));
+    }
+
+    [Theory]
+    [InlineData(new[] { 0.1f, 0.5f, 0.4f }, 1, 2)]
+    [InlineData(new[] { 0.7f, 0.1f, 0.2f }, 0, 2)]
+    [InlineData(new[] { 0.5f, 0.5f, 0.0f }, 0, 1)] // a tie: the lower id first
+    public void RowTopTwo_Of_TheTwoLargest(float[] probabilities, int first, int second)
+    {
+        var top = RowTopTwo.Of(probabilities);
+
+        Assert.Equal(new TokenId(first), top.First);
+        Assert.Equal(probabilities[first], top.FirstProbability);
+        Assert.Equal(new TokenId(second), top.Second);
+        Assert.Equal(probabilities[second], top.SecondProbability);
+    }
+}

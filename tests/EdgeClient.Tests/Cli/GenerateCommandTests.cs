@@ -168,6 +168,8 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     [InlineData(new[] { "--stop", "" }, "--stop: at most 4 stop sequences, none empty")]
     [InlineData(new[] { "--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e" }, "--stop: at most 4 stop sequences")]
     [InlineData(new[] { "--balance", "random" }, "--balance: 'random' is not a balancing policy: use failover or session-hash")]
+    [InlineData(new[] { "--candidates", "5" }, "--candidates: use 1 to 4 (got 5)")]
+    [InlineData(new[] { "--candidates", "0" }, "--candidates: use 1 to 4 (got 0)")]
     public async Task Generate_BadOption_NamesIt(string[] extra, string message)
     {
         var args = new List<string> { "generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir };

@@ -54,7 +54,20 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
         Assert.True(scheduler.Counters.SharedSteps - before > Samples / 10, "the four edges' rounds seldom shared a step");
     }
 
-    private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients)
+    /// <summary>
+    /// Conditional mode with three candidates per round: under sampling the verifier sends no alternatives, but the
+    /// round may still send more than one conditional round when a later exit's sampled verdict differs; the
+    /// distribution stays the target's.
+    /// </summary>
+    [Fact]
+    public async Task FirstTwoTokens_ConditionalThreeCandidates_FollowTargetJointDistribution()
+    {
+        var (counts, acceptance) = await DrawAsync(GenerationMode.Conditional, clients: 1, candidates: 3);
+
+        AssertFollowsTarget(counts, acceptance, "conditional, three candidates");
+    }
+
+    private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients, int candidates = 1)
     {
         var counts = new long[SmallVocabularyVerifier.Vocab * SmallVocabularyVerifier.Vocab];
         var drafted = 0;
@@ -70,7 +83,8 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
                     Mode = mode,
                     DraftTokens = 2,
                     MaxNewTokens = 2,
-                    Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) },
+                    Candidates = candidates,
+                    Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) + (10_000_000UL * (ulong)(candidates - 1)) },
                 }).RunToEndAsync().DefaultTimeout();
                 Interlocked.Increment(ref counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]);
                 Interlocked.Add(ref drafted, report.DraftTokens);

@@ -36,7 +36,8 @@ internal static class ModesBenchmark
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
         var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 for a trained one)." };
-        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold, maxGamma };
+        var reportsOut = new Option<string?>("--reports-out") { Description = "Also write every generation's full report (its rounds included), one JSON object per line, to this file." };
+        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold, maxGamma, reportsOut };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var pair = DefaultModels.Resolve();
@@ -51,6 +52,7 @@ internal static class ModesBenchmark
             }, cancellationToken: cancellationToken);
             await using var _ = app;
             Console.WriteLine($"exit thresholds {VerifierHost.DescribeThresholds(app)}");
+            await using var reportsFile = parse.GetValue(reportsOut) is { } path ? new StreamWriter(path) : null;
             foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
             {
                 var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));
@@ -73,6 +75,11 @@ internal static class ModesBenchmark
                             StopAtEos = false,
                         }).RunToEndAsync(cancellationToken);
                         results[mode].Add(report);
+                        if (reportsFile is not null)
+                        {
+                            await reportsFile.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"{{\"rtt_ms\": {rtt}, \"entry\": \"{mode}\", \"prompt\": {p}, \"report\": {report.ToJson().ReplaceLineEndings(" ")}}}"));
+                        }
+
                         Console.Error.Write(".");
                     }
                 }

@@ -172,30 +172,7 @@ public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : ICla
     [MemberData(nameof(Modes))]
     public async Task EveryMode_JitteredLinkAndSlowSteps_IdenticalToTargetOnly(GenerationMode mode, bool adaptive)
     {
-        List<int> expected;
-        using (var model = TestModels.Load(verifier.Pair.TargetDir))
-        {
-            expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
-        }
-
-        await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions
-        {
-            Server = verifier.Address,
-            DraftModel = verifier.Pair.DraftDir,
-            IntraOpThreads = 1,
-            Profile = ComputeProfiles.TenToOne,
-        }, LinkProfile.Parse("rtt=20ms,jitter=10ms"))).DefaultTimeout();
-
-        var report = await client.Generate(new GenerationRequest
-        {
-            PromptIds = [.. Prompt.Select(t => new TokenId(t))],
-            Mode = mode,
-            DraftTokens = 3,
-            AdaptiveDraftTokens = adaptive,
-            MaxNewTokens = NewTokens,
-            StopAtEos = false,
-            Sampling = SamplingConfig.Greedy,
-        }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        var (expected, report) = await GenerateAsync(mode, adaptive, candidates: 1);
 
         Assert.Equal(expected, report.TokenIds);
         if (mode == GenerationMode.Conditional)
@@ -214,6 +191,18 @@ public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : ICla
     [InlineData(GenerationMode.Conditional, 2)]
     [InlineData(GenerationMode.Conditional, 4)]
     public async Task Candidates_JitteredLinkAndSlowSteps_IdenticalToTargetOnly(GenerationMode mode, int candidates)
+    {
+        var (expected, report) = await GenerateAsync(mode, adaptive: false, candidates);
+
+        Assert.Equal(expected, report.TokenIds);
+        var early = report.PerRound.SelectMany(r => r.EarlyVerdicts).ToList();
+        Assert.NotEmpty(early);
+        Assert.All(early, e => Assert.InRange(e.Alternatives, 0, candidates - 1));
+        Assert.Contains(early, e => e.Alternatives > 0);
+    }
+
+    /// <summary>The target's own greedy output, and a generation in <paramref name="mode"/> over the jittered link.</summary>
+    private async Task<(List<int> Expected, GenerationReport Report)> GenerateAsync(GenerationMode mode, bool adaptive, int candidates)
     {
         List<int> expected;
         using (var model = TestModels.Load(verifier.Pair.TargetDir))
@@ -234,16 +223,12 @@ public sealed class JitteredLinkExactnessTests(SlowStepVerifier verifier) : ICla
             PromptIds = [.. Prompt.Select(t => new TokenId(t))],
             Mode = mode,
             DraftTokens = 3,
+            AdaptiveDraftTokens = adaptive,
             Candidates = candidates,
             MaxNewTokens = NewTokens,
             StopAtEos = false,
             Sampling = SamplingConfig.Greedy,
         }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
-
-        Assert.Equal(expected, report.TokenIds);
-        var early = report.PerRound.SelectMany(r => r.EarlyVerdicts).ToList();
-        Assert.NotEmpty(early);
-        Assert.All(early, e => Assert.InRange(e.Alternatives, 0, candidates - 1));
-        Assert.Contains(early, e => e.Alternatives > 0);
+        return (expected, report);
     }
 }

@@ -33,20 +33,8 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     [Fact]
     public async Task EarlyVerdict_VerdictAndConfidence_MatchTheReferenceExitHead()
     {
-        var expected = fixture.LocalGreedy(Prompt, 8);
-        // Two right drafts and a wrong one, so the exit has something to reject.
-        int[] drafts = [expected[0], expected[1], (expected[2] + 1) % 258];
-        await using var stream = await OpenAsync(maxNewTokens: 8, early: true);
+        var (early, drafts, rows) = await EarlyVerdictOnOneWrongDraftAsync(candidates: 0);
 
-        await stream.SendAsync(Round(1, 0, drafts));
-        var early = (await stream.ReadAsync()).Early;
-        await stream.ReadFinalAsync(1);
-
-        // The reference exit head (final norm and LM head on the hidden state after layer 1) over prompt and drafts.
-        var reference = fixture.Pair.Target.Reference();
-        int[] tokens = [.. Prompt, .. drafts];
-        var hidden = reference.Forward(tokens).HiddenAfterLayer[1];
-        var rows = Enumerable.Range(Prompt.Length - 1, drafts.Length + 1).Select(p => reference.Head(hidden[p], null, null, null)).ToArray();
         var accepted = 0;
         while (accepted < drafts.Length && ArgMax(rows[accepted]) == drafts[accepted])
         {
@@ -62,20 +50,11 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     [Fact]
     public async Task EarlyVerdict_ThreeCandidates_AlternativesAreTheReferenceExitHeadsNextOutcomes()
     {
-        var expected = fixture.LocalGreedy(Prompt, 8);
-        int[] drafts = [expected[0], expected[1], (expected[2] + 1) % 258];
-        await using var stream = await OpenAsync(maxNewTokens: 8, early: true, candidates: 3);
-
-        await stream.SendAsync(Round(1, 0, drafts));
-        var early = (await stream.ReadAsync()).Early;
-        await stream.ReadFinalAsync(1);
+        var (early, drafts, rows) = await EarlyVerdictOnOneWrongDraftAsync(candidates: 3);
 
         // Derived here from the reference forward pass: for each row the exit's verdict rests on, the outcome where
         // that row takes its runner-up (the rows before it as the exit read them), ranked by the exit's probability.
-        var reference = fixture.Pair.Target.Reference();
-        int[] tokens = [.. Prompt, .. drafts];
-        var hidden = reference.Forward(tokens).HiddenAfterLayer[1];
-        var probabilities = Enumerable.Range(Prompt.Length - 1, drafts.Length + 1).Select(p => Softmax(reference.Head(hidden[p], null, null, null))).ToArray();
+        var probabilities = rows.Select(Softmax).ToArray();
         var accepted = (int)early.Accepted;
         var outcomes = new List<(uint Accepted, int Next, double Probability)>();
         double before = 1;
@@ -153,20 +132,6 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     }
 
     [Fact]
-    public async Task Open_CandidatesOverTheLimit_InvalidArgument()
-    {
-        await using var stream = new RawStream(fixture.Client);
-        var open = fixture.GreedyOpen(Prompt);
-        open.Candidates = 5;
-        await stream.SendAsync(open);
-
-        var error = await stream.ExpectErrorAsync();
-
-        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
-        Assert.Contains("Open.candidates = 5 is out of range: use 0 to 4", error.Status.Detail);
-    }
-
-    [Fact]
     public async Task ConditionalRound_ConditionHolds_VerifiedWithoutAnotherRequest()
     {
         var expected = fixture.LocalGreedy(Prompt, 10);
@@ -241,18 +206,28 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
         await AssertNextRoundWorksAsync(stream, 3, second.CommittedLength, expected);
     }
 
-    [Fact]
-    public async Task Open_ExitThresholdOutOfRange_InvalidArgument()
+    [Theory]
+    [InlineData("threshold", "Open.exit_thresholds value 1.5 is outside [0, 1]")]
+    [InlineData("candidates", "Open.candidates = 5 is out of range: use 0 to 4")]
+    public async Task Open_ValueOutOfRange_InvalidArgument(string field, string message)
     {
         await using var stream = new RawStream(fixture.Client);
         var open = fixture.GreedyOpen(Prompt);
-        open.ExitThresholds.Add(1.5f);
+        if (field == "threshold")
+        {
+            open.ExitThresholds.Add(1.5f);
+        }
+        else
+        {
+            open.Candidates = 5;
+        }
+
         await stream.SendAsync(open);
 
         var error = await stream.ExpectErrorAsync();
 
         Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
-        Assert.Contains("exit_thresholds value 1.5 is outside [0, 1]", error.Status.Detail);
+        Assert.Contains(message, error.Status.Detail);
     }
 
     [Theory]
@@ -272,6 +247,26 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
         var ex = Assert.Throws<OptionsValidationException>(() => VerifierHost.LoadModel(app));
 
         Assert.Contains(message, ex.Message);
+    }
+
+    /// <summary>
+    /// Round 1 with two right drafts and a wrong one (so the exit has something to reject): the exit's early verdict,
+    /// the drafts, and the reference exit head's logits (final norm and LM head on the hidden state after layer 1) at
+    /// each of the round's rows.
+    /// </summary>
+    private async Task<(EarlyVerdict Early, int[] Drafts, float[][] Rows)> EarlyVerdictOnOneWrongDraftAsync(uint candidates)
+    {
+        var expected = fixture.LocalGreedy(Prompt, 8);
+        int[] drafts = [expected[0], expected[1], (expected[2] + 1) % 258];
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true, candidates: candidates);
+
+        await stream.SendAsync(Round(1, 0, drafts));
+        var early = (await stream.ReadAsync()).Early;
+        await stream.ReadFinalAsync(1);
+
+        var reference = fixture.Pair.Target.Reference();
+        var hidden = reference.Forward([.. Prompt, .. drafts]).HiddenAfterLayer[1];
+        return (early, drafts, [.. Enumerable.Range(Prompt.Length - 1, drafts.Length + 1).Select(p => reference.Head(hidden[p], null, null, null))]);
     }
 
     private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());

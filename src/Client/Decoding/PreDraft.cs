@@ -70,8 +70,9 @@ internal sealed class Branch(List<TokenId> prefix, Condition condition, Task<Dra
         {
             return (await Task.ConfigureAwait(false)).Tokens.Length;
         }
-        catch (OperationCanceledException)
+        catch (Exception)
         {
+            // Stopped first, or failed: either way it is thrown away (a failing draft fails the next round's own drafting too).
             return 0;
         }
         finally
@@ -116,6 +117,9 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
 {
     private readonly List<Candidate> _candidates = [];
     private SentAhead? _accepted;
+
+    /// <summary>The branch started last: the next one starts after it (the list's order is the verdicts' ranking, not the order branches started in).</summary>
+    private Task? _lastStarted;
 
     /// <summary>The round already at the verifier, when a conditional round held (and forgets it).</summary>
     public SentAhead? TakeAccepted(uint round)
@@ -166,7 +170,6 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
             }
         }
 
-        Task? last = _candidates.Count > 0 ? _candidates[^1].Branch.Task : null;
         var ordered = new List<Candidate>(_candidates.Count + conditions.Count);
         ordered.AddRange(_candidates.Where(c => c.Sent is not null));
         for (var i = 0; i < conditions.Count; i++)
@@ -179,10 +182,10 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
                     ordered.Add(existing);
                 }
             }
-            else if (start(conditions[i], last) is { } branch)
+            else if (start(conditions[i], _lastStarted) is { } branch)
             {
                 ordered.Add(new Candidate(branch, alternate: i > 0));
-                last = branch.Task;
+                _lastStarted = branch.Task;
             }
         }
 
@@ -195,10 +198,22 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
         ? null
         : _candidates.Find(c => c.Sent is null && c.Branch.Task.IsCompletedSuccessfully)?.Branch;
 
-    /// <summary>The first branch still drafting that may yet be sent, whose completion the round loop waits for beside the verifier's messages.</summary>
-    public Task? PendingBranch() => _candidates.Count(c => c.Sent is not null) >= maxSent
-        ? null
-        : _candidates.Find(c => c.Sent is null && !c.Branch.Task.IsCompleted)?.Branch.Task;
+    /// <summary>While a branch that may yet be sent is drafting: a task that completes when any of them ends, which the round loop waits for beside the verifier's messages; else null.</summary>
+    public Task? PendingBranch()
+    {
+        if (_candidates.Count(c => c.Sent is not null) >= maxSent)
+        {
+            return null;
+        }
+
+        var drafting = _candidates.Where(c => c.Sent is null && !c.Branch.Task.IsCompleted).Select(c => (Task)c.Branch.Task).ToList();
+        return drafting.Count switch
+        {
+            0 => null,
+            1 => drafting[0],
+            _ => Task.WhenAny(drafting),
+        };
+    }
 
     public void MarkSent(Branch branch, SentAhead round)
     {

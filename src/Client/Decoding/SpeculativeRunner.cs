@@ -375,7 +375,7 @@ internal sealed class SpeculativeRunner
 
     /// <summary>
     /// Starts drafting the next round on the prefix a provisional verdict implies, once <paramref name="after"/> (the
-    /// branch before it: the draft has one cache) has ended; null when that verdict would end the generation.
+    /// branch started before it, more likely) has ended; null when that verdict would end the generation.
     /// </summary>
     private Branch? StartBranch(Condition condition, TokenId[] drafts, int committedLength, Task? after)
     {
@@ -395,6 +395,7 @@ internal sealed class SpeculativeRunner
         var task = Task.Run(
             async () =>
             {
+                // Most likely first: start after the branch before (the engine takes one call at a time in any case).
                 if (after is not null)
                 {
                     try

@@ -12,8 +12,9 @@ public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distri
 /// Owns the draft model's sequence. Drafting continues any prefix: the cache keeps the longest prefix it shares with
 /// the new one and re-feeds the rest in one step. So drafting on a provisional prefix (a branch) and falling back to
 /// the final prefix after a miss need no copies of the cache, only the re-feed of the tokens that differ.
-/// Not thread-safe: one loop owns it. Only <see cref="Dispose"/> may come from another thread: it waits for the model
-/// run in progress (freeing the native context under a run crashes ONNX Runtime), and later calls throw
+/// One call at a time: a call made while another runs waits for it (the cache follows one prefix; branches drafted
+/// ahead on several provisional outcomes take turns). <see cref="Dispose"/> may come from another thread: it waits for
+/// the model run in progress (freeing the native context under a run crashes ONNX Runtime), and later calls throw
 /// <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class DraftEngine : IDisposable
@@ -31,6 +32,9 @@ public sealed class DraftEngine : IDisposable
 
     /// <summary>Held while the native context is used (a run, or reading its logits); <see cref="Dispose"/> takes it too.</summary>
     private readonly Lock _gate = new();
+
+    /// <summary>Held for a whole drafting call, across its compute floors: calls take turns.</summary>
+    private readonly SemaphoreSlim _turn = new(1, 1);
     private bool _disposed;
 
     /// <summary>A draft engine over <paramref name="model"/> (its own KV cache), with drafting floors from <paramref name="profile"/>.</summary>
@@ -60,6 +64,19 @@ public sealed class DraftEngine : IDisposable
     /// of their sequence positions, and come with that distribution.
     /// </summary>
     public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken)
+    {
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await DraftInTurnAsync(prefix, count, sampling, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken)
     {
         var start = _time.GetTimestamp();
         count = Math.Min(count, _context.MaxLength - prefix.Count);
@@ -111,16 +128,24 @@ public sealed class DraftEngine : IDisposable
     /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>
     public async ValueTask<TokenId> NextAsync(IReadOnlyList<TokenId> prefix, SamplingConfig sampling, AcceptanceRule rule, CancellationToken cancellationToken)
     {
-        var start = _time.GetTimestamp();
-        TokenId next;
-        lock (_gate)
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            next = rule.SampleTarget(SyncTo(prefix).Last, sampling, prefix.Count);
-        }
+            var start = _time.GetTimestamp();
+            TokenId next;
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                next = rule.SampleTarget(SyncTo(prefix).Last, sampling, prefix.Count);
+            }
 
-        await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(1), cancellationToken).ConfigureAwait(false);
-        return next;
+            await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(1), cancellationToken).ConfigureAwait(false);
+            return next;
+        }
+        finally
+        {
+            _turn.Release();
+        }
     }
 
     /// <summary>Waits for the run in progress, then frees the draft's cache; later calls throw <see cref="ObjectDisposedException"/>.</summary>

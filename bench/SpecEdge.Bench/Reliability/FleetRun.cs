@@ -170,7 +170,7 @@ internal static class FleetRun
                 Volatile.Write(ref faultsDone, true);
             }, CancellationToken.None);
 
-            var results = new ConcurrentBag<(GenerationMode Mode, bool Identical, bool Interrupted, string? Error)>();
+            var results = new ConcurrentBag<(string Mode, bool Identical, bool Interrupted, string? Error)>();
             var balancerAddress = new Uri($"http://127.0.0.1:{balancerPort}");
             await Parallel.ForEachAsync(Enumerable.Range(0, options.Edges), new ParallelOptions { MaxDegreeOfParallelism = options.Edges, CancellationToken = cancellationToken }, async (edge, token) =>
             {
@@ -188,12 +188,15 @@ internal static class FleetRun
                 {
                     var p = (edge + g) % prompts.Count;
                     var mode = Modes[(edge + g * 5) % Modes.Length];
+                    // Odd edges pre-draft three candidates per early verdict (multi-candidate pre-drafting) in the modes that use them.
+                    var candidates = edge % 2 == 1 && mode is GenerationMode.Preemptive or GenerationMode.Conditional ? 3 : 1;
+                    var label = candidates > 1 ? $"{mode.Name()}+k{candidates}" : mode.Name();
                     var output = new List<int>();
                     string? error = null;
                     var interrupted = false;
                     try
                     {
-                        var generation = client.Generate(new GenerationRequest { ClientLabel = $"fleet-edge-{edge}", PromptIds = prompts[p], Mode = mode, MaxNewTokens = options.Tokens, DraftTokens = 3, StopAtEos = false });
+                        var generation = client.Generate(new GenerationRequest { ClientLabel = $"fleet-edge-{edge}", PromptIds = prompts[p], Mode = mode, Candidates = candidates, MaxNewTokens = options.Tokens, DraftTokens = 3, StopAtEos = false });
                         await foreach (var t in generation.WithCancellation(token))
                         {
                             output.Add(t.Id.Value);
@@ -203,15 +206,15 @@ internal static class FleetRun
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException || !token.IsCancellationRequested)
                     {
-                        error = $"edge {edge} {mode.Name()} prompt {p}: {ex.Message.Split('\n')[0]}";
+                        error = $"edge {edge} {label} prompt {p}: {ex.Message.Split('\n')[0]}";
                     }
 
                     var identical = error is null && output.SequenceEqual(expected[p]);
-                    results.Add((mode, identical, interrupted, error));
+                    results.Add((label, identical, interrupted, error));
                     var finished = Interlocked.Increment(ref done);
                     if (finished % Math.Max(1, total / 8) == 0 || error is not null || !identical)
                     {
-                        log.WriteLine($"[fleet] {finished}/{total} generations, last: edge {edge} {mode.Name()} {(error ?? (identical ? "identical" : "DIFFERS"))}");
+                        log.WriteLine($"[fleet] {finished}/{total} generations, last: edge {edge} {label} {(error ?? (identical ? "identical" : "DIFFERS"))}");
                     }
                 }
             });
@@ -262,7 +265,7 @@ internal static class FleetRun
                 Failed = list.Count(r => r.Error is not null),
                 Identical = list.Count(r => r.Identical),
                 Interrupted = list.Count(r => r.Interrupted),
-                ModeCounts = list.GroupBy(r => r.Mode.Name()).ToDictionary(g => g.Key, g => g.Count()),
+                ModeCounts = list.GroupBy(r => r.Mode).ToDictionary(g => g.Key, g => g.Count()),
                 CallsPerReplica = calls,
                 Faults = [.. faults],
                 Seconds = seconds,

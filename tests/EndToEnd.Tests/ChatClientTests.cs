@@ -12,11 +12,13 @@ public sealed class ChatClientTests(ByteVocabularyVerifier verifier) : IClassFix
 {
     private static readonly AiChatMessage[] Conversation = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "Say hello")];
 
-    [Fact]
-    public async Task GetResponse_IsTheTargetsReplyToTheRenderedConversation_WithUsageAndFigures()
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)] // multi-candidate pre-drafting in auto's conditional rounds
+    public async Task GetResponse_IsTheTargetsReplyToTheRenderedConversation_WithUsageAndFigures(int candidates)
     {
         await using var client = await verifier.ConnectAsync();
-        using var chat = new SpecEdgeChatClient(client);
+        using var chat = new SpecEdgeChatClient(client, new SpecEdgeChatOptions { Candidates = candidates });
 
         var response = await chat.GetResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = 20 }).DefaultTimeout();
 

@@ -16,6 +16,9 @@ public sealed record SpecEdgeChatOptions
 
     /// <summary>New tokens when <see cref="ChatOptions.MaxOutputTokens"/> is not set.</summary>
     public int DefaultMaxOutputTokens { get; init; } = 256;
+
+    /// <summary>Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>; default 1).</summary>
+    public int Candidates { get; init; } = 1;
 }
 
 /// <summary>
@@ -173,6 +176,7 @@ public sealed class SpecEdgeChatClient : IChatClient
         {
             Messages = conversation,
             Mode = _options.Mode,
+            Candidates = _options.Candidates,
             MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
             Sampling = sampling,
             StopSequences = options?.StopSequences is { Count: > 0 } stops ? [.. stops] : [],

@@ -41,9 +41,7 @@ internal static class GenerateCommand
                 MaxNewTokens = parse.GetValue(o.MaxNew),
                 DraftTokens = parse.GetValue(o.Gamma),
                 AdaptiveDraftTokens = parse.GetValue(o.Adaptive),
-                Candidates = parse.GetValue(o.Candidates) is var k and >= 1 and <= ProtocolLimits.MaxCandidates
-                    ? k
-                    : throw new UsageException($"--candidates: use 1 to {ProtocolLimits.MaxCandidates} (got {parse.GetValue(o.Candidates)})"),
+                Candidates = CandidatesOf(parse, o),
                 Sampling = new SamplingConfig { Temperature = parse.GetValue(o.Temperature), TopK = parse.GetValue(o.TopK), TopP = parse.GetValue(o.TopP), Seed = parse.GetValue(o.Seed) },
                 StopAtEos = !parse.GetValue(o.IgnoreEos),
                 ExitThresholds = parse.GetValue(o.Thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
@@ -111,6 +109,12 @@ internal static class GenerateCommand
             return EdgeCli.Report(stderr, ex, "generation");
         }
     }
+
+    /// <summary>--candidates, checked against the protocol's limit.</summary>
+    internal static int CandidatesOf(ParseResult parse, GenerateOptions o) =>
+        parse.GetValue(o.Candidates) is var k and >= 1 and <= ProtocolLimits.MaxCandidates
+            ? k
+            : throw new UsageException($"--candidates: use 1 to {ProtocolLimits.MaxCandidates} (got {parse.GetValue(o.Candidates)})");
 
     /// <summary>The generate command's options, in the order help lists them.</summary>
     internal sealed class GenerateOptions

@@ -172,25 +172,32 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
 
         var ordered = new List<Candidate>(_candidates.Count + conditions.Count);
         ordered.AddRange(_candidates.Where(c => c.Sent is not null));
-        for (var i = 0; i < conditions.Count; i++)
+        try
         {
-            var existing = _candidates.Find(c => c.Branch.Condition.Equals(conditions[i]));
-            if (existing is not null)
+            for (var i = 0; i < conditions.Count; i++)
             {
-                if (existing.Sent is null)
+                if (ordered.Exists(c => c.Branch.Condition.Equals(conditions[i])))
+                {
+                    continue;
+                }
+
+                if (_candidates.Find(c => c.Branch.Condition.Equals(conditions[i])) is { } existing)
                 {
                     ordered.Add(existing);
                 }
-            }
-            else if (start(conditions[i], _lastStarted) is { } branch)
-            {
-                ordered.Add(new Candidate(branch, alternate: i > 0));
-                _lastStarted = branch.Task;
+                else if (start(conditions[i], _lastStarted) is { } branch)
+                {
+                    ordered.Add(new Candidate(branch, alternate: i > 0));
+                    _lastStarted = branch.Task;
+                }
             }
         }
-
-        _candidates.Clear();
-        _candidates.AddRange(ordered);
+        finally
+        {
+            // The kept branches, and on an error the ones this call started too, stay where cancelling and abandoning find them.
+            _candidates.Clear();
+            _candidates.AddRange(ordered);
+        }
     }
 
     /// <summary>A drafted branch not yet sent, ready to go ahead as a conditional round while the round has sent fewer than its most; else null.</summary>

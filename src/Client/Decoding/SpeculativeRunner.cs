@@ -201,7 +201,13 @@ internal sealed class SpeculativeRunner
                 // A message or the branch, whichever comes first: never a spin (an ended stream or a passed deadline
                 // ends the wait too, and the read below reports it).
                 using var both = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
-                await Task.WhenAny(stream.WaitForMessageAsync(both.Token), drafting).ConfigureAwait(false);
+                var woke = await Task.WhenAny(stream.WaitForMessageAsync(both.Token), drafting).ConfigureAwait(false);
+                if (woke == drafting && _ahead.ReadyToSend() is null)
+                {
+                    // A branch ended with nothing to send (it failed, or the round's candidates are all out): wait on
+                    // the rest. No spin: the ended branch is no longer pending.
+                    continue;
+                }
             }
 
             if (_policy.SendsAhead && _ahead.ReadyToSend() is { } branch)
@@ -366,7 +372,11 @@ internal sealed class SpeculativeRunner
                     throw new ProtocolViolationException($"early verdict alternative ({alternative.Accepted} accepted, next {alternative.NextId}) does not fit the {drafts.Length} drafts sent");
                 }
 
-                conditions.Add(verdict.ToCondition(early.Round));
+                var condition = verdict.ToCondition(early.Round);
+                if (!conditions.Contains(condition))
+                {
+                    conditions.Add(condition);
+                }
             }
 
             await _ahead.OnProvisionalAsync(conditions, (c, after) => StartBranch(c, drafts, committedLength, after)).ConfigureAwait(false);

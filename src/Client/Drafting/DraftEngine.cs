@@ -119,7 +119,8 @@ public sealed class DraftEngine : IDisposable
                 }
             }
 
-            await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), cancellationToken).ConfigureAwait(false);
+            // A step in progress is not cut short by a cancellation (a device cannot abort a forward pass); the next is not begun.
+            await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), CancellationToken.None).ConfigureAwait(false);
         }
 
         return new DraftedRound(tokens, distributions, _time.GetElapsedTime(start));

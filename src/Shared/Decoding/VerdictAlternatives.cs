@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Shared.Decoding;
@@ -33,6 +34,37 @@ public readonly record struct RowTopTwo(TokenId First, float FirstProbability, T
         }
 
         return new RowTopTwo(new TokenId(first), probabilities[first], new TokenId(second), probabilities[second]);
+    }
+
+    /// <summary>
+    /// The two most likely tokens of a logits row under its softmax at temperature 1, without writing the distribution:
+    /// vectorised max and exp-sum, one scalar pass for the runner-up (ties: the lower id first).
+    /// </summary>
+    /// <param name="logits">The row.</param>
+    /// <param name="scratch">Room for the row's length (overwritten).</param>
+    public static RowTopTwo FromLogits(ReadOnlySpan<float> logits, Span<float> scratch)
+    {
+        if (logits.Length < 2 || scratch.Length < logits.Length)
+        {
+            throw new ArgumentException($"a row needs at least two entries and scratch room for them (row {logits.Length}, scratch {scratch.Length})", nameof(logits));
+        }
+
+        var first = TensorPrimitives.IndexOfMax(logits);
+        var max = logits[first];
+        var second = first == 0 ? 1 : 0;
+        for (var i = 0; i < logits.Length; i++)
+        {
+            if (i != first && logits[i] > logits[second])
+            {
+                second = i;
+            }
+        }
+
+        var exp = scratch[..logits.Length];
+        TensorPrimitives.Subtract(logits, max, exp);
+        TensorPrimitives.Exp(exp, exp);
+        var sum = TensorPrimitives.Sum(exp);
+        return new RowTopTwo(new TokenId(first), 1f / sum, new TokenId(second), MathF.Exp(logits[second] - max) / sum);
     }
 }
 

@@ -372,12 +372,10 @@ internal sealed class DecodeSession : IDisposable
     /// <summary>The top two tokens of each of the first <paramref name="count"/> rows under the exit's distribution (temperature 1).</summary>
     private RowTopTwo[] TopTwo(LogitsView exitLogits, int count)
     {
-        var config = new SamplingConfig { Temperature = 1f };
         var rows = new RowTopTwo[count];
         for (var i = 0; i < count; i++)
         {
-            _sampler.Distribution(exitLogits.Row(i), config, _probabilities);
-            rows[i] = RowTopTwo.Of(_probabilities);
+            rows[i] = RowTopTwo.FromLogits(exitLogits.Row(i), _probabilities);
         }
 
         return rows;
@@ -391,11 +389,21 @@ internal sealed class DecodeSession : IDisposable
     /// </summary>
     private double Confidence(LogitsView exitLogits, int rows)
     {
-        var config = _sampling.IsGreedy ? new SamplingConfig { Temperature = 1f } : _sampling;
         double confidence = 1;
+        if (_sampling.IsGreedy)
+        {
+            // Temperature 1: the largest probability is 1 / Σ exp(l − max), vectorised, without writing the distribution.
+            for (var i = 0; i < rows; i++)
+            {
+                confidence = Math.Min(confidence, RowTopTwo.FromLogits(exitLogits.Row(i), _probabilities).FirstProbability);
+            }
+
+            return confidence;
+        }
+
         for (var i = 0; i < rows; i++)
         {
-            _sampler.Distribution(exitLogits.Row(i), config, _probabilities);
+            _sampler.Distribution(exitLogits.Row(i), _sampling, _probabilities);
             var max = 0f;
             foreach (var p in _probabilities)
             {

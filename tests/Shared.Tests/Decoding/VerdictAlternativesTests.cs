@@ -46,6 +46,26 @@ public sealed class VerdictAlternativesTests
         Assert.Throws<ArgumentException>(() => VerdictAlternatives.Rank(Drafts, new Verdict(1, new TokenId(8)), Rows, count: 2));
     }
 
+    /// <summary>From logits, against a plain double-precision softmax written here: the same two ids and probabilities.</summary>
+    [Theory]
+    [InlineData(new[] { 1.5f, -2f, 3.25f, 3f, 0f })]
+    [InlineData(new[] { 7f, 7f, -1f })] // a tie: the lower id first
+    [InlineData(new[] { -30f, 12f, 11.5f, -4f, 0.5f, 12f })]
+    public void RowTopTwo_FromLogits_IsTheSoftmaxsTopTwo(float[] logits)
+    {
+        var max = logits.Max();
+        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
+        var probabilities = exp.Select(e => (float)(e / exp.Sum())).ToArray();
+        var expected = RowTopTwo.Of(probabilities);
+
+        var top = RowTopTwo.FromLogits(logits, new float[logits.Length]);
+
+        Assert.Equal(expected.First, top.First);
+        Assert.Equal(expected.Second, top.Second);
+        Assert.Equal(expected.FirstProbability, top.FirstProbability, 1e-6f);
+        Assert.Equal(expected.SecondProbability, top.SecondProbability, 1e-6f);
+    }
+
     [Theory]
     [InlineData(new[] { 0.1f, 0.5f, 0.4f }, 1, 2)]
     [InlineData(new[] { 0.7f, 0.1f, 0.2f }, 0, 2)]

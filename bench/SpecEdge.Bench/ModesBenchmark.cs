@@ -86,7 +86,7 @@ internal static class ModesBenchmark
 
                 Console.Error.WriteLine();
                 Print(rtt, results, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
-                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Candidates > 1))
+                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Candidates is > 1))
                 {
                     // How often the final verdict was the exit's own or one of the alternatives it sent: the share of rounds pre-drafted for, timing aside.
                     var exits = reports.SelectMany(r => r.EarlyExits.PerExit).GroupBy(e => e.Layer).OrderBy(g => g.Key)
@@ -111,9 +111,9 @@ internal static class ModesBenchmark
     /// A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting), each optionally
     /// followed by +kN: N candidates pre-drafted per early verdict (multi-candidate pre-drafting).
     /// </summary>
-    private static (string Mode, int Gamma, bool Adaptive, int Candidates) ParseEntry(string entry, int gamma)
+    private static (string Mode, int Gamma, bool Adaptive, int? Candidates) ParseEntry(string entry, int gamma)
     {
-        var candidates = 1;
+        int? candidates = null;
         var plus = entry.IndexOf("+k", StringComparison.Ordinal);
         if (plus >= 0)
         {

@@ -15,6 +15,10 @@ namespace SpecEdge.EdgeClient.Client;
 /// <item>What it learns is every generation's rounds pooled, token-weighted, older generations fading by
 /// <see cref="Memory"/> each: prompts differ in how well the draft does, so one hard prompt must not outweigh the
 /// generations before it. A session's first round (a prefill, and after a switch a round trip more) is left out.</item>
+/// <item>How many candidates its drafting pre-drafts per early verdict (<see cref="Candidates"/>): three when two
+/// rounds of drafts fit between the first early verdict and the final one (as measured: the verifier's step time less
+/// the first early verdict's, against the mean γ times the drafting time per token), else one. A second candidate that
+/// is drafted only after the final verdict helps no more than drafting afresh.</item>
 /// <item>A stall is not the link: a round whose network-and-queue time is more than <see cref="StallFactor"/> times
 /// the segment's median and <see cref="StallSlackMs"/> over it counts only the median (a 550 ms stall on loopback,
 /// seen once in a test run, otherwise sent a fast generation to the cloud). Either mode would have waited it out. A
@@ -54,6 +58,11 @@ internal sealed class AutoModePolicy
     private double _draftRounds;
     private double _cloudWall;
     private double _cloudTokens;
+    private double _draftedTokens;
+    private double _draftComputeMs;
+    private double _draftComputeTokens;
+    private double _leadMs;
+    private double _leadRounds;
     private int _generations;
 
     private double? DraftingMsPerToken => _draftTokens >= 3 ? _draftWall / _draftTokens : null;
@@ -71,6 +80,22 @@ internal sealed class AutoModePolicy
             {
                 return MeasuredCloudMsPerToken ?? VerifyMsPerStep;
             }
+        }
+    }
+
+    /// <summary>Candidates to pre-draft per early verdict in a drafting session: 3 when two rounds of drafts fit in the measured early-verdict lead, else 1 (also before anything is measured).</summary>
+    public int Candidates()
+    {
+        lock (_lock)
+        {
+            if (_draftComputeTokens < 8 || _leadRounds < 3 || _draftRounds <= 0)
+            {
+                return 1;
+            }
+
+            // One candidate's drafting: the mean γ at the measured drafting time per token.
+            var candidateMs = _draftComputeMs / _draftComputeTokens * (_draftedTokens / _draftRounds);
+            return _leadMs / _leadRounds >= 2 * candidateMs ? 3 : 1;
         }
     }
 
@@ -125,6 +150,7 @@ internal sealed class AutoModePolicy
     public void Learn(IReadOnlyList<RoundRecord> rounds)
     {
         double draftWall = 0, draftTokens = 0, draftVerify = 0, draftRounds = 0, cloudWall = 0, cloudTokens = 0;
+        double drafted = 0, computeMs = 0, computeTokens = 0, leadMs = 0, leadRounds = 0;
         double medianNetwork = 0;
         for (var i = 0; i < rounds.Count; i++)
         {
@@ -148,6 +174,18 @@ internal sealed class AutoModePolicy
                 draftTokens += rounds[i].Committed;
                 draftVerify += rounds[i].VerifyMs;
                 draftRounds++;
+                drafted += rounds[i].Drafted;
+                if (rounds[i].DraftComputeMs > 0)
+                {
+                    computeMs += rounds[i].DraftComputeMs;
+                    computeTokens += rounds[i].Drafted;
+                }
+
+                if (rounds[i].EarlyVerdicts.Count > 0)
+                {
+                    leadMs += Math.Max(0, rounds[i].VerifyMs - rounds[i].EarlyVerdicts[0].ElapsedMs);
+                    leadRounds++;
+                }
             }
             else
             {
@@ -161,6 +199,9 @@ internal sealed class AutoModePolicy
             if (draftTokens >= 3)
             {
                 (_draftWall, _draftTokens, _draftVerify, _draftRounds) = ((Memory * _draftWall) + draftWall, (Memory * _draftTokens) + draftTokens, (Memory * _draftVerify) + draftVerify, (Memory * _draftRounds) + draftRounds);
+                _draftedTokens = (Memory * _draftedTokens) + drafted;
+                (_draftComputeMs, _draftComputeTokens) = ((Memory * _draftComputeMs) + computeMs, (Memory * _draftComputeTokens) + computeTokens);
+                (_leadMs, _leadRounds) = ((Memory * _leadMs) + leadMs, (Memory * _leadRounds) + leadRounds);
             }
 
             if (cloudTokens >= 3)

@@ -53,6 +53,9 @@ public sealed record RoundRecord
 
     /// <summary>The round was ready (pre-drafted, or already sent as a conditional round) when the previous verdict came.</summary>
     public bool StartedWithoutWaiting { get; init; }
+
+    /// <summary>How long the round's drafts took to draft, wherever that fell (ahead of the round or on its critical path).</summary>
+    public double DraftComputeMs { get; init; }
 }
 
 /// <summary>One early verdict and whether the final verdict matched it.</summary>

@@ -48,10 +48,11 @@ public sealed record GenerationRequest
 
     /// <summary>
     /// Multi-candidate pre-drafting (pre-emptive and conditional modes, greedy): on an early verdict, pre-draft the next
-    /// round for this many provisional outcomes, the exit's own verdict and the alternatives it ranks next, one after
-    /// another; conditional mode sends each as a conditional round. 1 (the default) drafts for the exit's verdict alone.
+    /// round for this many provisional outcomes (1 to 4), the exit's own verdict and the alternatives it ranks next, one
+    /// after another; conditional mode sends each as a conditional round. Null (the default): 1, the exit's verdict
+    /// alone, except in auto mode, which chooses from the drafting speed and early-verdict lead it has measured.
     /// </summary>
-    public int Candidates { get; init; } = 1;
+    public int? Candidates { get; init; }
 
     /// <summary>Greedy (default) or sampling settings.</summary>
     public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;

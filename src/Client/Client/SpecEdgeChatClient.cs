@@ -17,8 +17,8 @@ public sealed record SpecEdgeChatOptions
     /// <summary>New tokens when <see cref="ChatOptions.MaxOutputTokens"/> is not set.</summary>
     public int DefaultMaxOutputTokens { get; init; } = 256;
 
-    /// <summary>Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>; default 1).</summary>
-    public int Candidates { get; init; } = 1;
+    /// <summary>Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>; null: the mode's choice).</summary>
+    public int? Candidates { get; init; }
 }
 
 /// <summary>

@@ -178,7 +178,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             throw new ArgumentException($"draft tokens (γ) must be at least 1 (got {request.DraftTokens})", nameof(request));
         }
 
-        if (request.Candidates < 1 || request.Candidates > ProtocolLimits.MaxCandidates)
+        if (request.Candidates is < 1 or > ProtocolLimits.MaxCandidates)
         {
             throw new ArgumentException($"candidates must be 1 to {ProtocolLimits.MaxCandidates} (got {request.Candidates})", nameof(request));
         }
@@ -389,6 +389,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             Mode = GenerationMode.Conditional,
             AdaptiveDraftTokens = true,
             DraftTokens = Math.Max(request.DraftTokens, AutoMaxDraftTokens),
+            Candidates = request.Candidates ?? _auto.Candidates(),
         };
         var segmentStart = tracker.Rounds.Count;
         tracker.ModesUsed.Add(GenerationMode.Conditional.Name());

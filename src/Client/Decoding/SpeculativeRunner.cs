@@ -36,6 +36,7 @@ internal sealed class SpeculativeRunner
     private int _maxDrafts;
     private uint _round = 1;
     private uint _lastExitLayer;
+    private readonly int _candidates;
     private long _previousVerdictAt;
 
     public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
@@ -64,7 +65,8 @@ internal sealed class SpeculativeRunner
         _verifier = verifier;
         _time = time;
         _policy = ModePolicy.For(request.Mode);
-        _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? request.Candidates : 1);
+        _candidates = request.Candidates ?? 1;
+        _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? _candidates : 1);
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
@@ -132,7 +134,7 @@ internal sealed class SpeculativeRunner
             DraftTokenizerSha256 = _engine.Model.Manifest.Tokenizer.Sha256 ?? string.Empty,
             EarlyVerdicts = _policy.Mode.UsesEarlyVerdicts(),
             ClientLabel = _request.ClientLabel ?? $"specedge-edge {_policy.Mode.Name()}",
-            Candidates = _policy.DraftsOnEarlyVerdicts ? (uint)_request.Candidates : 1,
+            Candidates = _policy.DraftsOnEarlyVerdicts ? (uint)_candidates : 1,
         };
         // A resumed generation (after a failover) re-opens with the tokens committed so far.
         open.PromptIds.AddRange(_tracker.Tokens.Take(_tracker.PromptLength).Select(t => t.Value));
@@ -162,7 +164,7 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>How a round began: its drafts, how long the edge waited for them, whether they were ready, and when it went out.</summary>
-    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall);
+    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs);
 
     /// <summary>The round's drafts: already at the verifier (a conditional round that held), a pre-drafted branch, or fresh; sent unless already there.</summary>
     private async Task<RoundStart> StartRoundAsync(IDecodeStream stream, int committedLength, CancellationToken cancellationToken)
@@ -170,11 +172,11 @@ internal sealed class SpeculativeRunner
         if (_ahead.TakeAccepted(_round) is { } ahead)
         {
             // Already in flight: the verifier started it right after the previous final verdict.
-            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall);
+            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds);
         }
 
         var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
-        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow());
+        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds);
         await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
         if (_policy.GuessesAhead && guess is { } next)
         {
@@ -287,6 +289,7 @@ internal sealed class SpeculativeRunner
             DownlinkMs = downlinkMs,
             IdleMs = GenerationTracker.Round3(Math.Max(0, wallMs - start.DraftMs - networkMs - verifyMs)),
             StartedWithoutWaiting = start.Ready,
+            DraftComputeMs = GenerationTracker.Round3(start.ComputeMs),
         });
         if (start.Ready)
         {
@@ -357,7 +360,7 @@ internal sealed class SpeculativeRunner
             // The exit's own verdict first, then the alternatives it ranks next (multi-candidate pre-drafting). An exit
             // before the last leaves one of the round's candidates to the later exits, which agree with the final
             // verdict more often: its own verdict, should it differ.
-            var wanted = early.ExitLayer >= _lastExitLayer ? _request.Candidates : Math.Max(1, _request.Candidates - 1);
+            var wanted = early.ExitLayer >= _lastExitLayer ? _candidates : Math.Max(1, _candidates - 1);
             var conditions = new List<Condition>(wanted) { provisional.ToCondition(early.Round) };
             foreach (var alternative in early.Alternatives)
             {

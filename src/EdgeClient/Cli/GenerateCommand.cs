@@ -110,11 +110,11 @@ internal static class GenerateCommand
         }
     }
 
-    /// <summary>--candidates, checked against the protocol's limit.</summary>
-    internal static int CandidatesOf(ParseResult parse, GenerateOptions o) =>
-        parse.GetValue(o.Candidates) is var k and >= 1 and <= ProtocolLimits.MaxCandidates
-            ? k
-            : throw new UsageException($"--candidates: use 1 to {ProtocolLimits.MaxCandidates} (got {parse.GetValue(o.Candidates)})");
+    /// <summary>--candidates, checked against the protocol's limit; null when not given (the mode chooses).</summary>
+    internal static int? CandidatesOf(ParseResult parse, GenerateOptions o) =>
+        parse.GetValue(o.Candidates) is not { } k ? null
+            : k is >= 1 and <= ProtocolLimits.MaxCandidates ? k
+            : throw new UsageException($"--candidates: use 1 to {ProtocolLimits.MaxCandidates} (got {k})");
 
     /// <summary>The generate command's options, in the order help lists them.</summary>
     internal sealed class GenerateOptions
@@ -137,7 +137,7 @@ internal static class GenerateCommand
 
         public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose γ each round from measured acceptance and timings." };
 
-        public Option<int> Candidates { get; } = new("--candidates") { Description = "Pre-emptive and conditional modes, greedy: on an early verdict, pre-draft the next round for this many outcomes (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead.", DefaultValueFactory = _ => 1 };
+        public Option<int?> Candidates { get; } = new("--candidates") { Description = "Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to 4 (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
 
         public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
 

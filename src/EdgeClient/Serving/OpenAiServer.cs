@@ -32,7 +32,7 @@ public static class OpenAiServer
     /// <param name="mode">How chat and completions are decoded.</param>
     /// <param name="logging">Log level of the host (warnings by default: no line per request).</param>
     /// <param name="candidates">Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>).</param>
-    public static WebApplication Create(SpecEdgeClient client, string urls, string? apiKey, GenerationMode mode = GenerationMode.Auto, LogLevel logging = LogLevel.Warning, int candidates = 1)
+    public static WebApplication Create(SpecEdgeClient client, string urls, string? apiKey, GenerationMode mode = GenerationMode.Auto, LogLevel logging = LogLevel.Warning, int? candidates = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
 
@@ -219,7 +219,7 @@ public static class OpenAiServer
         await Done(context);
     }
 
-    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, GenerationMode mode, int candidates, string modelId, JsonObject body)
+    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, GenerationMode mode, int? candidates, string modelId, JsonObject body)
     {
         var prompt = body["prompt"] switch
         {

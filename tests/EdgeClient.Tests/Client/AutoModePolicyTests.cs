@@ -112,6 +112,28 @@ public sealed class AutoModePolicyTests
         Assert.False(starts[6]);
     }
 
+    /// <summary>
+    /// Rounds of 4 drafts verified in 60 ms, each with an early verdict 15 ms in (a 45 ms lead): at 1.5 ms a token two
+    /// rounds of drafts (12 ms) fit in the lead, three candidates; at 7 ms a token (56 ms for two) they do not, one.
+    /// </summary>
+    [Theory]
+    [InlineData(1.5, 3)]
+    [InlineData(7.0, 1)]
+    public void Candidates_FromTheDraftingTimeAndTheEarlyVerdictLead(double draftMsPerToken, int candidates)
+    {
+        var policy = new AutoModePolicy();
+        Assert.Equal(1, policy.Candidates());
+
+        policy.Learn([.. Drafting(8, 150).Select(r => r with
+        {
+            VerifyMs = 60,
+            DraftComputeMs = 4 * draftMsPerToken,
+            EarlyVerdicts = [new EarlyVerdictRecord(2, 0.9, 2, 7, Matched: true, ElapsedMs: 15)],
+        })]);
+
+        Assert.Equal(candidates, policy.Candidates());
+    }
+
     [Fact]
     public void StartInCloud_DraftingFaster_StaysDrafting()
     {

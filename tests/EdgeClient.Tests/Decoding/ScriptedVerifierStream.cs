@@ -23,6 +23,7 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
     private readonly TaskCompletionSource _reading = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private FinalVerdict? _held;
     private FinalVerdict? _lastFinal;
+    private bool _ended;
     private int _waits;
 
     public ScriptedVerifierStream(int[] truth, int end)
@@ -76,6 +77,12 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
             }
             else if (message.KindCase == EdgeMessage.KindOneofCase.Draft)
             {
+                if (_ended)
+                {
+                    // As a real call does once the server has ended it: the write fails with the call's error.
+                    throw BreakAfterFirstEarly ?? new InvalidOperationException("scripted: the call is complete");
+                }
+
                 _firstDraft.TrySetResult();
                 OnDraft(message.Draft);
             }
@@ -182,6 +189,7 @@ internal sealed class ScriptedVerifierStream : IDecodeStream
             if (draft.Round == 1 && (BreakAfterFirstEarly is not null || EndAfterFirstEarly))
             {
                 _inbox.Writer.TryComplete(BreakAfterFirstEarly);
+                _ended = true;
                 return;
             }
         }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Time.Testing;
 using SpecEdge.EdgeClient.Drafting;
 using SpecEdge.EdgeClient.Tests.Decoding;
 using SpecEdge.Shared.Decoding;
@@ -39,16 +40,33 @@ public sealed class DraftEngineTests(RoundLoopFixture fixture) : IClassFixture<R
     [Fact]
     public async Task CallWaitingItsTurn_Cancelled_EndsWithoutDrafting()
     {
-        using var engine = new DraftEngine(fixture.Model, new ComputeProfile { Name = "50ms", DraftMsPerToken = 50 });
+        // On a fake clock the first call's floors pass only when the test says so: it holds the turn throughout.
+        var time = new FakeTimeProvider();
+        using var engine = new DraftEngine(fixture.Model, new ComputeProfile { Name = "50ms", DraftMsPerToken = 50 }, time);
         using var cancel = new CancellationTokenSource();
-        await engine.DraftAsync(RoundLoopFixture.Prompt, 1, SamplingConfig.Greedy, CancellationToken.None); // warm: the first run is slow, and would outlast the floors
-        var first = engine.DraftAsync(RoundLoopFixture.Prompt, 4, SamplingConfig.Greedy, CancellationToken.None).AsTask();
-
-        var second = engine.DraftAsync([.. RoundLoopFixture.Prompt, new TokenId(5)], 4, SamplingConfig.Greedy, cancel.Token).AsTask();
+        var first = Task.Run(async () => await engine.DraftAsync(RoundLoopFixture.Prompt, 4, SamplingConfig.Greedy, CancellationToken.None));
+        await WaitUntilAsync(() => engine.TokensFed > 0); // the first call has run a step: it holds the turn
+        var second = Task.Run(async () => await engine.DraftAsync([.. RoundLoopFixture.Prompt, new TokenId(5)], 4, SamplingConfig.Greedy, cancel.Token));
         await cancel.CancelAsync();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second).WaitAsync(TimeSpan.FromSeconds(30));
-        Assert.False(first.IsCompleted, "the first call ended before the second was cancelled: nothing was waiting");
-        Assert.Equal(4, (await first.WaitAsync(TimeSpan.FromSeconds(30))).Tokens.Length);
+        Assert.False(first.IsCompleted);
+        while (!first.IsCompleted)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(50));
+            await Task.Delay(5);
+        }
+
+        Assert.Equal(4, (await first).Tokens.Length);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within 30 s");
+            await Task.Delay(2);
+        }
     }
 }

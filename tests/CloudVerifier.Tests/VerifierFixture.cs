@@ -88,7 +88,21 @@ public sealed class RawStream : IAsyncDisposable
         _call = client.Decode();
     }
 
-    public Task SendAsync(EdgeMessage message) => _call.RequestStream.WriteAsync(message).DefaultTimeout();
+    /// <summary>
+    /// Writes a message. A write that races the verifier ending the call fails (Cancelled: its flush is cut off) while
+    /// the call's real status waits in the response stream; the write's failure is let go, and the next read reports
+    /// the status, as a client reading its responses sees it.
+    /// </summary>
+    public async Task SendAsync(EdgeMessage message)
+    {
+        try
+        {
+            await _call.RequestStream.WriteAsync(message).DefaultTimeout();
+        }
+        catch (RpcException)
+        {
+        }
+    }
 
     public Task SendAsync(Open open) => SendAsync(new EdgeMessage { Open = open });
 

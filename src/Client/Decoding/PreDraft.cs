@@ -201,25 +201,53 @@ internal sealed class PreDraftMachine(RoundStats stats, int maxSent = 1)
     }
 
     /// <summary>A drafted branch not yet sent, ready to go ahead as a conditional round while the round has sent fewer than its most; else null.</summary>
-    public Branch? ReadyToSend() => _candidates.Count(c => c.Sent is not null) >= maxSent
-        ? null
-        : _candidates.Find(c => c.Sent is null && c.Branch.Task.IsCompletedSuccessfully)?.Branch;
+    public Branch? ReadyToSend() => AllSent ? null : _candidates.Find(c => c.Sent is null && c.Branch.Task.IsCompletedSuccessfully)?.Branch;
 
     /// <summary>While a branch that may yet be sent is drafting: a task that completes when any of them ends, which the round loop waits for beside the verifier's messages; else null.</summary>
     public Task? PendingBranch()
     {
-        if (_candidates.Count(c => c.Sent is not null) >= maxSent)
+        if (AllSent)
         {
             return null;
         }
 
-        var drafting = _candidates.Where(c => c.Sent is null && !c.Branch.Task.IsCompleted).Select(c => (Task)c.Branch.Task).ToList();
-        return drafting.Count switch
+        // Asked on every message of a round: one pending branch (the usual case) allocates nothing.
+        Task? single = null;
+        List<Task>? several = null;
+        foreach (var c in _candidates)
         {
-            0 => null,
-            1 => drafting[0],
-            _ => Task.WhenAny(drafting),
-        };
+            if (c.Sent is null && !c.Branch.Task.IsCompleted)
+            {
+                if (single is null)
+                {
+                    single = c.Branch.Task;
+                }
+                else
+                {
+                    (several ??= [single]).Add(c.Branch.Task);
+                }
+            }
+        }
+
+        return several is null ? single : Task.WhenAny(several);
+    }
+
+    /// <summary>Whether the round has sent as many conditional rounds as it may.</summary>
+    private bool AllSent
+    {
+        get
+        {
+            var sent = 0;
+            foreach (var c in _candidates)
+            {
+                if (c.Sent is not null)
+                {
+                    sent++;
+                }
+            }
+
+            return sent >= maxSent;
+        }
     }
 
     public void MarkSent(Branch branch, SentAhead round)

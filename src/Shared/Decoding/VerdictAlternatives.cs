@@ -10,32 +10,6 @@ namespace SpecEdge.Shared.Decoding;
 /// <param name="SecondProbability">Its probability.</param>
 public readonly record struct RowTopTwo(TokenId First, float FirstProbability, TokenId Second, float SecondProbability)
 {
-    /// <summary>The two largest entries of a probability row (ties: the lower id first).</summary>
-    public static RowTopTwo Of(ReadOnlySpan<float> probabilities)
-    {
-        int first = -1, second = -1;
-        for (var i = 0; i < probabilities.Length; i++)
-        {
-            var p = probabilities[i];
-            if (first < 0 || p > probabilities[first])
-            {
-                second = first;
-                first = i;
-            }
-            else if (second < 0 || p > probabilities[second])
-            {
-                second = i;
-            }
-        }
-
-        if (second < 0)
-        {
-            throw new ArgumentException("a row needs at least two entries", nameof(probabilities));
-        }
-
-        return new RowTopTwo(new TokenId(first), probabilities[first], new TokenId(second), probabilities[second]);
-    }
-
     /// <summary>
     /// The two most likely tokens of a logits row under its softmax at temperature 1, without writing the distribution:
     /// vectorised max and exp-sum, one scalar pass for the runner-up (ties: the lower id first).

@@ -356,7 +356,7 @@ internal sealed class DecodeSession : IDisposable
         // With alternatives wanted (greedy, a verdict the stop rule left whole: a cut one ends the generation), every
         // row's top two are worked out once; the confidence is their arg-max probabilities' least over the verdict's rows.
         var rows = _candidates > 1 && _sampling.IsGreedy && kept == verdict.Accepted + 1 ? TopTwo(exitLogits, drafts.Length + 1) : null;
-        var confidence = rows is null ? Confidence(exitLogits, kept) : rows.Take(kept).Min(r => (double)r.FirstProbability);
+        var confidence = rows is null ? Confidence(exitLogits, kept) : LeastSure(rows.AsSpan(0, kept));
         if (confidence < _thresholds[exit])
         {
             return null;
@@ -367,6 +367,18 @@ internal sealed class DecodeSession : IDisposable
             ? VerdictAlternatives.Rank(drafts, verdict, rows, _candidates - 1)
             : [];
         return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], new Verdict(kept - 1, next), confidence, _time.GetElapsedTime(started), alternatives);
+    }
+
+    /// <summary>The least of the rows' arg-max probabilities: a verdict is as sure as its least sure row.</summary>
+    private static double LeastSure(ReadOnlySpan<RowTopTwo> rows)
+    {
+        double least = 1;
+        foreach (var row in rows)
+        {
+            least = Math.Min(least, row.FirstProbability);
+        }
+
+        return least;
     }
 
     /// <summary>The top two tokens of each of the first <paramref name="count"/> rows under the exit's distribution (temperature 1).</summary>

@@ -43,7 +43,7 @@ public sealed record GenerationRequest
     /// <summary>Drafts per round (γ); with <see cref="AdaptiveDraftTokens"/>, the largest γ the adaptive rule may pick.</summary>
     public int DraftTokens { get; init; } = DefaultDraftTokens;
 
-    /// <summary>Choose γ each round from measured acceptance and timings.</summary>
+    /// <summary>Choose each round's length as it drafts, from the draft's calibrated confidence and measured timings (<see cref="DraftTokens"/> at most).</summary>
     public bool AdaptiveDraftTokens { get; init; }
 
     /// <summary>

@@ -418,7 +418,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         {
             if (!_adaptive.TryGetValue((request.Mode, max), out var controller))
             {
-                controller = new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, max), max);
+                controller = new AdaptiveDraftLength(max);
                 _adaptive[(request.Mode, max)] = controller;
             }
 

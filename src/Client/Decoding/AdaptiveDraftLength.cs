@@ -1,122 +1,141 @@
-using SpecEdge.Shared.Numerics;
-
 namespace SpecEdge.EdgeClient.Decoding;
 
 /// <summary>
-/// Chooses γ (drafts per round) by Thompson sampling from what the rounds themselves measured, not from a formula that
-/// assumes independent acceptance and drafting on the critical path.
+/// Chooses how many drafts each round carries, draft by draft, from the draft's confidence in each token and what the
+/// rounds measured: a dynamic draft length (as SpecDec++, Huang et al. 2024, and DISCO, Mamou et al. 2024, stop drafting
+/// on a predicted rejection), here with the stopping rule derived from measured costs rather than a tuned threshold.
 /// <list type="bullet">
-/// <item><b>Tokens per round.</b> Each draft position i has a Beta posterior over the chance it stands given the ones
-/// before it stood (every round that reached position i is a trial). A round of γ drafts commits on average
-/// E[γ] = 1 + Σ_{j ≤ γ} Π_{i ≤ j} p_i tokens. Acceptance falls along a round (a draft far ahead rests on more guesses),
-/// which the independent-acceptance formula misses.</item>
-/// <item><b>Time per round.</b> A least-squares line of a round's wall time (from one final verdict to the next)
-/// against γ: its slope is what one more draft really costs, which pre-drafting makes far less than a draft's compute
-/// when drafting overlaps verification. Until rounds of two γ values have been seen, the slope is the measured
-/// drafting time per token, uncertain by as much.</item>
+/// <item><b>Will a draft stand?</b> The chance a draft stands, the ones before it having stood, is the draft's
+/// confidence (its probability of the token it chose) made calibrated: ten confidence bins, each a Beta posterior over
+/// how often the drafts in it stood (every draft the verifier reached is a trial), starting from the bin's own
+/// confidence as two pseudo-rounds, and kept non-decreasing in confidence. The chance that every draft so far stands
+/// (the reach) is the product of theirs.</item>
+/// <item><b>What a draft costs against what a token is worth.</b> Over many rounds the time per token is c = T/L (round
+/// time over tokens per round). One more draft adds s to T and its chance of standing to L, which lowers c exactly when
+/// that chance exceeds λ = s / c. s is the slope of a least-squares line of a round's wall time (one final verdict to
+/// the next) against its drafts: what one more draft really costs, far less than a draft's compute when pre-drafting
+/// hides drafting behind verification. Until the drafts per round have varied, s is the measured drafting time per
+/// token on the critical path.</item>
+/// <item><b>Looking past the next draft.</b> The next draft's confidence is known only once its step is paid, and a weak
+/// draft is often followed by confident ones, which nearly always stand. So the rule is the optimal stopping of a
+/// small dynamic programme: drafting one more is worth its chance of standing (reach × the next draft's calibrated
+/// chance, drawn from the bins as often as drafts fell in them) less λ, plus the worth of being free to go on from
+/// there. Looking one draft ahead alone stopped too early on the trained pair.</item>
 /// </list>
-/// Each choice samples every p_i and the slope from their posteriors and takes the γ with the least sampled time per
-/// token: γ values whose worth is uncertain get tried, and settled ones win (Thompson sampling over γ, as EESD does).
-/// Statistics decay by <see cref="Discount"/> per round, so the choice follows a changing link. One instance learns
-/// across a client's generations of one mode.
+/// Statistics decay per round (<see cref="Discount"/> for timing, <see cref="CalibrationDiscount"/> for the
+/// calibration), so the choice follows a changing link. One instance learns across a client's generations of one mode.
+/// A round drafts at least one token and at most <see cref="Max"/>.
 /// </summary>
 public sealed class AdaptiveDraftLength
 {
-    /// <summary>Weight kept by older observations per new round.</summary>
+    /// <summary>Weight kept by older timing observations per new round.</summary>
     public const double Discount = 0.97;
 
-    /// <summary>Pseudo-rounds of a position's prior, at the mean of the position before it.</summary>
+    /// <summary>Weight kept by older acceptance observations per new round (how a draft's confidence maps to standing drifts slower than a link).</summary>
+    public const double CalibrationDiscount = 0.99;
+
+    /// <summary>Pseudo-rounds of a confidence bin's prior, at the bin's own confidence.</summary>
     public const double PriorRounds = 2;
 
+    /// <summary>Confidence bins of the calibration, of equal width over [0, 1].</summary>
+    public const int Bins = 10;
+
+    /// <summary>Points of the reach-chance grid the value of drafting on is kept at.</summary>
+    private const int Grid = 65;
+
+    /// <summary>Pseudo-drafts per bin in how often drafts fall in each (the next draft's confidence, before it is drafted).</summary>
+    private const double BinSharePrior = 0.2;
+
+    /// <summary>The threshold before any round has been timed.</summary>
+    public const double DefaultThreshold = 0.25;
+
     private readonly int _max;
-    private readonly double[] _stood;
-    private readonly double[] _tried;
-    private SplitMix64 _random;
+
+    /// <summary>The value of going on drafting, per drafts so far and reach chance (a grid over [0, 1]): <see cref="Revalue"/>.</summary>
+    private readonly double[][] _value;
+    private readonly double[] _binStood = new double[Bins];
+    private readonly double[] _binTried = new double[Bins];
+    private readonly double[] _binDrafted = new double[Bins];
+    private readonly double[] _calibrated = new double[Bins];
     private readonly Lock _lock = new();
     private double _weight;
     private double _sumX;
     private double _sumY;
     private double _sumXX;
     private double _sumXY;
-    private double _sumYY;
+    private double _sumTokens;
     private double _draftMs;
+    private double _threshold = DefaultThreshold;
 
-    /// <summary>Starts at <paramref name="initial"/> drafts per round, never above <paramref name="max"/>.</summary>
-    /// <param name="initial">The first γ.</param>
-    /// <param name="max">The largest γ to try.</param>
-    /// <param name="seed">Seed of the sampling (fixed: runs repeat).</param>
-    public AdaptiveDraftLength(int initial, int max, ulong seed = 0x5EED)
+    /// <summary>Drafts at most <paramref name="max"/> tokens a round.</summary>
+    /// <param name="max">The most drafts a round may carry.</param>
+    public AdaptiveDraftLength(int max)
     {
         _max = Math.Max(1, max);
-        Current = Math.Clamp(initial, 1, _max);
-        _stood = new double[_max];
-        _tried = new double[_max];
-        _random = new SplitMix64(seed);
+        _value = new double[_max + 1][];
+        for (var i = 0; i <= _max; i++)
+        {
+            _value[i] = new double[Grid];
+        }
+
+        Recalibrate();
+        Revalue();
     }
 
-    /// <summary>The γ to use next.</summary>
-    public int Current { get; private set; }
-
-    /// <summary>The largest γ it tries.</summary>
+    /// <summary>The most drafts a round may carry (drafting stops earlier when <see cref="Continue"/> says so).</summary>
     public int Max => _max;
 
-    /// <summary>The posterior mean chance that draft position <paramref name="position"/> (0-based) stands, given the ones before it stood.</summary>
-    public double PositionAcceptance(int position)
+    /// <summary>The current λ: what a draft costs, in tokens (its marginal round time over the time per token).</summary>
+    public double Threshold
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _threshold;
+            }
+        }
+    }
+
+    /// <summary>The calibrated chance that a draft of confidence <paramref name="confidence"/> stands, given the ones before it stood.</summary>
+    public double Calibrated(float confidence)
     {
         lock (_lock)
         {
-            var mean = 0.5;
-            for (var i = 0; i <= position; i++)
-            {
-                mean = (_stood[i] + (PriorRounds * mean)) / (_tried[i] + PriorRounds);
-            }
-
-            return mean;
+            return _calibrated[Bin(confidence)];
         }
-    }
-
-    /// <summary>Expected tokens a round of <paramref name="gamma"/> drafts commits when each draft stands with probability <paramref name="alpha"/> independently.</summary>
-    public static double ExpectedTokens(double alpha, int gamma) =>
-        alpha >= 1.0 ? gamma + 1 : (1 - Math.Pow(alpha, gamma + 1)) / (1 - alpha);
-
-    /// <summary>Expected tokens a round of <paramref name="gamma"/> drafts commits with per-position chances <paramref name="stand"/> (position i given the ones before it).</summary>
-    public static double ExpectedTokens(ReadOnlySpan<double> stand, int gamma)
-    {
-        var expected = 1.0;
-        var reach = 1.0;
-        for (var i = 0; i < gamma; i++)
-        {
-            reach *= stand[i];
-            expected += reach;
-        }
-
-        return expected;
-    }
-
-    /// <summary>The γ in [1, max] with the least (intercept + slope·γ) / E[γ].</summary>
-    public static int Best(ReadOnlySpan<double> stand, double intercept, double slope)
-    {
-        var best = 1;
-        var bestCost = double.PositiveInfinity;
-        for (var gamma = 1; gamma <= stand.Length; gamma++)
-        {
-            var cost = (intercept + (slope * gamma)) / ExpectedTokens(stand, gamma);
-            if (cost < bestCost - 1e-9)
-            {
-                bestCost = cost;
-                best = gamma;
-            }
-        }
-
-        return best;
     }
 
     /// <summary>
-    /// Takes one round: <paramref name="drafted"/> drafts sent, <paramref name="accepted"/> of them stood, the round's
-    /// wall time from the previous final verdict to this one, and the time its drafts took on the critical path (NaN
-    /// when they were drafted ahead and ready); then chooses the next γ.
+    /// Whether to draft one more after drafts of <paramref name="confidences"/> (this round's so far): fewer than
+    /// <see cref="Max"/> were drafted, and going on is worth more than λ a draft (see the class remarks).
     /// </summary>
-    public void Observe(int drafted, int accepted, double wallMs, double draftMs)
+    public bool Continue(ReadOnlySpan<float> confidences)
+    {
+        if (confidences.Length >= _max)
+        {
+            return false;
+        }
+
+        lock (_lock)
+        {
+            var reach = 1.0;
+            foreach (var confidence in confidences)
+            {
+                reach *= _calibrated[Bin(confidence)];
+            }
+
+            return GoOn(confidences.Length, reach) > 0;
+        }
+    }
+
+    /// <summary>
+    /// Takes one round: how many drafts it sent and the draft's confidence in each (empty when not known: the
+    /// calibration then learns nothing from it), how many stood, the round's wall time from the previous final verdict
+    /// to this one (NaN: not timed, as a round that carried a prefill), and the time its drafts took on the critical
+    /// path (NaN when they were drafted ahead and ready).
+    /// </summary>
+    public void Observe(int drafted, ReadOnlySpan<float> confidences, int accepted, double wallMs, double draftMs)
     {
         if (drafted <= 0)
         {
@@ -125,139 +144,169 @@ public sealed class AdaptiveDraftLength
 
         lock (_lock)
         {
-            for (var i = 0; i < _max; i++)
+            for (var b = 0; b < Bins; b++)
             {
-                _stood[i] *= Discount;
-                _tried[i] *= Discount;
+                _binStood[b] *= CalibrationDiscount;
+                _binTried[b] *= CalibrationDiscount;
+                _binDrafted[b] *= CalibrationDiscount;
             }
 
-            for (var i = 0; i < Math.Min(drafted, _max); i++)
+            if (confidences.Length == drafted)
             {
-                if (i < accepted)
+                foreach (var confidence in confidences)
                 {
-                    _stood[i]++;
-                    _tried[i]++;
-                }
-                else
-                {
-                    _tried[i]++;
-                    break;
+                    _binDrafted[Bin(confidence)]++;
                 }
             }
 
-            if (!(wallMs > 0))
+            // Every draft the verifier reached is a trial: those before the first rejection stood, the rejected one did not.
+            for (var i = 0; i < Math.Min(drafted, accepted + 1); i++)
             {
-                // No timing (a round that also carried a prefill): acceptance only.
-                Current = _weight > 0 ? Choose() : Current;
-                return;
+                var stood = i < accepted ? 1 : 0;
+                if (confidences.Length == drafted)
+                {
+                    var bin = Bin(confidences[i]);
+                    _binTried[bin]++;
+                    _binStood[bin] += stood;
+                }
             }
 
-            (_weight, _sumX, _sumY, _sumXX, _sumXY, _sumYY) = (
-                (_weight * Discount) + 1,
-                (_sumX * Discount) + drafted,
-                (_sumY * Discount) + wallMs,
-                (_sumXX * Discount) + ((double)drafted * drafted),
-                (_sumXY * Discount) + (drafted * wallMs),
-                (_sumYY * Discount) + (wallMs * wallMs));
-            if (!double.IsNaN(draftMs))
+            Recalibrate();
+            if (wallMs > 0)
             {
-                // Drafting compute per token (a pre-drafted round that was ready costs the critical path nothing: NaN).
-                _draftMs = _draftMs == 0 ? draftMs / drafted : (0.7 * _draftMs) + (0.3 * draftMs / drafted);
+                Time(drafted, accepted, wallMs, draftMs);
             }
 
-            Current = Choose();
+            Revalue();
         }
     }
 
-    private int Choose()
+    /// <summary>Takes a timed round into the line of wall time against drafts, and sets λ from it.</summary>
+    private void Time(int drafted, int accepted, double wallMs, double draftMs)
     {
-        // Each position's posterior starts from the one before it (two pseudo-rounds at its mean): a position seldom
-        // reached is assumed about as likely to stand as its neighbour, not a coin flip.
-        Span<double> stand = stackalloc double[_max];
-        var previousMean = 0.5;
-        for (var i = 0; i < _max; i++)
+        (_weight, _sumX, _sumY, _sumXX, _sumXY, _sumTokens) = (
+            (_weight * Discount) + 1,
+            (_sumX * Discount) + drafted,
+            (_sumY * Discount) + wallMs,
+            (_sumXX * Discount) + ((double)drafted * drafted),
+            (_sumXY * Discount) + (drafted * wallMs),
+            (_sumTokens * Discount) + Math.Min(accepted, drafted) + 1);
+        if (!double.IsNaN(draftMs))
         {
-            var a = _stood[i] + (PriorRounds * previousMean);
-            var b = _tried[i] - _stood[i] + (PriorRounds * (1 - previousMean));
-            stand[i] = SampleBeta(a, b);
-            previousMean = a / (a + b);
+            // Drafting compute per token on the critical path (a pre-drafted round that was ready costs it nothing: NaN).
+            _draftMs = _draftMs == 0 ? draftMs / drafted : (0.7 * _draftMs) + (0.3 * draftMs / drafted);
         }
 
-        var meanX = _sumX / _weight;
-        var meanY = _sumY / _weight;
-        double slope;
-        if (Fit() is { } fit)
-        {
-            slope = Math.Max(0, fit.Slope + (fit.SlopeError * SampleNormal()));
-        }
-        else
-        {
-            // One γ seen: a draft may cost anything from nothing (drafting hidden) to its compute.
-            slope = Math.Max(0, _draftMs * (1 + SampleNormal()));
-        }
-
-        var intercept = Math.Max(0, meanY - (slope * meanX));
-        return Best(stand, intercept, slope);
+        _threshold = Math.Clamp(MarginalMs() * _sumTokens / _sumY, 0, 1);
     }
 
-    /// <summary>The least-squares line of wall time against γ, with the slope's standard error; null while γ has not varied.</summary>
-    private (double Intercept, double Slope, double SlopeError)? Fit()
+    /// <summary>What one more draft adds to a round's wall time: the fitted slope once drafts per round have varied, else the drafting time per token.</summary>
+    private double MarginalMs()
     {
-        if (_weight <= 0)
-        {
-            return null;
-        }
-
         var meanX = _sumX / _weight;
-        var meanY = _sumY / _weight;
         var varX = (_sumXX / _weight) - (meanX * meanX);
         if (varX < 0.1)
         {
-            return null;
+            return _draftMs;
         }
 
-        var slope = ((_sumXY / _weight) - (meanX * meanY)) / varX;
-        var varY = Math.Max(0, (_sumYY / _weight) - (meanY * meanY));
-        var residual = Math.Max(0, varY - (slope * slope * varX));
-        var slopeError = Math.Sqrt(residual / Math.Max(1, _weight - 2) / varX);
-        return (meanY - (slope * meanX), slope, slopeError);
+        var meanY = _sumY / _weight;
+        return Math.Max(0, ((_sumXY / _weight) - (meanX * meanY)) / varX);
     }
 
-    private double SampleNormal() => _random.NextGaussian();
-
-    private double SampleBeta(double a, double b)
+    /// <summary>
+    /// The bins' posterior means made non-decreasing in confidence (pool-adjacent-violators, weighted by each bin's
+    /// trials and prior): a more confident draft is not less likely to stand, so a bin seldom seen borrows from its
+    /// neighbours instead of keeping its prior.
+    /// </summary>
+    private void Recalibrate()
     {
-        var x = SampleGamma(a);
-        var y = SampleGamma(b);
-        return x / (x + y);
+        Span<double> value = stackalloc double[Bins];
+        Span<double> weight = stackalloc double[Bins];
+        Span<int> length = stackalloc int[Bins];
+        var blocks = 0;
+        for (var b = 0; b < Bins; b++)
+        {
+            value[blocks] = BinMean(b);
+            weight[blocks] = _binTried[b] + PriorRounds;
+            length[blocks] = 1;
+            blocks++;
+            while (blocks > 1 && value[blocks - 2] > value[blocks - 1])
+            {
+                var merged = weight[blocks - 2] + weight[blocks - 1];
+                value[blocks - 2] = ((value[blocks - 2] * weight[blocks - 2]) + (value[blocks - 1] * weight[blocks - 1])) / merged;
+                weight[blocks - 2] = merged;
+                length[blocks - 2] += length[blocks - 1];
+                blocks--;
+            }
+        }
+
+        var bin = 0;
+        for (var block = 0; block < blocks; block++)
+        {
+            for (var i = 0; i < length[block]; i++)
+            {
+                _calibrated[bin++] = value[block];
+            }
+        }
     }
 
-    // Marsaglia and Tsang's method (shape ≥ 1; smaller shapes boosted by U^(1/shape)).
-    private double SampleGamma(double shape)
+    /// <summary>
+    /// What drafting one more is worth, in tokens less λ per draft, after <paramref name="drafted"/> drafts that all
+    /// stand with chance <paramref name="reach"/>: the next draft's confidence is not known before its step is paid, so
+    /// its chance q is drawn from the bins as often as drafts fell in them; it adds reach·q tokens, costs λ, and leaves
+    /// the choice to go on again from reach·q (the value of that choice, from <see cref="Revalue"/>). Positive: draft.
+    /// </summary>
+    private double GoOn(int drafted, double reach)
     {
-        if (shape < 1)
+        if (drafted >= _max)
         {
-            return SampleGamma(shape + 1) * Math.Pow(1.0 - _random.NextDouble(), 1 / shape);
+            return double.NegativeInfinity;
         }
 
-        var d = shape - (1.0 / 3);
-        var c = 1 / Math.Sqrt(9 * d);
-        while (true)
+        var total = 0.0;
+        var worth = 0.0;
+        for (var b = 0; b < Bins; b++)
         {
-            double x, v;
-            do
-            {
-                x = SampleNormal();
-                v = 1 + (c * x);
-            }
-            while (v <= 0);
+            var share = _binDrafted[b] + BinSharePrior;
+            var next = reach * _calibrated[b];
+            total += share;
+            worth += share * (next - _threshold + Interpolate(_value[drafted + 1], next));
+        }
 
-            v = v * v * v;
-            var u = 1.0 - _random.NextDouble();
-            if (Math.Log(u) < (0.5 * x * x) + d - (d * v) + (d * Math.Log(v)))
+        return worth / total;
+    }
+
+    /// <summary>
+    /// The value of being free to go on drafting, for every number of drafts so far and every reach chance on a grid:
+    /// V_max = 0, V_n(P) = max(0, GoOn(n, P)). Drafting past a weak draft can pay because the drafts after it may be
+    /// confident ones (which here nearly always stand); a rule that looked one draft ahead would stop too soon.
+    /// </summary>
+    private void Revalue()
+    {
+        Array.Clear(_value[_max]);
+        for (var n = _max - 1; n >= 0; n--)
+        {
+            for (var g = 0; g < Grid; g++)
             {
-                return d * v;
+                _value[n][g] = Math.Max(0, GoOn(n, g / (double)(Grid - 1)));
             }
         }
+    }
+
+    private static double Interpolate(double[] values, double reach)
+    {
+        var x = Math.Clamp(reach, 0, 1) * (Grid - 1);
+        var low = Math.Min((int)x, Grid - 2);
+        var fraction = x - low;
+        return (values[low] * (1 - fraction)) + (values[low + 1] * fraction);
+    }
+
+    private static int Bin(float confidence) => Math.Clamp((int)(confidence * Bins), 0, Bins - 1);
+
+    private double BinMean(int bin)
+    {
+        var prior = (bin + 0.5) / Bins;
+        return (_binStood[bin] + (PriorRounds * prior)) / (_binTried[bin] + PriorRounds);
     }
 }

@@ -28,6 +28,9 @@ internal sealed class SpeculativeRunner
     private readonly TimeProvider _time;
     private readonly StopRule _stop;
     private readonly AdaptiveDraftLength? _adaptive;
+
+    /// <summary>With adaptive γ, asked after each draft whether to draft another.</summary>
+    private readonly DraftContinuation? _more;
     private readonly ModePolicy _policy;
     private readonly TimeSpan _roundTimeout;
     private readonly Func<CancellationToken, IDecodeStream> _open;
@@ -72,7 +75,10 @@ internal sealed class SpeculativeRunner
         _maxDrafts = Math.Min(request.DraftTokens, (int)verifier.Limits.MaxDraftTokens);
         // The client passes its controller for this mode and γ (SpecEdgeClient.AdaptiveFor); a runner built alone makes one.
         _adaptive = !request.AdaptiveDraftTokens ? null
-            : adaptive ?? new AdaptiveDraftLength(Math.Min(GenerationRequest.DefaultDraftTokens, _maxDrafts), _maxDrafts);
+            : adaptive ?? new AdaptiveDraftLength(_maxDrafts);
+        _more = _adaptive is not { } controller ? null
+            : _policy.GuessesAhead ? confidences => confidences.Length <= 1 || controller.Continue(confidences[..^1]) // one more: the guess after the drafts
+            : controller.Continue;
     }
 
     public async IAsyncEnumerable<CommittedToken> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
@@ -164,7 +170,7 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>How a round began: its drafts, how long the edge waited for them, whether they were ready, and when it went out.</summary>
-    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs);
+    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs, float[]? Confidences);
 
     /// <summary>The round's drafts: already at the verifier (a conditional round that held), a pre-drafted branch, or fresh; sent unless already there.</summary>
     private async Task<RoundStart> StartRoundAsync(IDecodeStream stream, int committedLength, CancellationToken cancellationToken)
@@ -172,11 +178,11 @@ internal sealed class SpeculativeRunner
         if (_ahead.TakeAccepted(_round) is { } ahead)
         {
             // Already in flight: the verifier started it right after the previous final verdict.
-            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds);
+            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds, ahead.Drafts.Confidences);
         }
 
         var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
-        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds);
+        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds, drafted.Confidences);
         await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
         if (_policy.GuessesAhead && guess is { } next)
         {
@@ -297,7 +303,7 @@ internal sealed class SpeculativeRunner
         }
 
         // A session's first round also carries the prompt's prefill: its wall time says nothing about γ.
-        _adaptive?.Observe(drafts.Length, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN);
+        _adaptive?.Observe(drafts.Length, start.Confidences, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN);
         return committed;
     }
 
@@ -315,28 +321,32 @@ internal sealed class SpeculativeRunner
 
         var gamma = DraftCount(committedLength);
         var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
-        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken).ConfigureAwait(false);
+        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken, _more).ConfigureAwait(false);
         TokenId? freshGuess = null;
         var sent = extra == 1 ? Trim(fresh, committedLength, out freshGuess) : fresh;
         return (sent, fresh.Elapsed.TotalMilliseconds, false, freshGuess);
     }
 
-    /// <summary>Proactive rounds draft one token more than they send: the edge's guess of the token after the drafts.</summary>
+    /// <summary>
+    /// Proactive rounds draft one token more than they send: the edge's guess of the token after the drafts. With
+    /// adaptive γ the last token is that guess whenever there are two (drafting stops one past where the rule stopped).
+    /// </summary>
     private DraftedRound Trim(DraftedRound round, int committedLength, out TokenId? next)
     {
-        if (!_policy.GuessesAhead || round.Tokens.Length == 0 || round.Tokens.Length <= DraftCount(committedLength))
+        var guessed = _adaptive is null ? round.Tokens.Length > DraftCount(committedLength) : round.Tokens.Length > 1;
+        if (!_policy.GuessesAhead || round.Tokens.Length == 0 || !guessed)
         {
             next = null;
             return round;
         }
 
         next = round.Tokens[^1];
-        return new DraftedRound(round.Tokens[..^1], round.Distributions?[..^1], round.Elapsed);
+        return round.Take(round.Tokens.Length - 1);
     }
 
     private int DraftCount(int committedLength)
     {
-        var gamma = _adaptive?.Current ?? _maxDrafts;
+        var gamma = _adaptive?.Max ?? _maxDrafts;
         return Math.Max(0, Math.Min(gamma, _stop.MaxUsefulDrafts(committedLength)));
     }
 
@@ -421,7 +431,7 @@ internal sealed class SpeculativeRunner
                     }
                 }
 
-                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token).ConfigureAwait(false);
+                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token, _more).ConfigureAwait(false);
             },
             CancellationToken.None);
         return new Branch(prefix, condition, task, cancel);

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
@@ -5,8 +6,21 @@ using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.EdgeClient.Drafting;
 
-/// <summary>A drafted round: the tokens, and when sampling the distribution each was drawn from.</summary>
-public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distributions, TimeSpan Elapsed);
+/// <summary>
+/// A drafted round: the tokens, when sampling the distribution each was drawn from, and the draft's probability of each
+/// token it chose (its confidence: the arg-max's softmax probability when greedy, the drawn token's when sampling).
+/// </summary>
+public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distributions, TimeSpan Elapsed, float[]? Confidences = null)
+{
+    /// <summary>The first <paramref name="count"/> drafts.</summary>
+    public DraftedRound Take(int count) =>
+        count >= Tokens.Length ? this : new DraftedRound(Tokens[..count], Distributions?[..count], Elapsed, Confidences?[..count]);
+}
+
+/// <summary>Asked after each draft whether to draft one more, given the confidences of the drafts so far.</summary>
+/// <param name="confidences">The draft's probability of each token drafted so far in this call.</param>
+/// <returns>True to draft another.</returns>
+public delegate bool DraftContinuation(ReadOnlySpan<float> confidences);
 
 /// <summary>
 /// Owns the draft model's sequence. Drafting continues any prefix: the cache keeps the longest prefix it shares with
@@ -61,14 +75,15 @@ public sealed class DraftEngine : IDisposable
     /// <summary>
     /// Drafts up to <paramref name="count"/> tokens after <paramref name="prefix"/>. Greedy drafts are the draft's
     /// arg-max; sampled drafts are drawn from the draft's distribution (cut to the wire top-k) with the random numbers
-    /// of their sequence positions, and come with that distribution.
+    /// of their sequence positions, and come with that distribution. With <paramref name="more"/>, drafting stops early
+    /// once it answers false (a draft costs a step: the question is asked before the step, on the confidences so far).
     /// </summary>
-    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken)
+    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken, DraftContinuation? more = null)
     {
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return await DraftInTurnAsync(prefix, count, sampling, cancellationToken).ConfigureAwait(false);
+            return await DraftInTurnAsync(prefix, count, sampling, more, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -76,17 +91,18 @@ public sealed class DraftEngine : IDisposable
         }
     }
 
-    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken)
+    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, DraftContinuation? more, CancellationToken cancellationToken)
     {
         var start = _time.GetTimestamp();
         count = Math.Min(count, _context.MaxLength - prefix.Count);
         if (count <= 0)
         {
-            return new DraftedRound([], sampling.IsGreedy ? null : [], TimeSpan.Zero);
+            return new DraftedRound([], sampling.IsGreedy ? null : [], TimeSpan.Zero, []);
         }
 
         var tokens = new TokenId[count];
         var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
+        var confidences = new float[count];
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
         LogitsView row = default;
         for (var i = 0; i < count; i++)
@@ -104,6 +120,7 @@ public sealed class DraftEngine : IDisposable
                 if (sampling.IsGreedy)
                 {
                     tokens[i] = TokenSampler.ArgMax(row.Last);
+                    confidences[i] = ArgMaxProbability(row.Last, tokens[i], _probabilities);
                 }
                 else
                 {
@@ -111,6 +128,12 @@ public sealed class DraftEngine : IDisposable
                     var q = SparseDistribution.FromDense(_probabilities, _wireTopK);
                     distributions![i] = q;
                     tokens[i] = SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Draft));
+                    confidences[i] = q.ProbabilityOf(tokens[i]);
+                }
+
+                if (i < count - 1 && more is not null && !more(confidences.AsSpan(0, i + 1)))
+                {
+                    count = i + 1;
                 }
 
                 if (i < count - 1)
@@ -123,7 +146,18 @@ public sealed class DraftEngine : IDisposable
             await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), CancellationToken.None).ConfigureAwait(false);
         }
 
-        return new DraftedRound(tokens, distributions, _time.GetElapsedTime(start));
+        return count == tokens.Length
+            ? new DraftedRound(tokens, distributions, _time.GetElapsedTime(start), confidences)
+            : new DraftedRound(tokens[..count], distributions?[..count], _time.GetElapsedTime(start), confidences[..count]);
+    }
+
+    /// <summary>The softmax probability of <paramref name="argMax"/>, a row's largest entry: 1 / Σ exp(l − max).</summary>
+    private static float ArgMaxProbability(ReadOnlySpan<float> logits, TokenId argMax, Span<float> scratch)
+    {
+        var exp = scratch[..logits.Length];
+        TensorPrimitives.Subtract(logits, logits[argMax.Value], exp);
+        TensorPrimitives.Exp(exp, exp);
+        return 1f / TensorPrimitives.Sum(exp);
     }
 
     /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>

@@ -135,7 +135,7 @@ internal static class GenerateCommand
 
         public Option<int> Gamma { get; } = new("--draft-tokens") { Description = "Drafts per round (γ); the maximum when --adaptive.", DefaultValueFactory = _ => GenerationRequest.DefaultDraftTokens };
 
-        public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose γ each round from measured acceptance and timings." };
+        public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose each round's length as it drafts (up to --draft-tokens), from the draft's calibrated confidence and measured timings." };
 
         public Option<int?> Candidates { get; } = new("--candidates") { Description = "Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to 4 (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
 

@@ -2,68 +2,159 @@ using SpecEdge.EdgeClient.Decoding;
 
 namespace SpecEdge.EdgeClient.Tests.Decoding;
 
-/// <summary>The γ controller: its formulas on cases worked by hand, and its choices in simulated conditions whose best γ is known.</summary>
+/// <summary>
+/// The draft-length controller in simulated worlds whose truth the test sets: how often drafts of each confidence
+/// stand, and what a round and a draft cost. It must learn the calibration and the cost of a draft, and its rounds must
+/// beat every fixed γ where the draft's confidence says something.
+/// </summary>
 public sealed class AdaptiveDraftLengthTests
 {
-    [Theory]
-    [InlineData(0.0, 3, 1.0)]
-    [InlineData(1.0, 3, 4.0)]
-    [InlineData(0.5, 1, 1.5)]
-    [InlineData(0.5, 3, 1.875)]
-    public void ExpectedTokens_GeometricSeries(double alpha, int gamma, double expected)
-    {
-        Assert.Equal(expected, AdaptiveDraftLength.ExpectedTokens(alpha, gamma), 9);
-    }
+    private const int Max = 8;
 
     [Fact]
-    public void ExpectedTokens_PerPosition_HandComputedCase()
+    public void Calibration_LearnsHowOftenEachConfidenceStands_AndStaysMonotone()
     {
-        // Position 1 stands 80 % of the time, position 2 half the time once 1 stood: 1 + 0.8 + 0.8·0.5 = 2.2.
-        Assert.Equal(2.2, AdaptiveDraftLength.ExpectedTokens([0.8, 0.5], 2), 9);
-    }
+        // Truth: drafts the draft model is sure of (0.95) stand 90 % of the time; its unsure ones (0.25) stand 60 % of the
+        // time (an under-confident draft, as the trained pair's is). The prior alone would say 0.95 and 0.25.
+        var world = new World(rowCost: 60, draftCost: 10, seed: 1, (0.95f, 0.9, 0.5), (0.25f, 0.6, 0.5));
+        var controller = new AdaptiveDraftLength(Max);
+        world.Run(controller, rounds: 600);
 
-    [Fact]
-    public void Best_HandComputedCases()
-    {
-        double[] stand = [0.9, 0.9, 0.9, 0.1];
-
-        // Free drafts: every extra draft adds tokens, so the most.
-        Assert.Equal(4, AdaptiveDraftLength.Best(stand, 60, 0));
-
-        // 10 ms a draft: γ = 3 costs 90 / 3.439 = 26.2 ms per token, γ = 4 costs 100 / 3.512 = 28.5.
-        Assert.Equal(3, AdaptiveDraftLength.Best(stand, 60, 10));
-    }
-
-    [Theory]
-    [InlineData(0.0, 8, 8)]
-    [InlineData(40.0, 1, 2)]
-    public void Observe_SimulatedRounds_SettlesOnTheBestGamma(double msPerDraft, int low, int high)
-    {
-        // Rounds of 80 ms plus msPerDraft per draft; each draft stands with 75 % chance once the ones before it stood.
-        // Free drafts: the best γ is the largest. At 40 ms a draft: γ = 1 costs 120 / 1.75 = 68.6 ms per token,
-        // γ = 2 costs 160 / 2.31 = 69.2, γ = 3 costs 200 / 2.73 = 73.2: one or two.
-        var controller = new AdaptiveDraftLength(initial: 4, max: 8);
-        var random = new Random(3);
-        var chosen = new List<int>();
-        for (var round = 0; round < 300; round++)
+        Assert.InRange(controller.Calibrated(0.95f), 0.84, 0.96);
+        Assert.InRange(controller.Calibrated(0.25f), 0.5, 0.7);
+        for (var bin = 1; bin < AdaptiveDraftLength.Bins; bin++)
         {
-            var gamma = controller.Current;
-            var accepted = 0;
-            while (accepted < gamma && random.NextDouble() < 0.75)
-            {
-                accepted++;
-            }
+            Assert.True(controller.Calibrated(bin / 10f + 0.05f) >= controller.Calibrated((bin - 1) / 10f + 0.05f), $"bin {bin} below bin {bin - 1}");
+        }
+    }
 
-            controller.Observe(gamma, accepted, 80 + (msPerDraft * gamma) + (random.NextDouble() * 4), msPerDraft * gamma);
-            if (round >= 200)
-            {
-                chosen.Add(controller.Current);
-            }
+    [Fact]
+    public void Threshold_IsADraftsMarginalTimeOverTheTimePerToken()
+    {
+        // Every draft stands; rounds of 2 and 6 drafts in turn, 80 ms plus 10 ms a draft: s = 10 ms, and on average
+        // 5 tokens in 120 ms, so λ = 10 / (120 / 5) ≈ 0.42 (the discounting weighs the two kinds of round a little apart).
+        var controller = new AdaptiveDraftLength(Max);
+        float[] sure = [0.99f, 0.99f, 0.99f, 0.99f, 0.99f, 0.99f];
+        for (var round = 0; round < 200; round++)
+        {
+            var drafted = round % 2 == 0 ? 2 : 6;
+            controller.Observe(drafted, sure.AsSpan(0, drafted), drafted, 80 + (10.0 * drafted), 10.0 * drafted);
         }
 
-        var settled = chosen.Count(g => g >= low && g <= high) / (double)chosen.Count;
-        Assert.True(settled >= 0.8, $"γ in [{low}, {high}] only {settled:P0} of the last 100 rounds: {string.Join(",", chosen)}");
-        // The discounted statistics keep about 33 rounds: the estimate of 0.75 is good to about ±0.08 (one standard deviation).
-        Assert.InRange(controller.PositionAcceptance(0), 0.55, 0.95);
+        Assert.InRange(controller.Threshold, 0.40, 0.44);
+    }
+
+    [Fact]
+    public void FreeDrafts_EveryRoundDraftsTheMost()
+    {
+        // Drafting hidden behind verification costs the round nothing: every draft that might stand is worth drafting.
+        var world = new World(rowCost: 60, draftCost: 0, seed: 2, (0.9f, 0.9, 0.7), (0.1f, 0.1, 0.3));
+        var controller = new AdaptiveDraftLength(Max);
+        world.Run(controller, rounds: 200);
+        var last = world.Run(controller, rounds: 100);
+
+        Assert.All(last.Drafted, d => Assert.Equal(Max, d));
+    }
+
+    [Fact]
+    public void InformativeConfidence_BeatsEveryFixedGamma()
+    {
+        // Drafts are confident (0.9, standing 90 %) or not (0.1, standing 10 %), 70 / 30, independently; a round costs
+        // 60 ms and a draft 10 ms. A fixed γ drafts on past weak drafts; the controller should stop after one, and go
+        // on while the drafts are confident.
+        var world = new World(rowCost: 60, draftCost: 10, seed: 3, (0.9f, 0.9, 0.7), (0.1f, 0.1, 0.3));
+        var controller = new AdaptiveDraftLength(Max);
+        world.Run(controller, rounds: 300);
+        var adaptive = world.Run(controller, rounds: 3000);
+
+        var fixedCosts = Enumerable.Range(1, Max).Select(gamma => (Gamma: gamma, Cost: world.RunFixed(gamma, rounds: 3000).MsPerToken)).ToList();
+        var best = fixedCosts.MinBy(f => f.Cost);
+        Assert.True(
+            adaptive.MsPerToken < best.Cost * 0.97,
+            $"adaptive {adaptive.MsPerToken:F2} ms/token against the best fixed γ {best.Gamma} at {best.Cost:F2} (all: {string.Join(", ", fixedCosts.Select(f => $"{f.Gamma}: {f.Cost:F2}"))})");
+        // It stops right after a weak draft: a weak draft is a round's last far more often than its place alone would make it.
+        Assert.True(adaptive.WeakDraftsLast >= 0.9 * adaptive.WeakDrafts, $"{adaptive.WeakDraftsLast} of {adaptive.WeakDrafts} weak drafts ended their round");
+    }
+
+    /// <summary>Rounds in a world of draft confidences (each with its true chance of standing and its share of drafts) and costs.</summary>
+    private sealed class World(double rowCost, double draftCost, int seed, params (float Confidence, double Stands, double Share)[] kinds)
+    {
+        private readonly Random _random = new(seed);
+
+        public Outcome Run(AdaptiveDraftLength controller, int rounds) => Rounds(rounds, confidences => controller.Continue(confidences), controller);
+
+        public Outcome RunFixed(int gamma, int rounds) => Rounds(rounds, confidences => confidences.Length < gamma, null);
+
+        private Outcome Rounds(int rounds, Func<float[], bool> more, AdaptiveDraftLength? controller)
+        {
+            var outcome = new Outcome();
+            for (var round = 0; round < rounds; round++)
+            {
+                var confidences = new List<float>();
+                var stands = new List<double>();
+                do
+                {
+                    var kind = Pick();
+                    confidences.Add(kind.Confidence);
+                    stands.Add(kind.Stands);
+                }
+                while (confidences.Count < Max && more([.. confidences]));
+
+                var accepted = 0;
+                while (accepted < stands.Count && _random.NextDouble() < stands[accepted])
+                {
+                    accepted++;
+                }
+
+                var wall = rowCost + (draftCost * confidences.Count);
+                controller?.Observe(confidences.Count, confidences.ToArray(), accepted, wall, draftCost * confidences.Count);
+                outcome.Add(confidences, accepted, wall, kinds.Min(k => k.Confidence));
+            }
+
+            return outcome;
+        }
+
+        private (float Confidence, double Stands, double Share) Pick()
+        {
+            var u = _random.NextDouble();
+            foreach (var kind in kinds)
+            {
+                if ((u -= kind.Share) < 0)
+                {
+                    return kind;
+                }
+            }
+
+            return kinds[^1];
+        }
+    }
+
+    private sealed class Outcome
+    {
+        private double _ms;
+        private int _tokens;
+
+        public List<int> Drafted { get; } = [];
+
+        public int WeakDrafts { get; private set; }
+
+        public int WeakDraftsLast { get; private set; }
+
+        public double MsPerToken => _ms / _tokens;
+
+        public void Add(List<float> confidences, int accepted, double wall, float weak)
+        {
+            _ms += wall;
+            _tokens += accepted + 1;
+            Drafted.Add(confidences.Count);
+            for (var i = 0; i < confidences.Count; i++)
+            {
+                if (confidences[i] == weak)
+                {
+                    WeakDrafts++;
+                    WeakDraftsLast += i == confidences.Count - 1 ? 1 : 0;
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@ using SpecEdge.EdgeClient.Tests.Decoding;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Timing;
 using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
 
 namespace SpecEdge.EdgeClient.Tests.Drafting;
 
@@ -58,6 +59,46 @@ public sealed class DraftEngineTests(RoundLoopFixture fixture) : IClassFixture<R
         }
 
         Assert.Equal(4, (await first).Tokens.Length);
+    }
+
+    /// <summary>
+    /// Greedy drafts come with the draft's confidence in each: the softmax probability of its arg-max, checked against
+    /// the plain-C# reference forward pass. A continuation that says stop after two drafts gets those two, the same as
+    /// the first two of a full round.
+    /// </summary>
+    [Fact]
+    public async Task GreedyDrafts_ConfidenceIsTheReferenceSoftmaxMax_AndAContinuationStopsThem()
+    {
+        using var temp = new TempDirectory("draft-confidence");
+        var spec = TestModels.Small(seed: 23);
+        var (model, converted) = TestModels.WriteAndConvert(temp.Path, spec);
+        using var lm = TestModels.Load(converted);
+        using var engine = new DraftEngine(lm);
+        int[] prompt = [5, 17, 42];
+
+        var full = await engine.DraftAsync([.. prompt.Select(t => new TokenId(t))], 6, SamplingConfig.Greedy, CancellationToken.None);
+        var asked = new List<int>();
+        var stopped = await engine.DraftAsync([.. prompt.Select(t => new TokenId(t))], 6, SamplingConfig.Greedy, CancellationToken.None, confidences =>
+        {
+            asked.Add(confidences.Length);
+            return confidences.Length < 2;
+        });
+
+        var sequence = prompt.Concat(full.Tokens.Select(t => t.Value)).ToArray();
+        var logits = new ReferenceLlama(model.Config, model.Weights).Forward(sequence).Logits;
+        Assert.Equal(6, full.Confidences!.Length);
+        for (var i = 0; i < 6; i++)
+        {
+            var row = logits[prompt.Length - 1 + i];
+            var max = row.Max();
+            Assert.Equal(Array.IndexOf(row, max), full.Tokens[i].Value);
+            Assert.Equal(1 / row.Sum(l => Math.Exp(l - max)), full.Confidences[i], 1e-4);
+        }
+
+        Assert.Equal([1, 2], asked);
+        Assert.Equal(full.Tokens[..2], stopped.Tokens);
+        // The second call continues the cache the first left (a different path through the model): equal to float rounding.
+        Assert.All(stopped.Confidences!.Zip(full.Confidences[..2]), pair => Assert.Equal(pair.Second, pair.First, 1e-5));
     }
 
     private static async Task WaitUntilAsync(Func<bool> condition)

@@ -34,6 +34,7 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
         { GenerationMode.Proactive, false },
         { GenerationMode.Speculative, true },
         { GenerationMode.Conditional, true },
+        { GenerationMode.Proactive, true },
     };
 
     [Theory]

@@ -65,6 +65,7 @@ public sealed class AdaptiveDraftLength
     private double _sumXY;
     private double _sumTokens;
     private double _draftMs;
+    private double? _slope;
     private double _threshold = DefaultThreshold;
 
     /// <summary>Drafts at most <paramref name="max"/> tokens a round.</summary>
@@ -200,18 +201,23 @@ public sealed class AdaptiveDraftLength
         _threshold = Math.Clamp(MarginalMs() * _sumTokens / _sumY, 0, 1);
     }
 
-    /// <summary>What one more draft adds to a round's wall time: the fitted slope once drafts per round have varied, else the drafting time per token.</summary>
+    /// <summary>
+    /// What one more draft adds to a round's wall time: the fitted slope while drafts per round vary; the last fitted
+    /// slope once they no longer do (every round at the cap, say: the fit that sent them there still holds); the
+    /// drafting time per token before any fit.
+    /// </summary>
     private double MarginalMs()
     {
         var meanX = _sumX / _weight;
         var varX = (_sumXX / _weight) - (meanX * meanX);
         if (varX < 0.1)
         {
-            return _draftMs;
+            return _slope ?? _draftMs;
         }
 
         var meanY = _sumY / _weight;
-        return Math.Max(0, ((_sumXY / _weight) - (meanX * meanY)) / varX);
+        _slope = Math.Max(0, ((_sumXY / _weight) - (meanX * meanY)) / varX);
+        return _slope.Value;
     }
 
     /// <summary>

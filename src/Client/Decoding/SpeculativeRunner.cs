@@ -346,7 +346,8 @@ internal sealed class SpeculativeRunner
 
     private int DraftCount(int committedLength)
     {
-        var gamma = _adaptive?.Max ?? _maxDrafts;
+        // The controller's cap was set from the verifier's description; the session's Opened limit (_maxDrafts) may be lower.
+        var gamma = Math.Min(_adaptive?.Max ?? _maxDrafts, _maxDrafts);
         return Math.Max(0, Math.Min(gamma, _stop.MaxUsefulDrafts(committedLength)));
     }
 

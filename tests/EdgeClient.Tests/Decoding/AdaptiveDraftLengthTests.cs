@@ -45,10 +45,12 @@ public sealed class AdaptiveDraftLengthTests
     }
 
     [Fact]
-    public void FreeDrafts_EveryRoundDraftsTheMost()
+    public void HiddenDrafting_EveryRoundDraftsTheMost()
     {
-        // Drafting hidden behind verification costs the round nothing: every draft that might stand is worth drafting.
-        var world = new World(rowCost: 60, draftCost: 0, seed: 2, (0.9f, 0.9, 0.7), (0.1f, 0.1, 0.3));
+        // Drafting hidden behind verification (pre-drafting): each draft takes 10 ms of compute, yet the round's wall
+        // time does not grow with its drafts. Until the drafts per round vary, the controller must take the compute as
+        // the cost and stop after weak drafts; once they have, the fitted slope (zero) shows every draft is free.
+        var world = new World(rowCost: 60, draftCost: 0, seed: 2, (0.9f, 0.9, 0.7), (0.1f, 0.1, 0.3)) { ComputeMs = 10 };
         var controller = new AdaptiveDraftLength(Max);
         world.Run(controller, rounds: 200);
         var last = world.Run(controller, rounds: 100);
@@ -81,6 +83,9 @@ public sealed class AdaptiveDraftLengthTests
     {
         private readonly Random _random = new(seed);
 
+        /// <summary>Drafting compute per draft, as the runner reports it (by default what a draft adds to the round).</summary>
+        public double? ComputeMs { get; init; }
+
         public Outcome Run(AdaptiveDraftLength controller, int rounds) => Rounds(rounds, confidences => controller.Continue(confidences), controller);
 
         public Outcome RunFixed(int gamma, int rounds) => Rounds(rounds, confidences => confidences.Length < gamma, null);
@@ -107,7 +112,7 @@ public sealed class AdaptiveDraftLengthTests
                 }
 
                 var wall = rowCost + (draftCost * confidences.Count);
-                controller?.Observe(confidences.Count, confidences.ToArray(), accepted, wall, draftCost * confidences.Count);
+                controller?.Observe(confidences.Count, confidences.ToArray(), accepted, wall, (ComputeMs ?? draftCost) * confidences.Count);
                 outcome.Add(confidences, accepted, wall, kinds.Min(k => k.Confidence));
             }
 

@@ -1,10 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using SpecEdge.Demo;
-using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
-using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.Bench;
 
@@ -18,16 +16,6 @@ namespace SpecEdge.Bench;
 /// </summary>
 internal static class CandidatesCommand
 {
-    private static readonly string[] Prompts =
-    [
-        "The edge drafts and the cloud verifies",
-        "Once upon a time",
-        "Speculative decoding works because",
-        "A robot arm must react quickly when",
-        "And the LORD spake unto Moses, saying,",
-        "In the beginning God created",
-    ];
-
     public static Command Create()
     {
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 96 };
@@ -38,7 +26,7 @@ internal static class CandidatesCommand
             var pair = DefaultModels.Resolve();
             using var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
             using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
-            Console.WriteLine($"models: {pair.Description}; {Prompts.Length} prompts × {parse.GetValue(tokens)} tokens, greedy; exits after layers {string.Join(", ", pair.Exits)} (the first is used)");
+            Console.WriteLine($"models: {pair.Description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy; exits after layers {string.Join(", ", pair.Exits)} (the first is used)");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | tokens per round | final = the exit's verdict | top 2 | top 3 | top 4 | top 6 | top 8 |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
@@ -47,7 +35,7 @@ internal static class CandidatesCommand
                 var ks = new[] { 1, 2, 3, 4, 6, 8 };
                 var covered = new int[ks.Length];
                 int rounds = 0, committed = 0;
-                foreach (var prompt in Prompts)
+                foreach (var prompt in OfflineRounds.Prompts)
                 {
                     var (r, c) = Run(target, draft, prompt, gamma, parse.GetValue(tokens), ks, covered);
                     rounds += r;
@@ -64,49 +52,13 @@ internal static class CandidatesCommand
 
     private static (int Rounds, int Committed) Run(LanguageModel target, LanguageModel draft, string prompt, int gamma, int count, int[] ks, int[] covered)
     {
-        var ids = target.Tokenizer.Encode(prompt, addBos: true);
-        using var t = target.CreateContext();
-        using var d = draft.CreateContext();
-        t.Prefill(ids.AsSpan(0, ids.Length - 1));
-        d.Prefill(ids.AsSpan(0, ids.Length - 1));
-        var last = ids[^1];
-        int rounds = 0, committed = 0;
-        while (committed < count)
+        var rounds = 0;
+        var committed = OfflineRounds.Replay(target, draft, prompt, gamma, count, round =>
         {
-            // Draft γ tokens greedily after `last`.
-            var baseLength = d.Length;
-            var drafts = new TokenId[gamma];
-            var input = last;
-            for (var i = 0; i < gamma; i++)
-            {
-                drafts[i] = TokenSampler.ArgMax(d.Forward([input]).Row(0));
-                input = drafts[i];
-            }
-
-            // The target scores [last, d1..dγ]: exit rows and final rows.
-            var step = new TokenId[gamma + 1];
-            step[0] = last;
-            drafts.CopyTo(step, 1);
-            var targetBase = t.Length;
-            t.BeginStep(step);
-            var exit = Softmaxes(t.RunNextStage(), gamma + 1);
-            float[][] final = [];
-            while (t.NextStage >= 0)
-            {
-                var logits = t.RunNextStage();
-                if (t.NextStage < 0)
-                {
-                    final = Softmaxes(logits, gamma + 1);
-                }
-            }
-
-            var accepted = 0;
-            while (accepted < gamma && TokenSampler.ArgMax(final[accepted]).Value == drafts[accepted].Value)
-            {
-                accepted++;
-            }
-
-            var next = TokenSampler.ArgMax(final[accepted]).Value;
+            var drafts = round.Drafts;
+            var exit = round.Stages[0];
+            var final = round.Stages[^1];
+            var (accepted, next) = (round.Accepted, round.Next);
 
             // The exit's outcomes, most likely first: accept a drafts (product of their probabilities), then a token n
             // other than draft a+1 (or any token after all γ).
@@ -125,13 +77,7 @@ internal static class CandidatesCommand
 
             // The exit's own verdict (what an early verdict says today: accept while the exit's argmax is the draft, then
             // its argmax) first, then the rest by likelihood.
-            var exitAccepted = 0;
-            while (exitAccepted < gamma && TokenSampler.ArgMax(exit[exitAccepted]).Value == drafts[exitAccepted].Value)
-            {
-                exitAccepted++;
-            }
-
-            var exitNext = TokenSampler.ArgMax(exit[exitAccepted]).Value;
+            var (exitAccepted, exitNext) = OfflineRounds.Verdict(exit, drafts);
             var ranked = outcomes.OrderByDescending(o => o.Accepted == exitAccepted && o.Next == exitNext).ThenByDescending(o => o.P).ToList();
             var rank = ranked.FindIndex(o => o.Accepted == accepted && o.Next == next);
             for (var k = 0; k < ks.Length; k++)
@@ -140,50 +86,7 @@ internal static class CandidatesCommand
             }
 
             rounds++;
-            committed += accepted + 1;
-
-            // Keep [last, d1..da]; the next round starts from the new token.
-            t.Rollback(targetBase + 1 + accepted);
-            d.Rollback(Math.Min(baseLength + 1 + accepted, d.Length));
-            if (d.Length < baseLength + 1 + accepted)
-            {
-                d.Forward([drafts[gamma - 1]]);
-            }
-
-            last = new TokenId(next);
-        }
-
+        });
         return (rounds, committed);
-    }
-
-    private static float[][] Softmaxes(LogitsView logits, int rows)
-    {
-        var result = new float[rows][];
-        for (var r = 0; r < rows; r++)
-        {
-            var row = logits.Row(r);
-            var max = float.NegativeInfinity;
-            foreach (var v in row)
-            {
-                max = Math.Max(max, v);
-            }
-
-            var p = new float[row.Length];
-            var sum = 0.0;
-            for (var i = 0; i < row.Length; i++)
-            {
-                p[i] = MathF.Exp(row[i] - max);
-                sum += p[i];
-            }
-
-            for (var i = 0; i < p.Length; i++)
-            {
-                p[i] = (float)(p[i] / sum);
-            }
-
-            result[r] = p;
-        }
-
-        return result;
     }
 }

@@ -20,5 +20,6 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     StartupCommand.Create(),
     HalfOpsCommand.Create(),
     CandidatesCommand.Create(),
+    ExitLayersCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

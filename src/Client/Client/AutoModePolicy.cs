@@ -6,7 +6,14 @@ namespace SpecEdge.EdgeClient.Client;
 /// <list type="bullet">
 /// <item>A generation starts in the cloud when the client's earlier generations measured drafting slower than the cloud
 /// (the cloud's time per token as measured, else as the verifier's step time, which a cloud step of one token does not
-/// exceed), except every <see cref="ProbeEvery"/>th, which drafts again so a link that recovers is noticed.</item>
+/// exceed): <see cref="StartMargin"/> times slower once <see cref="SettledRounds"/> drafting rounds are pooled,
+/// <see cref="CloseCall"/> times before (one prompt's rounds, the first generation's, say more about that prompt than
+/// about the link). It drafts again when the link has since recovered: every session measures the round trip (a cloud
+/// session's first token waits one), and drafting's time per token is re-estimated with its rounds paying the latest
+/// round trip instead of the one they paid. And it drafts anyway now and then, since how well the draft does on the
+/// prompts is seen only by drafting: every <see cref="ProbeEvery"/>th generation while drafting measured within
+/// <see cref="CloseCall"/> times the cloud (a tie that prompts may tip), every <see cref="RareProbeEvery"/>th when
+/// further behind (a probe then costs more and wins less often).</item>
 /// <item>A drafting generation gives way to the cloud mid-way on evidence that grows with the rounds seen: after
 /// <see cref="RoundsBeforeJudging"/> rounds when drafting costs twice the cloud's time per token, after twice as many
 /// at 1.5 times, after four times as many at <see cref="LeaveMargin"/> times. Early rounds are dearer than later ones
@@ -30,8 +37,14 @@ namespace SpecEdge.EdgeClient.Client;
 /// </summary>
 internal sealed class AutoModePolicy
 {
-    /// <summary>How often a generation that would start in the cloud drafts instead.</summary>
+    /// <summary>How often a generation that would start in the cloud drafts anyway, when drafting measured within <see cref="CloseCall"/> times the cloud.</summary>
     public const int ProbeEvery = 8;
+
+    /// <summary>How often it does when drafting measured further behind (a link that recovers is noticed sooner, by its round trip).</summary>
+    public const int RareProbeEvery = 32;
+
+    /// <summary>Drafting within this many times the cloud's time per token is a close call: probed every <see cref="ProbeEvery"/>th generation.</summary>
+    public const double CloseCall = 1.2;
 
     /// <summary>Rounds after the first (which also carries the prefill) before a drafting generation is judged.</summary>
     public const int RoundsBeforeJudging = 3;
@@ -41,6 +54,9 @@ internal sealed class AutoModePolicy
 
     /// <summary>How much slower than the cloud drafting must have been for a generation to start in the cloud.</summary>
     public const double StartMargin = 1.05;
+
+    /// <summary>Pooled drafting rounds after which <see cref="StartMargin"/> decides where a generation starts (before: <see cref="CloseCall"/>).</summary>
+    public const double SettledRounds = 24;
 
     /// <summary>The weight a generation's evidence keeps at each later generation.</summary>
     public const double Memory = 0.8;
@@ -56,6 +72,8 @@ internal sealed class AutoModePolicy
     private double _draftTokens;
     private double _draftVerify;
     private double _draftRounds;
+    private double _draftNetwork;
+    private double? _linkMs;
     private double _cloudWall;
     private double _cloudTokens;
     private double _draftedTokens;
@@ -105,8 +123,17 @@ internal sealed class AutoModePolicy
         lock (_lock)
         {
             _generations++;
-            return (MeasuredCloudMsPerToken ?? VerifyMsPerStep) is { } cloud && DraftingMsPerToken is { } drafting
-                && cloud * StartMargin < drafting && _generations % ProbeEvery != 0;
+            var margin = _draftRounds >= SettledRounds ? StartMargin : CloseCall;
+            if ((MeasuredCloudMsPerToken ?? VerifyMsPerStep) is not { } cloud || DraftingMsPerToken is not { } drafting || cloud * margin >= drafting)
+            {
+                return false;
+            }
+
+            // Drafting as measured, its rounds paying today's round trip instead of the one they paid.
+            var relinked = _linkMs is { } link && _draftRounds > 0
+                ? drafting + ((link - (_draftNetwork / _draftRounds)) * _draftRounds / _draftTokens)
+                : drafting;
+            return cloud * margin < relinked && _generations % (relinked < cloud * CloseCall ? ProbeEvery : RareProbeEvery) != 0;
         }
     }
 
@@ -150,8 +177,9 @@ internal sealed class AutoModePolicy
     public void Learn(IReadOnlyList<RoundRecord> rounds)
     {
         double draftWall = 0, draftTokens = 0, draftVerify = 0, draftRounds = 0, cloudWall = 0, cloudTokens = 0;
-        double drafted = 0, computeMs = 0, computeTokens = 0, leadMs = 0, leadRounds = 0;
+        double drafted = 0, computeMs = 0, computeTokens = 0, leadMs = 0, leadRounds = 0, draftNetwork = 0;
         double medianNetwork = 0;
+        double? link = null;
         for (var i = 0; i < rounds.Count; i++)
         {
             // Auto switches only from drafting to the cloud, so a round without drafts after one with them opens the cloud session.
@@ -164,6 +192,9 @@ internal sealed class AutoModePolicy
                 }
 
                 medianNetwork = MedianNetworkMs(rounds, i + 1, end);
+
+                // The session's round trip: a drafting session's median round; a cloud session's first token waited one.
+                link = rounds[i].Drafted > 0 ? (end > i + 1 ? medianNetwork : link) : rounds[i].NetworkAndQueueMs;
                 continue;
             }
 
@@ -174,6 +205,7 @@ internal sealed class AutoModePolicy
                 draftTokens += rounds[i].Committed;
                 draftVerify += rounds[i].VerifyMs;
                 draftRounds++;
+                draftNetwork += rounds[i].NetworkAndQueueMs - stall;
                 drafted += rounds[i].Drafted;
                 if (rounds[i].DraftComputeMs > 0)
                 {
@@ -199,6 +231,7 @@ internal sealed class AutoModePolicy
             if (draftTokens >= 3)
             {
                 (_draftWall, _draftTokens, _draftVerify, _draftRounds) = ((Memory * _draftWall) + draftWall, (Memory * _draftTokens) + draftTokens, (Memory * _draftVerify) + draftVerify, (Memory * _draftRounds) + draftRounds);
+                _draftNetwork = (Memory * _draftNetwork) + draftNetwork;
                 _draftedTokens = (Memory * _draftedTokens) + drafted;
                 (_draftComputeMs, _draftComputeTokens) = ((Memory * _draftComputeMs) + computeMs, (Memory * _draftComputeTokens) + computeTokens);
                 (_leadMs, _leadRounds) = ((Memory * _leadMs) + leadMs, (Memory * _leadRounds) + leadRounds);
@@ -208,6 +241,8 @@ internal sealed class AutoModePolicy
             {
                 (_cloudWall, _cloudTokens) = ((Memory * _cloudWall) + cloudWall, (Memory * _cloudTokens) + cloudTokens);
             }
+
+            _linkMs = link ?? _linkMs;
         }
     }
 

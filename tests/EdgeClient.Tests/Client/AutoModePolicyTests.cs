@@ -94,22 +94,70 @@ public sealed class AutoModePolicyTests
         Assert.False(policy.StartInCloud());
     }
 
-    [Fact]
-    public void StartInCloud_AfterDraftingMeasuredSlower_ButProbesEveryEighth()
+    /// <summary>A cloud generation: its first token waited <paramref name="roundTripMs"/> on the link, the next ones 50 ms each.</summary>
+    private static List<RoundRecord> Cloud(double roundTripMs) =>
+        [Round(1, 0, 1, 500) with { NetworkAndQueueMs = roundTripMs }, .. Enumerable.Range(2, 20).Select(i => Round(i, 0, 1, 50))];
+
+    [Theory]
+    [InlineData(300, AutoModePolicy.RareProbeEvery)] // drafting at 100 ms a token, twice the cloud's 50: probed rarely
+    [InlineData(165, AutoModePolicy.ProbeEvery)] // at 55 ms a token, a close call: probed more often
+    public void StartInCloud_AfterDraftingMeasuredSlower_ProbesTheCloserCallsMoreOften(double wallMs, int probeEvery)
     {
         var policy = new AutoModePolicy();
         Assert.False(policy.StartInCloud());
 
-        // Drafting measured at 100 ms a token, the cloud at 50.
-        policy.Learn(Drafting(6, 300));
-        policy.Learn([Round(1, 0, 1, 500), .. Enumerable.Range(2, 20).Select(i => Round(i, 0, 1, 50))]);
+        // Drafting measured over a 100 ms round trip (enough rounds to be settled), the cloud at 50 ms a token over the same link.
+        policy.Learn(Drafting(30, wallMs).Select(r => r with { NetworkAndQueueMs = 100 }).ToList());
+        policy.Learn(Cloud(roundTripMs: 100));
         Assert.Equal(50, policy.CloudMsPerToken);
 
-        var starts = Enumerable.Range(0, 14).Select(_ => policy.StartInCloud()).ToList();
+        var starts = Enumerable.Range(0, AutoModePolicy.RareProbeEvery + 4).Select(_ => policy.StartInCloud()).ToList();
 
-        // Generations 2-15: every one in the cloud except the 8th, which drafts again.
-        Assert.Equal(13, starts.Count(s => s));
-        Assert.False(starts[6]);
+        // Generation n is starts[n - 2]: every one in the cloud except every probeEvery-th, which drafts anyway.
+        var drafting = Enumerable.Range(0, starts.Count).Where(i => !starts[i]).Select(i => i + 2).ToList();
+        Assert.Equal(Enumerable.Range(2, starts.Count).Where(n => n % probeEvery == 0), drafting);
+    }
+
+    [Fact]
+    public void StartInCloud_OneGenerationNearATie_IsNotEnough()
+    {
+        var policy = new AutoModePolicy();
+        policy.StartInCloud();
+
+        // One generation's 12 rounds drafting at 55 ms a token against the cloud's 50: within 1.2 times, it drafts again.
+        policy.Learn(Drafting(12, 165));
+        policy.Learn(Cloud(roundTripMs: 0));
+        Assert.False(policy.StartInCloud());
+
+        // More rounds at the same pace settle it: the cloud.
+        policy.Learn(Drafting(24, 165));
+        Assert.True(policy.StartInCloud());
+
+        // Far behind, one generation is enough.
+        var behind = new AutoModePolicy();
+        behind.StartInCloud();
+        behind.Learn(Drafting(12, 300));
+        behind.Learn(Cloud(roundTripMs: 0));
+        Assert.True(behind.StartInCloud());
+    }
+
+    [Theory]
+    [InlineData(200, true)] // the same slow link: drafting still 100 ms a token
+    [InlineData(5, false)] // the link recovered: its rounds would take 105 ms, 35 ms a token against the cloud's 50
+    public void StartInCloud_DraftsAgainWhenTheLinkRecovers(double laterRoundTripMs, bool inCloud)
+    {
+        var policy = new AutoModePolicy();
+        policy.StartInCloud();
+
+        // Drafting over a 200 ms round trip: 300 ms rounds of 3 tokens, 100 ms a token; the cloud 50 ms a token.
+        policy.Learn(Drafting(6, 300).Select(r => r with { NetworkAndQueueMs = 200 }).ToList());
+        policy.Learn(Cloud(roundTripMs: 200));
+        Assert.True(policy.StartInCloud());
+
+        // A later cloud generation measures the link again.
+        policy.Learn(Cloud(laterRoundTripMs));
+
+        Assert.Equal(inCloud, policy.StartInCloud());
     }
 
     /// <summary>

@@ -1,0 +1,129 @@
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Runtime;
+using SpecEdge.Shared.Tokenization;
+
+namespace SpecEdge.Bench;
+
+/// <summary>A round replayed offline: the drafts, every stage's softmax rows (exits in order, the final head last), and the final verdict.</summary>
+/// <param name="Drafts">The γ greedy drafts.</param>
+/// <param name="Stages">Per stage, the γ + 1 rows' distributions over the vocabulary.</param>
+/// <param name="Accepted">Drafts the final head kept.</param>
+/// <param name="Next">The final head's token after them.</param>
+internal sealed record OfflineRound(TokenId[] Drafts, float[][][] Stages, int Accepted, int Next);
+
+/// <summary>
+/// Greedy speculative rounds replayed offline on a pair, without a verifier or a link: the draft drafts γ tokens, the
+/// target scores them stage by stage, the final head's verdict commits; each round is handed over with every stage's rows.
+/// </summary>
+internal static class OfflineRounds
+{
+    /// <summary>The prompts the offline analyses replay (the modes benchmark's four and two from the corpus).</summary>
+    public static IReadOnlyList<string> Prompts { get; } =
+    [
+        "The edge drafts and the cloud verifies",
+        "Once upon a time",
+        "Speculative decoding works because",
+        "A robot arm must react quickly when",
+        "And the LORD spake unto Moses, saying,",
+        "In the beginning God created",
+    ];
+
+    /// <summary>Replays rounds after <paramref name="prompt"/> until <paramref name="count"/> tokens are committed; returns how many were.</summary>
+    public static int Replay(LanguageModel target, LanguageModel draft, string prompt, int gamma, int count, Action<OfflineRound> onRound)
+    {
+        var ids = target.Tokenizer.Encode(prompt, addBos: true);
+        using var t = target.CreateContext();
+        using var d = draft.CreateContext();
+        t.Prefill(ids.AsSpan(0, ids.Length - 1));
+        d.Prefill(ids.AsSpan(0, ids.Length - 1));
+        var last = ids[^1];
+        var committed = 0;
+        while (committed < count)
+        {
+            // Draft γ tokens greedily after `last`.
+            var baseLength = d.Length;
+            var drafts = new TokenId[gamma];
+            var input = last;
+            for (var i = 0; i < gamma; i++)
+            {
+                drafts[i] = TokenSampler.ArgMax(d.Forward([input]).Row(0));
+                input = drafts[i];
+            }
+
+            // The target scores [last, d1..dγ], stage by stage.
+            var step = new TokenId[gamma + 1];
+            step[0] = last;
+            drafts.CopyTo(step, 1);
+            var targetBase = t.Length;
+            t.BeginStep(step);
+            var stages = new List<float[][]>();
+            while (t.NextStage >= 0)
+            {
+                stages.Add(Softmaxes(t.RunNextStage(), gamma + 1));
+            }
+
+            var (accepted, next) = Verdict(stages[^1], drafts);
+            onRound(new OfflineRound(drafts, [.. stages], accepted, next));
+            committed += accepted + 1;
+
+            // Keep [last, d1..da]; the next round starts from the new token.
+            t.Rollback(targetBase + 1 + accepted);
+            d.Rollback(Math.Min(baseLength + 1 + accepted, d.Length));
+            if (d.Length < baseLength + 1 + accepted)
+            {
+                d.Forward([drafts[gamma - 1]]);
+            }
+
+            last = new TokenId(next);
+        }
+
+        return committed;
+    }
+
+    /// <summary>A head's greedy verdict on the drafts: accept while its arg-max is the draft, then its arg-max.</summary>
+    public static (int Accepted, int Next) Verdict(float[][] rows, TokenId[] drafts)
+    {
+        var accepted = 0;
+        while (accepted < drafts.Length && ArgMax(rows[accepted]) == drafts[accepted].Value)
+        {
+            accepted++;
+        }
+
+        return (accepted, ArgMax(rows[accepted]));
+    }
+
+    /// <summary>The index of a row's largest entry.</summary>
+    public static int ArgMax(float[] row) => TokenSampler.ArgMax(row).Value;
+
+    /// <summary>The softmax of each of the first <paramref name="rows"/> rows.</summary>
+    public static float[][] Softmaxes(LogitsView logits, int rows)
+    {
+        var result = new float[rows][];
+        for (var r = 0; r < rows; r++)
+        {
+            var row = logits.Row(r);
+            var max = float.NegativeInfinity;
+            foreach (var v in row)
+            {
+                max = Math.Max(max, v);
+            }
+
+            var p = new float[row.Length];
+            var sum = 0.0;
+            for (var i = 0; i < row.Length; i++)
+            {
+                p[i] = MathF.Exp(row[i] - max);
+                sum += p[i];
+            }
+
+            for (var i = 0; i < p.Length; i++)
+            {
+                p[i] = (float)(p[i] / sum);
+            }
+
+            result[r] = p;
+        }
+
+        return result;
+    }
+}

@@ -43,13 +43,40 @@ internal static class ExitLayersCommand
                 return 2;
             }
 
-            var profile = ComputeProfiles.Resolve(parse.GetValue(profileOption)!);
-            var roundTrips = parse.GetValue(rtts)!.Split(',').Select(r => double.Parse(r, CultureInfo.InvariantCulture)).ToArray();
+            ComputeProfile profile;
+            try
+            {
+                profile = ComputeProfiles.Resolve(parse.GetValue(profileOption)!);
+            }
+            catch (FormatException e)
+            {
+                Console.Error.WriteLine($"--profile: {e.Message}");
+                return 2;
+            }
+
+            var roundTrips = new List<double>();
+            foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries))
+            {
+                if (!double.TryParse(rtt, NumberStyles.Float, CultureInfo.InvariantCulture, out var ms) || ms < 0)
+                {
+                    Console.Error.WriteLine($"--rtt: '{rtt}' is not a non-negative number");
+                    return 2;
+                }
+
+                roundTrips.Add(ms);
+            }
+
             var layers = LlamaConfig.Load(Path.Combine(pair.Target, LlamaCheckpoint.ConfigFileName)).NumHiddenLayers;
             int[] every = [.. Enumerable.Range(1, layers - 1)];
 
-            // The logit lens: the checkpoint without its adapters file, cut after every layer.
-            var lensCheckpoint = Path.Combine(Path.GetTempPath(), $"specedge-exit-lens-{Guid.NewGuid():N}");
+            // The logit lens: the checkpoint without its adapters file, cut after every layer. The copy's path is the
+            // same each run, so its conversion is cached once (the conversion cache keys on the folder).
+            var lensCheckpoint = Path.Combine(Path.GetTempPath(), "specedge-exit-lens", "target");
+            if (Directory.Exists(lensCheckpoint))
+            {
+                Directory.Delete(lensCheckpoint, recursive: true);
+            }
+
             Directory.CreateDirectory(lensCheckpoint);
             try
             {
@@ -62,16 +89,16 @@ internal static class ExitLayersCommand
                 var trained = Measure(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), pair, gamma, parse.GetValue(tokens));
 
                 Console.WriteLine($"models: {pair.Description}; target {layers} layers; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy, γ = {gamma}; {lens.Rounds} rounds, {lens.TokensPerRound:F2} tokens per round");
-                Console.WriteLine($"modelled with '{profile.Name}': t_d = {profile.DraftMsPerToken} ms, V = {Verify(profile, gamma)} ms a step, an exit after layer l at V·l/{layers}; one exit, every round it agrees on a hit (an upper bound on its hit rate)");
+                Console.WriteLine($"modelled with '{profile.Name}': t_d = {profile.DraftMsPerToken} ms, V = {Verify(profile, gamma + 1)} ms a step, an exit after layer l at V·l/{layers}; one exit, every round it agrees on a hit (an upper bound on its hit rate)");
                 Console.WriteLine();
                 Console.WriteLine($"| exit after layer | head | rows agreeing | rounds agreeing | exit at | {string.Join(" | ", roundTrips.Select(r => string.Create(CultureInfo.InvariantCulture, $"conditional vs cloud, {r} ms")))} |");
                 Console.WriteLine($"|---|---|---|---|---|{string.Concat(roundTrips.Select(_ => "---|"))}");
                 foreach (var layer in every)
                 {
-                    Print(layer, "logit lens", lens, every, layers, gamma, profile, roundTrips);
+                    Print(layer, "logit lens", lens, every, layers, gamma, profile, roundTrips, parse.GetValue(tokens));
                     if (pair.Exits.Contains(layer))
                     {
-                        Print(layer, "trained adapter", trained, [.. pair.Exits], layers, gamma, profile, roundTrips);
+                        Print(layer, "trained adapter", trained, [.. pair.Exits], layers, gamma, profile, roundTrips, parse.GetValue(tokens));
                     }
                 }
             }
@@ -85,18 +112,18 @@ internal static class ExitLayersCommand
         return command;
     }
 
-    private static double Verify(ComputeProfile profile, int gamma) => profile.VerifyMsPerStep + (profile.VerifyMsPerToken * (gamma + 1));
+    /// <summary>A verification step of <paramref name="scored"/> tokens under the profile.</summary>
+    private static double Verify(ComputeProfile profile, int scored) => profile.VerifyMsPerStep + (profile.VerifyMsPerToken * scored);
 
-    private static void Print(int layer, string head, Agreement agreement, int[] exits, int layers, int gamma, ComputeProfile profile, double[] roundTrips)
+    private static void Print(int layer, string head, Agreement agreement, int[] exits, int layers, int gamma, ComputeProfile profile, List<double> roundTrips, int tokens)
     {
         var stage = Array.IndexOf(exits, layer);
-        var verify = Verify(profile, gamma);
+        var verify = Verify(profile, gamma + 1);
         var rounds = agreement.RoundsAgreeing[stage] / (double)agreement.Rounds;
         var modelled = roundTrips.Select(rtt =>
         {
             var inputs = new ModelInputs(gamma, agreement.TokensPerRound, profile.DraftMsPerToken, rtt, verify, verify * layer / layers, rounds);
-            var tokens = 48;
-            var cloud = AnalyticalModel.MsPerToken("cloud", inputs, tokens);
+            var cloud = AnalyticalModel.MsPerToken("cloud", inputs with { VerifyMs = Verify(profile, 1) }, tokens);
             return string.Create(CultureInfo.InvariantCulture, $"{(AnalyticalModel.MsPerToken("conditional", inputs, tokens) / cloud) - 1:+0.0%;-0.0%}");
         });
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {layer} | {head} | {agreement.RowsAgreeing[stage] / (double)agreement.Rows:P1} | {rounds:P1} | {layer}/{layers} of the step | {string.Join(" | ", modelled)} |"));

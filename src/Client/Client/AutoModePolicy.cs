@@ -7,10 +7,10 @@ namespace SpecEdge.EdgeClient.Client;
 /// <item>A generation starts in the cloud when the client's earlier generations measured drafting slower than the cloud
 /// (the cloud's time per token as measured, else as the verifier's step time, which a cloud step of one token does not
 /// exceed): <see cref="StartMargin"/> times slower once <see cref="SettledRounds"/> drafting rounds are pooled,
-/// <see cref="CloseCall"/> times before (one prompt's rounds, the first generation's, say more about that prompt than
+/// <see cref="CloseCall"/> times before (a short generation's rounds, the first one's, say more about its prompt than
 /// about the link). It drafts again when the link has since recovered: every session measures the round trip (a cloud
 /// session's first token waits one), and drafting's time per token is re-estimated with its rounds paying the latest
-/// round trip instead of the one they paid. And it drafts anyway now and then, since how well the draft does on the
+/// round trip (the lower of the last two generations') instead of the one they paid. And it drafts anyway now and then, since how well the draft does on the
 /// prompts is seen only by drafting: every <see cref="ProbeEvery"/>th generation while drafting measured within
 /// <see cref="CloseCall"/> times the cloud (a tie that prompts may tip), every <see cref="RareProbeEvery"/>th when
 /// further behind (a probe then costs more and wins less often).</item>
@@ -74,6 +74,7 @@ internal sealed class AutoModePolicy
     private double _draftRounds;
     private double _draftNetwork;
     private double? _linkMs;
+    private double? _previousLinkMs;
     private double _cloudWall;
     private double _cloudTokens;
     private double _draftedTokens;
@@ -129,8 +130,11 @@ internal sealed class AutoModePolicy
                 return false;
             }
 
-            // Drafting as measured, its rounds paying today's round trip instead of the one they paid.
-            var relinked = _linkMs is { } link && _draftRounds > 0
+            // Drafting as measured, its rounds paying today's round trip instead of the one they paid. The lower of the
+            // last two generations' round trips: a cloud session's figure is one token's wait, and one stalled token must
+            // not hide a link that recovered until the next probe.
+            var latest = _previousLinkMs is { } previous && _linkMs is { } last ? Math.Min(previous, last) : _linkMs;
+            var relinked = latest is { } link && _draftRounds > 0
                 ? drafting + ((link - (_draftNetwork / _draftRounds)) * _draftRounds / _draftTokens)
                 : drafting;
             return cloud * margin < relinked && _generations % (relinked < cloud * CloseCall ? ProbeEvery : RareProbeEvery) != 0;
@@ -194,7 +198,12 @@ internal sealed class AutoModePolicy
                 medianNetwork = MedianNetworkMs(rounds, i + 1, end);
 
                 // The session's round trip: a drafting session's median round; a cloud session's first token waited one.
-                link = rounds[i].Drafted > 0 ? (end > i + 1 ? medianNetwork : link) : rounds[i].NetworkAndQueueMs;
+                // A lone round is neither (a drafting session's last round drafts nothing when one token is left).
+                if (end > i + 1)
+                {
+                    link = rounds[i].Drafted > 0 ? medianNetwork : rounds[i].NetworkAndQueueMs;
+                }
+
                 continue;
             }
 
@@ -242,7 +251,10 @@ internal sealed class AutoModePolicy
                 (_cloudWall, _cloudTokens) = ((Memory * _cloudWall) + cloudWall, (Memory * _cloudTokens) + cloudTokens);
             }
 
-            _linkMs = link ?? _linkMs;
+            if (link is { } measured)
+            {
+                (_previousLinkMs, _linkMs) = (_linkMs, measured);
+            }
         }
     }
 

@@ -141,6 +141,37 @@ public sealed class AutoModePolicyTests
         Assert.True(behind.StartInCloud());
     }
 
+    [Fact]
+    public void Learn_ADraftingSessionsLastRoundWithoutDrafts_IsNotACloudSession()
+    {
+        var policy = new AutoModePolicy();
+        policy.StartInCloud();
+        policy.Learn(Cloud(roundTripMs: 200)); // the cloud at 50 ms a token over a 200 ms round trip
+
+        // Drafting over the same link at 100 ms a token; its last round (one token left) drafts nothing and happened
+        // to wait 5 ms. Read as a cloud session, that round would say the link recovered (35 ms a token at 5 ms).
+        List<RoundRecord> drafting = [.. Drafting(30, 300).Select(r => r with { NetworkAndQueueMs = 200 }), Round(32, 0, 1, 55) with { NetworkAndQueueMs = 5 }];
+        policy.Learn(drafting);
+
+        Assert.True(policy.StartInCloud());
+    }
+
+    [Fact]
+    public void StartInCloud_OneStalledFirstToken_DoesNotHideARecoveredLink()
+    {
+        var policy = new AutoModePolicy();
+        policy.StartInCloud();
+        policy.Learn(Drafting(30, 300).Select(r => r with { NetworkAndQueueMs = 200 }).ToList());
+        policy.Learn(Cloud(roundTripMs: 200));
+        Assert.True(policy.StartInCloud());
+
+        // The link recovers (5 ms), then one cloud generation's first token stalls (900 ms): the lower of the two counts.
+        policy.Learn(Cloud(roundTripMs: 5));
+        policy.Learn(Cloud(roundTripMs: 900));
+
+        Assert.False(policy.StartInCloud());
+    }
+
     [Theory]
     [InlineData(200, true)] // the same slow link: drafting still 100 ms a token
     [InlineData(5, false)] // the link recovered: its rounds would take 105 ms, 35 ms a token against the cloud's 50

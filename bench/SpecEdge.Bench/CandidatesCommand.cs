@@ -57,8 +57,6 @@ internal static class CandidatesCommand
         {
             var drafts = round.Drafts;
             var exit = round.Stages[0];
-            var final = round.Stages[^1];
-            var (accepted, next) = (round.Accepted, round.Next);
 
             // The exit's outcomes, most likely first: accept a drafts (product of their probabilities), then a token n
             // other than draft a+1 (or any token after all γ).
@@ -79,7 +77,7 @@ internal static class CandidatesCommand
             // its argmax) first, then the rest by likelihood.
             var (exitAccepted, exitNext) = OfflineRounds.Verdict(exit, drafts);
             var ranked = outcomes.OrderByDescending(o => o.Accepted == exitAccepted && o.Next == exitNext).ThenByDescending(o => o.P).ToList();
-            var rank = ranked.FindIndex(o => o.Accepted == accepted && o.Next == next);
+            var rank = ranked.FindIndex(o => o.Accepted == round.Accepted && o.Next == round.Next);
             for (var k = 0; k < ks.Length; k++)
             {
                 covered[k] += rank >= 0 && rank < ks[k] ? 1 : 0;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Bench.Matrix;
 using SpecEdge.Demo;
 using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
@@ -54,16 +55,15 @@ internal static class ExitLayersCommand
                 return 2;
             }
 
-            var roundTrips = new List<double>();
-            foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries))
+            IReadOnlyList<double> roundTrips;
+            try
             {
-                if (!double.TryParse(rtt, NumberStyles.Float, CultureInfo.InvariantCulture, out var ms) || ms < 0)
-                {
-                    Console.Error.WriteLine($"--rtt: '{rtt}' is not a non-negative number");
-                    return 2;
-                }
-
-                roundTrips.Add(ms);
+                roundTrips = MatrixAxes.ParseDoubles(parse.GetValue(rtts)!, "--rtt");
+            }
+            catch (FormatException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
             }
 
             var layers = LlamaConfig.Load(Path.Combine(pair.Target, LlamaCheckpoint.ConfigFileName)).NumHiddenLayers;
@@ -89,7 +89,7 @@ internal static class ExitLayersCommand
                 var trained = Measure(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), pair, gamma, parse.GetValue(tokens));
 
                 Console.WriteLine($"models: {pair.Description}; target {layers} layers; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy, γ = {gamma}; {lens.Rounds} rounds, {lens.TokensPerRound:F2} tokens per round");
-                Console.WriteLine($"modelled with '{profile.Name}': t_d = {profile.DraftMsPerToken} ms, V = {Verify(profile, gamma + 1)} ms a step, an exit after layer l at V·l/{layers}; one exit, every round it agrees on a hit (an upper bound on its hit rate)");
+                Console.WriteLine($"modelled with '{profile.Name}': t_d = {profile.DraftMsPerToken} ms, V = {profile.StepMs(gamma + 1)} ms a step, an exit after layer l at V·l/{layers}; one exit, every round it agrees on a hit (an upper bound on its hit rate)");
                 Console.WriteLine();
                 Console.WriteLine($"| exit after layer | head | rows agreeing | rounds agreeing | exit at | {string.Join(" | ", roundTrips.Select(r => string.Create(CultureInfo.InvariantCulture, $"conditional vs cloud, {r} ms")))} |");
                 Console.WriteLine($"|---|---|---|---|---|{string.Concat(roundTrips.Select(_ => "---|"))}");
@@ -112,18 +112,15 @@ internal static class ExitLayersCommand
         return command;
     }
 
-    /// <summary>A verification step of <paramref name="scored"/> tokens under the profile.</summary>
-    private static double Verify(ComputeProfile profile, int scored) => profile.VerifyMsPerStep + (profile.VerifyMsPerToken * scored);
-
-    private static void Print(int layer, string head, Agreement agreement, int[] exits, int layers, int gamma, ComputeProfile profile, List<double> roundTrips, int tokens)
+    private static void Print(int layer, string head, Agreement agreement, int[] exits, int layers, int gamma, ComputeProfile profile, IReadOnlyList<double> roundTrips, int tokens)
     {
         var stage = Array.IndexOf(exits, layer);
-        var verify = Verify(profile, gamma + 1);
+        var verify = profile.StepMs(gamma + 1);
         var rounds = agreement.RoundsAgreeing[stage] / (double)agreement.Rounds;
         var modelled = roundTrips.Select(rtt =>
         {
             var inputs = new ModelInputs(gamma, agreement.TokensPerRound, profile.DraftMsPerToken, rtt, verify, verify * layer / layers, rounds);
-            var cloud = AnalyticalModel.MsPerToken("cloud", inputs with { VerifyMs = Verify(profile, 1) }, tokens);
+            var cloud = AnalyticalModel.MsPerToken("cloud", inputs with { VerifyMs = profile.StepMs(1) }, tokens);
             return string.Create(CultureInfo.InvariantCulture, $"{(AnalyticalModel.MsPerToken("conditional", inputs, tokens) / cloud) - 1:+0.0%;-0.0%}");
         });
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {layer} | {head} | {agreement.RowsAgreeing[stage] / (double)agreement.Rows:P1} | {rounds:P1} | {layer}/{layers} of the step | {string.Join(" | ", modelled)} |"));

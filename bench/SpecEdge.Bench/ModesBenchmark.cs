@@ -18,13 +18,8 @@ namespace SpecEdge.Bench;
 /// </summary>
 internal static class ModesBenchmark
 {
-    private static readonly string[] Prompts =
-    [
-        "The edge drafts and the cloud verifies",
-        "Once upon a time",
-        "Speculative decoding works because",
-        "A robot arm must react quickly when",
-    ];
+    /// <summary>The first four of the offline analyses' prompts, in turn.</summary>
+    private static readonly string[] Prompts = [.. OfflineRounds.Prompts.Take(4)];
 
     public static Command Create()
     {

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
@@ -17,7 +18,7 @@ internal sealed record OfflineRound(TokenId[] Drafts, float[][][] Stages, int Ac
 /// </summary>
 internal static class OfflineRounds
 {
-    /// <summary>The prompts the offline analyses replay (the modes benchmark's four and two from the corpus).</summary>
+    /// <summary>The prompts the offline analyses replay; the modes benchmark takes the first four.</summary>
     public static IReadOnlyList<string> Prompts { get; } =
     [
         "The edge drafts and the cloud verifies",
@@ -102,26 +103,8 @@ internal static class OfflineRounds
         for (var r = 0; r < rows; r++)
         {
             var row = logits.Row(r);
-            var max = float.NegativeInfinity;
-            foreach (var v in row)
-            {
-                max = Math.Max(max, v);
-            }
-
-            var p = new float[row.Length];
-            var sum = 0.0;
-            for (var i = 0; i < row.Length; i++)
-            {
-                p[i] = MathF.Exp(row[i] - max);
-                sum += p[i];
-            }
-
-            for (var i = 0; i < p.Length; i++)
-            {
-                p[i] = (float)(p[i] / sum);
-            }
-
-            result[r] = p;
+            result[r] = new float[row.Length];
+            TensorPrimitives.SoftMax(row, result[r]);
         }
 
         return result;

@@ -47,7 +47,7 @@ public sealed class AdaptiveDraftLength
     private const double BinSharePrior = 0.2;
 
     /// <summary>The threshold before any round has been timed.</summary>
-    public const double DefaultThreshold = 0.25;
+    private const double DefaultThreshold = 0.25;
 
     private readonly int _max;
 
@@ -87,7 +87,7 @@ public sealed class AdaptiveDraftLength
     public int Max => _max;
 
     /// <summary>The current λ: what a draft costs, in tokens (its marginal round time over the time per token).</summary>
-    public double Threshold
+    internal double Threshold
     {
         get
         {
@@ -99,7 +99,7 @@ public sealed class AdaptiveDraftLength
     }
 
     /// <summary>The calibrated chance that a draft of confidence <paramref name="confidence"/> stands, given the ones before it stood.</summary>
-    public double Calibrated(float confidence)
+    internal double Calibrated(float confidence)
     {
         lock (_lock)
         {
@@ -154,21 +154,17 @@ public sealed class AdaptiveDraftLength
 
             if (confidences.Length == drafted)
             {
-                foreach (var confidence in confidences)
-                {
-                    _binDrafted[Bin(confidence)]++;
-                }
-            }
-
-            // Every draft the verifier reached is a trial: those before the first rejection stood, the rejected one did not.
-            for (var i = 0; i < Math.Min(drafted, accepted + 1); i++)
-            {
-                var stood = i < accepted ? 1 : 0;
-                if (confidences.Length == drafted)
+                // Every draft counts toward how often drafts fall in its bin; every draft the verifier reached is a
+                // trial: those before the first rejection stood, the rejected one did not.
+                for (var i = 0; i < drafted; i++)
                 {
                     var bin = Bin(confidences[i]);
-                    _binTried[bin]++;
-                    _binStood[bin] += stood;
+                    _binDrafted[bin]++;
+                    if (i <= accepted)
+                    {
+                        _binTried[bin]++;
+                        _binStood[bin] += i < accepted ? 1 : 0;
+                    }
                 }
             }
 

@@ -375,7 +375,7 @@ internal sealed class SpeculativeRunner
             var conditions = new List<Condition>(wanted) { provisional.ToCondition(early.Round) };
             foreach (var alternative in early.Alternatives)
             {
-                var verdict = new Verdict((int)alternative.Accepted, new TokenId(alternative.NextId));
+                var verdict = alternative.ToDomain();
                 if (conditions.Count >= wanted)
                 {
                     break;
@@ -403,14 +403,16 @@ internal sealed class SpeculativeRunner
     /// </summary>
     private Branch? StartBranch(Condition condition, TokenId[] drafts, int committedLength, Task? after)
     {
-        var prefix = new List<TokenId>(committedLength + (int)condition.Accepted + 1);
-        prefix.AddRange(_tracker.Tokens);
-        prefix.AddRange(condition.ToDomain().Tokens(drafts));
-        var (kept, reason) = _stop.Apply(committedLength, prefix.ToArray().AsSpan(committedLength));
-        if (reason != DomainFinish.None || kept != prefix.Count - committedLength)
+        var implied = condition.ToDomain().Tokens(drafts);
+        var (kept, reason) = _stop.Apply(committedLength, implied);
+        if (reason != DomainFinish.None || kept != implied.Length)
         {
             return null;
         }
+
+        var prefix = new List<TokenId>(committedLength + implied.Length);
+        prefix.AddRange(_tracker.Tokens);
+        prefix.AddRange(implied);
 
         var gamma = DraftCount(prefix.Count);
         var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
@@ -445,7 +447,12 @@ internal sealed class SpeculativeRunner
         {
             var exit = _tracker.Exit((int)verdict.ExitLayer);
             var matched = verdict.ToDomain() == final;
-            var matchedAlternative = !matched && verdict.Alternatives.Any(a => (int)a.Accepted == final.Accepted && a.NextId == final.Next.Value);
+            var matchedAlternative = false;
+            for (var a = 0; !matched && !matchedAlternative && a < verdict.Alternatives.Count; a++)
+            {
+                matchedAlternative = verdict.Alternatives[a].ToDomain() == final;
+            }
+
             if (matched)
             {
                 exit.Hits++;

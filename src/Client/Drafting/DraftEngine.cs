@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
@@ -7,8 +6,9 @@ using SpecEdge.Shared.Tokenization;
 namespace SpecEdge.EdgeClient.Drafting;
 
 /// <summary>
-/// A drafted round: the tokens, when sampling the distribution each was drawn from, and the draft's probability of each
-/// token it chose (its confidence: the arg-max's softmax probability when greedy, the drawn token's when sampling).
+/// A drafted round: the tokens, when sampling the distribution each was drawn from, and, when the caller asked after each
+/// draft whether to go on, the draft's probability of each token it chose (its confidence: the arg-max's softmax
+/// probability when greedy, the drawn token's when sampling).
 /// </summary>
 public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distributions, TimeSpan Elapsed, float[]? Confidences = null)
 {
@@ -102,7 +102,8 @@ public sealed class DraftEngine : IDisposable
 
         var tokens = new TokenId[count];
         var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
-        var confidences = new float[count];
+        // Confidences only for a caller that asks after each draft (adaptive γ): fixed-γ rounds skip the exp-sum.
+        var confidences = more is null ? null : new float[count];
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
         LogitsView row = default;
         for (var i = 0; i < count; i++)
@@ -120,7 +121,10 @@ public sealed class DraftEngine : IDisposable
                 if (sampling.IsGreedy)
                 {
                     tokens[i] = TokenSampler.ArgMax(row.Last);
-                    confidences[i] = ArgMaxProbability(row.Last, tokens[i], _probabilities);
+                    if (confidences is not null)
+                    {
+                        confidences[i] = RowTopTwo.ArgMaxProbability(row.Last, tokens[i].Value, _probabilities);
+                    }
                 }
                 else
                 {
@@ -128,10 +132,13 @@ public sealed class DraftEngine : IDisposable
                     var q = SparseDistribution.FromDense(_probabilities, _wireTopK);
                     distributions![i] = q;
                     tokens[i] = SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Draft));
-                    confidences[i] = q.ProbabilityOf(tokens[i]);
+                    if (confidences is not null)
+                    {
+                        confidences[i] = q.ProbabilityOf(tokens[i]);
+                    }
                 }
 
-                if (i < count - 1 && more is not null && !more(confidences.AsSpan(0, i + 1)))
+                if (i < count - 1 && more is not null && !more(confidences!.AsSpan(0, i + 1)))
                 {
                     count = i + 1;
                 }
@@ -148,16 +155,7 @@ public sealed class DraftEngine : IDisposable
 
         return count == tokens.Length
             ? new DraftedRound(tokens, distributions, _time.GetElapsedTime(start), confidences)
-            : new DraftedRound(tokens[..count], distributions?[..count], _time.GetElapsedTime(start), confidences[..count]);
-    }
-
-    /// <summary>The softmax probability of <paramref name="argMax"/>, a row's largest entry: 1 / Σ exp(l − max).</summary>
-    private static float ArgMaxProbability(ReadOnlySpan<float> logits, TokenId argMax, Span<float> scratch)
-    {
-        var exp = scratch[..logits.Length];
-        TensorPrimitives.Subtract(logits, logits[argMax.Value], exp);
-        TensorPrimitives.Exp(exp, exp);
-        return 1f / TensorPrimitives.Sum(exp);
+            : new DraftedRound(tokens[..count], distributions?[..count], _time.GetElapsedTime(start), confidences?[..count]);
     }
 
     /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>

@@ -137,7 +137,7 @@ internal static class GenerateCommand
 
         public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose each round's length as it drafts (up to --draft-tokens), from the draft's calibrated confidence and measured timings." };
 
-        public Option<int?> Candidates { get; } = new("--candidates") { Description = "Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to 4 (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
+        public Option<int?> Candidates { get; } = new("--candidates") { Description = $"Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to {ProtocolLimits.MaxCandidates} (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
 
         public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
 

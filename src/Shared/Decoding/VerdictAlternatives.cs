@@ -34,11 +34,26 @@ public readonly record struct RowTopTwo(TokenId First, float FirstProbability, T
             }
         }
 
+        var sum = ExpSum(logits, max, scratch);
+        return new RowTopTwo(new TokenId(first), 1f / sum, new TokenId(second), MathF.Exp(logits[second] - max) / sum);
+    }
+
+    /// <summary>
+    /// The softmax probability (temperature 1) of <paramref name="argMax"/>, the row's largest entry: 1 / Σ exp(l − max),
+    /// vectorised, without writing the distribution. A draft's confidence in its greedy token, or an exit's in a row.
+    /// </summary>
+    /// <param name="logits">The row.</param>
+    /// <param name="argMax">The index of its largest entry.</param>
+    /// <param name="scratch">Room for the row's length (overwritten).</param>
+    public static float ArgMaxProbability(ReadOnlySpan<float> logits, int argMax, Span<float> scratch) =>
+        1f / ExpSum(logits, logits[argMax], scratch);
+
+    private static float ExpSum(ReadOnlySpan<float> logits, float max, Span<float> scratch)
+    {
         var exp = scratch[..logits.Length];
         TensorPrimitives.Subtract(logits, max, exp);
         TensorPrimitives.Exp(exp, exp);
-        var sum = TensorPrimitives.Sum(exp);
-        return new RowTopTwo(new TokenId(first), 1f / sum, new TokenId(second), MathF.Exp(logits[second] - max) / sum);
+        return TensorPrimitives.Sum(exp);
     }
 }
 

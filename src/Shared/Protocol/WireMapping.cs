@@ -44,6 +44,13 @@ public static class WireMapping
     /// <summary>The provisional verdict an early verdict message carries.</summary>
     public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId));
 
+    /// <summary>The outcome an early verdict ranks after its own.</summary>
+    public static Verdict ToDomain(this Alternative alternative) => new((int)alternative.Accepted, new TokenId(alternative.NextId));
+
+    /// <summary>An outcome an exit ranks next, as an early verdict's alternative.</summary>
+    public static Alternative ToWire(this RankedVerdict ranked) =>
+        new() { Accepted = (uint)ranked.Verdict.Accepted, NextId = ranked.Verdict.Next.Value, Probability = (float)ranked.Probability };
+
     /// <summary>The verdict a conditional round assumes its predecessor got.</summary>
     public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId));
 

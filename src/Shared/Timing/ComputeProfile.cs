@@ -59,6 +59,9 @@ public sealed record ComputeProfile
     /// <summary>The floor on drafting <paramref name="tokens"/> tokens.</summary>
     public TimeSpan DraftFloor(int tokens) => TimeSpan.FromMilliseconds(DraftMsPerToken * tokens);
 
+    /// <summary>The floor on a whole verification step of one row of <paramref name="tokens"/> scored tokens, in milliseconds.</summary>
+    public double StepMs(int tokens) => VerifyMsPerStep + (VerifyMsPerToken * tokens);
+
     /// <summary>The floor on running stage <paramref name="stage"/> of <paramref name="stageCount"/> over <paramref name="tokens"/> scored tokens.</summary>
     public TimeSpan StageFloor(int stage, int stageCount, int tokens) => BatchStageFloor(stage, stageCount, 1, tokens);
 
@@ -69,7 +72,7 @@ public sealed record ComputeProfile
     /// </summary>
     public TimeSpan BatchStageFloor(int stage, int stageCount, int rows, int tokensPerRow)
     {
-        var step = VerifyMsPerStep + (VerifyMsPerToken * tokensPerRow) + (VerifyMsPerBatchedToken * Math.Max(rows - 1, 0) * tokensPerRow);
+        var step = StepMs(tokensPerRow) + (VerifyMsPerBatchedToken * Math.Max(rows - 1, 0) * tokensPerRow);
         if (step <= 0)
         {
             return TimeSpan.Zero;

@@ -99,9 +99,10 @@ public sealed class VerifierService : Verifier.VerifierBase
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
-            var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(InboxCapacity(session)) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+            var capacity = InboxCapacity(session);
+            var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
             idle.CancelAfter(idleTimeout);
-            reader = ReadRoundsAsync(requestStream, inbox.Writer, InboxCapacity(session), idle, _time, stop.Token);
+            reader = ReadRoundsAsync(requestStream, inbox.Writer, capacity, idle, _time, stop.Token);
             try
             {
                 await ProcessRoundsAsync(session, inbox.Reader, outbox.Writer, idle, idleTimeout, reader, _sessions, _metrics, stop.Token).ConfigureAwait(false);
@@ -238,7 +239,7 @@ public sealed class VerifierService : Verifier.VerifierBase
                 NextId = early.Verdict.Next.Value,
                 Confidence = (float)early.Confidence,
                 ElapsedMicros = (long)early.Elapsed.TotalMicroseconds,
-                Alternatives = { early.Alternatives.Select(a => new Alternative { Accepted = (uint)a.Verdict.Accepted, NextId = a.Verdict.Next.Value, Probability = (float)a.Probability }) },
+                Alternatives = { early.Alternatives.Select(a => a.ToWire()) },
             },
         },
         FinalRoundVerdict final => new VerifierMessage

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using SpecEdge.CloudVerifier.Hosting;
@@ -407,7 +408,8 @@ internal sealed class DecodeSession : IDisposable
             // Temperature 1: the largest probability is 1 / Σ exp(l − max), vectorised, without writing the distribution.
             for (var i = 0; i < rows; i++)
             {
-                confidence = Math.Min(confidence, RowTopTwo.FromLogits(exitLogits.Row(i), _probabilities).FirstProbability);
+                var row = exitLogits.Row(i);
+                confidence = Math.Min(confidence, RowTopTwo.ArgMaxProbability(row, TensorPrimitives.IndexOfMax(row), _probabilities));
             }
 
             return confidence;

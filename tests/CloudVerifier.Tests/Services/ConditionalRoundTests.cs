@@ -3,6 +3,8 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Options;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.Protocol.V1;
+using SpecEdge.Shared.Decoding;
+using SpecEdge.Shared.Tokenization;
 
 namespace SpecEdge.CloudVerifier.Tests.Services;
 
@@ -52,41 +54,19 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     {
         var (early, drafts, rows) = await EarlyVerdictOnOneWrongDraftAsync(candidates: 3);
 
-        // Derived here from the reference forward pass: for each row the exit's verdict rests on, the outcome where
-        // that row takes its runner-up (the rows before it as the exit read them), ranked by the exit's probability.
-        var probabilities = rows.Select(Softmax).ToArray();
+        // The reference forward pass's exit rows, ranked by VerdictAlternatives.Rank (whose rules VerdictAlternativesTests
+        // checks on rows set by hand): the verifier must send what its exit head, computed independently, implies.
+        var scratch = new float[rows[0].Length];
+        var tops = rows.Select(r => RowTopTwo.FromLogits(r, scratch)).ToArray();
         var accepted = (int)early.Accepted;
-        var outcomes = new List<(uint Accepted, int Next, double Probability)>();
-        double before = 1;
-        for (var r = 0; r <= accepted; r++)
-        {
-            var order = Enumerable.Range(0, probabilities[r].Length).OrderByDescending(i => probabilities[r][i]).ToArray();
-            var (first, second) = (order[0], order[1]);
-            if (r < drafts.Length && second == drafts[r])
-            {
-                var j = r + 1;
-                while (j < drafts.Length && ArgMax(probabilities[j]) == drafts[j])
-                {
-                    j++;
-                }
-
-                outcomes.Add(((uint)j, ArgMax(probabilities[j]), before * probabilities[r][second]));
-            }
-            else
-            {
-                outcomes.Add(((uint)r, second, before * probabilities[r][second]));
-            }
-
-            before *= probabilities[r][first];
-        }
-
-        var want = outcomes.OrderByDescending(o => o.Probability).DistinctBy(o => (o.Accepted, o.Next)).Take(2).ToList();
-        Assert.Equal(probabilities.Take(accepted + 1).Min(p => p.Max()), early.Confidence, 1e-4);
+        var verdict = new Verdict(accepted, new TokenId(ArgMax(rows[accepted])));
+        var want = VerdictAlternatives.Rank([.. drafts.Select(d => new TokenId(d))], verdict, tops, 2);
+        Assert.Equal(rows.Take(accepted + 1).Min(MaxProbability), early.Confidence, 1e-4);
         Assert.Equal(want.Count, early.Alternatives.Count);
         for (var i = 0; i < want.Count; i++)
         {
-            Assert.Equal(want[i].Accepted, early.Alternatives[i].Accepted);
-            Assert.Equal(want[i].Next, early.Alternatives[i].NextId);
+            Assert.Equal((uint)want[i].Verdict.Accepted, early.Alternatives[i].Accepted);
+            Assert.Equal(want[i].Verdict.Next.Value, early.Alternatives[i].NextId);
             Assert.Equal(want[i].Probability, early.Alternatives[i].Probability, 1e-4);
         }
     }
@@ -95,7 +75,7 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     public async Task EarlyVerdict_OneCandidate_NoAlternatives()
     {
         var expected = fixture.LocalGreedy(Prompt, 8);
-        await using var stream = await OpenAsync(maxNewTokens: 8, early: true);
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true, candidates: 1);
 
         await stream.SendAsync(Round(1, 0, [expected[0], (expected[1] + 1) % 258]));
         var early = (await stream.ReadAsync()).Early;
@@ -270,16 +250,6 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
     }
 
     private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());
-
-    private static int ArgMax(double[] probabilities) => Array.IndexOf(probabilities, probabilities.Max());
-
-    private static double[] Softmax(float[] logits)
-    {
-        var max = logits.Max();
-        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
-        var sum = exp.Sum();
-        return [.. exp.Select(e => e / sum)];
-    }
 
     private static double MaxProbability(float[] logits)
     {

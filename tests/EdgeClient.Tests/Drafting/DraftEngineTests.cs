@@ -59,10 +59,14 @@ public sealed class DraftEngineTests(RoundLoopFixture fixture) : IClassFixture<R
         }
 
         Assert.Equal(4, (await first).Tokens.Length);
+
+        // The cancelled call left the cache alone: the first drafted what it drafts with no other call about.
+        using var alone = new DraftEngine(fixture.Model);
+        Assert.Equal((await alone.DraftAsync(RoundLoopFixture.Prompt, 4, SamplingConfig.Greedy, CancellationToken.None)).Tokens, (await first).Tokens);
     }
 
     /// <summary>
-    /// Greedy drafts come with the draft's confidence in each: the softmax probability of its arg-max, checked against
+    /// Greedy drafts drafted with a continuation come with the draft's confidence in each: the softmax probability of its arg-max, checked against
     /// the plain-C# reference forward pass. A continuation that says stop after two drafts gets those two, the same as
     /// the first two of a full round.
     /// </summary>
@@ -76,7 +80,7 @@ public sealed class DraftEngineTests(RoundLoopFixture fixture) : IClassFixture<R
         using var engine = new DraftEngine(lm);
         int[] prompt = [5, 17, 42];
 
-        var full = await engine.DraftAsync([.. prompt.Select(t => new TokenId(t))], 6, SamplingConfig.Greedy, CancellationToken.None);
+        var full = await engine.DraftAsync([.. prompt.Select(t => new TokenId(t))], 6, SamplingConfig.Greedy, CancellationToken.None, _ => true);
         var asked = new List<int>();
         var stopped = await engine.DraftAsync([.. prompt.Select(t => new TokenId(t))], 6, SamplingConfig.Greedy, CancellationToken.None, confidences =>
         {

@@ -25,7 +25,7 @@ internal static class ModesBenchmark
     {
         var rtts = new Option<string>("--rtt") { Description = "Link round trips in ms.", DefaultValueFactory = _ => "20,100" };
         var profile = new Option<string>("--profile") { Description = "Compute profile.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
-        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive; a +kN suffix pre-drafts N candidates per early verdict (e.g. conditional+k3).", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive; a +kN suffix pre-drafts N candidates per early verdict (e.g. conditional+k3); a +tN suffix drafts token trees, N leaves beside each draft (e.g. conditional+t1).", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
         var maxGamma = new Option<int>("--max-draft-tokens") { Description = "The largest γ adaptive entries may choose.", DefaultValueFactory = _ => 8 };
         var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
@@ -57,7 +57,7 @@ internal static class ModesBenchmark
                 {
                     foreach (var mode in modeList)
                     {
-                        var (baseMode, entryGamma, adaptive, candidates) = ParseEntry(mode, parse.GetValue(gamma));
+                        var (baseMode, entryGamma, adaptive, candidates, leaves) = ParseEntry(mode, parse.GetValue(gamma));
                         var report = await client.Generate(new GenerationRequest
                         {
                             PromptText = Prompts[p % Prompts.Length],
@@ -65,6 +65,7 @@ internal static class ModesBenchmark
                             AdaptiveDraftTokens = adaptive,
                             DraftTokens = adaptive ? parse.GetValue(maxGamma) : entryGamma,
                             Candidates = candidates,
+                            Leaves = leaves,
                             MaxNewTokens = parse.GetValue(tokens),
                             Sampling = SamplingConfig.Greedy,
                             StopAtEos = false,
@@ -104,34 +105,45 @@ internal static class ModesBenchmark
 
     /// <summary>
     /// A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting), each optionally
-    /// followed by +kN: N candidates pre-drafted per early verdict (multi-candidate pre-drafting).
+    /// followed by +kN (N candidates pre-drafted per early verdict: multi-candidate pre-drafting) and +tN (token trees:
+    /// N leaves beside each draft).
     /// </summary>
-    private static (string Mode, int Gamma, bool Adaptive, int? Candidates) ParseEntry(string entry, int gamma)
+    private static (string Mode, int Gamma, bool Adaptive, int? Candidates, int Leaves) ParseEntry(string entry, int gamma)
     {
         int? candidates = null;
-        var plus = entry.IndexOf("+k", StringComparison.Ordinal);
-        if (plus >= 0)
+        var leaves = 0;
+        var parts = entry.Split('+');
+        foreach (var part in parts.Skip(1))
         {
-            candidates = int.TryParse(entry[(plus + 2)..], NumberStyles.Integer, CultureInfo.InvariantCulture, out var k) && k >= 1 && k <= ProtocolLimits.MaxCandidates
-                ? k
-                : throw new FormatException($"--modes: '{entry}': +kN takes N from 1 to {ProtocolLimits.MaxCandidates}");
-            entry = entry[..plus];
+            var valid = int.TryParse(part.AsSpan(1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n);
+            switch (part.FirstOrDefault())
+            {
+                case 'k' when valid && n >= 1 && n <= ProtocolLimits.MaxCandidates:
+                    candidates = n;
+                    break;
+                case 't' when valid && n >= 0 && n <= ProtocolLimits.MaxLeafWidth:
+                    leaves = n;
+                    break;
+                default:
+                    throw new FormatException($"--modes: '{entry}': +kN takes N from 1 to {ProtocolLimits.MaxCandidates}, +tN from 0 to {ProtocolLimits.MaxLeafWidth}");
+            }
         }
 
+        entry = parts[0];
         if (entry == "adaptive")
         {
-            return ("speculative", gamma, true, candidates);
+            return ("speculative", gamma, true, candidates, leaves);
         }
 
         var at = entry.IndexOf('@', StringComparison.Ordinal);
         if (at < 0)
         {
-            return (entry, gamma, false, candidates);
+            return (entry, gamma, false, candidates, leaves);
         }
 
         var suffix = entry[(at + 1)..];
-        return suffix == "adaptive" ? (entry[..at], gamma, true, candidates)
-            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false, candidates)
+        return suffix == "adaptive" ? (entry[..at], gamma, true, candidates, leaves)
+            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false, candidates, leaves)
             : throw new FormatException($"--modes: '{entry}': γ must be a positive integer or 'adaptive'");
     }
 
@@ -139,7 +151,7 @@ internal static class ModesBenchmark
     {
         // Shared measurements across modes: verification and first-stage time, transport overhead per round.
         // From plain speculative rounds (fixed γ): their drafting is all on the critical path, so it measures t_d.
-        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false }).Value
+        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false, Leaves: 0 }).Value
             ?? results.Values.First(r => r.Any(x => x.DraftTokens > 0));
         var rounds = spec.SelectMany(r => r.PerRound).ToList();
         var verify = rounds.Average(r => r.VerifyMs);

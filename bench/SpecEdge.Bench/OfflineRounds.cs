@@ -10,7 +10,8 @@ namespace SpecEdge.Bench;
 /// <param name="Stages">Per stage, the γ + 1 rows' distributions over the vocabulary.</param>
 /// <param name="Accepted">Drafts the final head kept.</param>
 /// <param name="Next">The final head's token after them.</param>
-internal sealed record OfflineRound(TokenId[] Drafts, float[][][] Stages, int Accepted, int Next);
+/// <param name="DraftRows">The draft's softmax row each draft was taken from (its arg-max), one per draft.</param>
+internal sealed record OfflineRound(TokenId[] Drafts, float[][][] Stages, int Accepted, int Next, float[][] DraftRows);
 
 /// <summary>
 /// Greedy speculative rounds replayed offline on a pair, without a verifier or a link: the draft drafts γ tokens, the
@@ -44,10 +45,13 @@ internal static class OfflineRounds
             // Draft γ tokens greedily after `last`.
             var baseLength = d.Length;
             var drafts = new TokenId[gamma];
+            var draftRows = new float[gamma][];
             var input = last;
             for (var i = 0; i < gamma; i++)
             {
-                drafts[i] = TokenSampler.ArgMax(d.Forward([input]).Row(0));
+                var logits = d.Forward([input]);
+                drafts[i] = TokenSampler.ArgMax(logits.Row(0));
+                draftRows[i] = Softmaxes(logits, 1)[0];
                 input = drafts[i];
             }
 
@@ -64,7 +68,7 @@ internal static class OfflineRounds
             }
 
             var (accepted, next) = Verdict(stages[^1], drafts);
-            onRound(new OfflineRound(drafts, [.. stages], accepted, next));
+            onRound(new OfflineRound(drafts, [.. stages], accepted, next, draftRows));
             committed += accepted + 1;
 
             // Keep [last, d1..da]; the next round starts from the new token.

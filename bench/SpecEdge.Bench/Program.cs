@@ -21,5 +21,6 @@ var root = new RootCommand("specedge-bench: SpecEdge benchmarks. Results are rat
     HalfOpsCommand.Create(),
     CandidatesCommand.Create(),
     ExitLayersCommand.Create(),
+    TreesCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

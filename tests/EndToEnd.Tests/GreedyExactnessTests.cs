@@ -87,6 +87,35 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
         }
     }
 
+    /// <summary>
+    /// Token trees: beside each draft, the draft's next one or two most likely tokens as leaves, scored by the verifier
+    /// in the same step with tree attention. The output stays the target's, and leaves are really taken (a round that
+    /// commits two tokens past its accepted drafts took one), so the kept leaf's cache is what later rounds read.
+    /// </summary>
+    [Theory]
+    [InlineData(GenerationMode.Speculative, 1)]
+    [InlineData(GenerationMode.Speculative, 2)]
+    [InlineData(GenerationMode.Conditional, 1)]
+    [InlineData(GenerationMode.Preemptive, 2)]
+    [InlineData(GenerationMode.Proactive, 1)]
+    public async Task Trees_GreedyOutput_IdenticalToTarget(GenerationMode mode, int leaves)
+    {
+        await using var client = await verifier.ConnectAsync();
+        var taken = 0;
+        foreach (var gamma in new[] { 2, 4 })
+        {
+            for (var p = 0; p < Prompts.Count; p++)
+            {
+                var report = await RunAsync(client, p, mode, gamma, leaves: leaves);
+
+                Assert.Equal(LocalGreedy(p), report.TokenIds);
+                taken += report.PerRound.Count(r => r.Committed == r.Accepted + 2);
+            }
+        }
+
+        Assert.True(taken > 0, $"{mode}: no round took a leaf");
+    }
+
     [Fact]
     public async Task Preemptive_TwoExits_EarlyVerdictsFromBothExits()
     {
@@ -98,9 +127,10 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
         Assert.All(report.EarlyExits.PerExit, e => Assert.Equal(report.Rounds, e.Verdicts));
     }
 
-    private static async Task<GenerationReport> RunAsync(SpecEdgeClient client, int prompt, GenerationMode mode, int gamma, bool adaptive = false) =>
+    private static async Task<GenerationReport> RunAsync(SpecEdgeClient client, int prompt, GenerationMode mode, int gamma, bool adaptive = false, int leaves = 0) =>
         await client.Generate(new GenerationRequest
         {
+            Leaves = leaves,
             PromptIds = Prompts[prompt].Select(t => new TokenId(t)).ToList(),
             Mode = mode,
             DraftTokens = gamma,

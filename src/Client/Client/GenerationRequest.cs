@@ -54,6 +54,15 @@ public sealed record GenerationRequest
     /// </summary>
     public int? Candidates { get; init; }
 
+    /// <summary>
+    /// Token trees: beside each draft, this many leaves from the same row of the draft (0, the default: a chain; at most
+    /// <see cref="Shared.Protocol.ProtocolLimits.MaxLeafWidth"/>). Greedy, the draft's next most likely tokens; sampling,
+    /// tokens drawn from the draft's distribution. A leaf costs no drafting, only a scored token on the verifier; when
+    /// the draft at its depth falls and the leaf stands, the round commits one token more. The verifier must take
+    /// leaves (<c>Opened.max_leaves</c>; batching on); otherwise rounds are chains.
+    /// </summary>
+    public int Leaves { get; init; }
+
     /// <summary>Greedy (default) or sampling settings.</summary>
     public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;
 

@@ -183,6 +183,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             throw new ArgumentException($"candidates must be 1 to {ProtocolLimits.MaxCandidates} (got {request.Candidates})", nameof(request));
         }
 
+        if (request.Leaves is < 0 or > ProtocolLimits.MaxLeafWidth)
+        {
+            throw new ArgumentException($"leaves must be 0 to {ProtocolLimits.MaxLeafWidth} per draft (got {request.Leaves})", nameof(request));
+        }
+
         if (request.Sampling.Validate() is { } problem)
         {
             throw new ArgumentException(problem, nameof(request));

@@ -40,6 +40,8 @@ internal sealed class SpeculativeRunner
     private uint _round = 1;
     private uint _lastExitLayer;
     private readonly int _candidates;
+    private int _leafWidth;
+    private int _maxLeaves;
     private long _previousVerdictAt;
 
     public SpeculativeRunner(Verifier.VerifierClient grpc, DraftEngine engine, GenerationRequest request, GenerationTracker tracker, ModelDescription verifier, TimeProvider time, TimeSpan roundTimeout)
@@ -69,6 +71,8 @@ internal sealed class SpeculativeRunner
         _time = time;
         _policy = ModePolicy.For(request.Mode);
         _candidates = request.Candidates ?? 1;
+        _leafWidth = request.Leaves;
+        _maxLeaves = (int)verifier.Limits.MaxLeaves;
         _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? _candidates : 1);
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
@@ -122,6 +126,12 @@ internal sealed class SpeculativeRunner
         }
 
         _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
+        // A verifier that takes no leaves (batching off, or its limit 0) gets chains.
+        _maxLeaves = (int)first.Opened.MaxLeaves;
+        if (_maxLeaves == 0)
+        {
+            _leafWidth = 0;
+        }
         _lastExitLayer = first.Opened.Exits.Count == 0 ? 0 : first.Opened.Exits.Max(e => e.Layer);
         _tracker.Phase = GenerationPhase.Idle;
         _tracker.LapMs();
@@ -159,7 +169,7 @@ internal sealed class SpeculativeRunner
         var committedLength = _tracker.Tokens.Count;
         var start = await StartRoundAsync(stream, committedLength, cancellationToken).ConfigureAwait(false);
         _tracker.Phase = GenerationPhase.MidRound;
-        var (final, early) = await AwaitFinalAsync(stream, start.Drafts, committedLength, cancellationToken).ConfigureAwait(false);
+        var (final, early) = await AwaitFinalAsync(stream, start.Drafts, start.Leaves, committedLength, cancellationToken).ConfigureAwait(false);
         _tracker.Phase = GenerationPhase.Idle;
         var arrived = _time.GetTimestamp();
         var committed = Commit(final, start, early, arrived);
@@ -170,7 +180,7 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>How a round began: its drafts, how long the edge waited for them, whether they were ready, and when it went out.</summary>
-    private sealed record RoundStart(TokenId[] Drafts, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs, float[]? Confidences);
+    private sealed record RoundStart(TokenId[] Drafts, DraftLeaf[] Leaves, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs, float[]? Confidences);
 
     /// <summary>The round's drafts: already at the verifier (a conditional round that held), a pre-drafted branch, or fresh; sent unless already there.</summary>
     private async Task<RoundStart> StartRoundAsync(IDecodeStream stream, int committedLength, CancellationToken cancellationToken)
@@ -178,11 +188,11 @@ internal sealed class SpeculativeRunner
         if (_ahead.TakeAccepted(_round) is { } ahead)
         {
             // Already in flight: the verifier started it right after the previous final verdict.
-            return new RoundStart(ahead.Drafts.Tokens, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds, ahead.Drafts.Confidences);
+            return new RoundStart(ahead.Drafts.Tokens, ahead.Drafts.Leaves, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds, ahead.Drafts.Confidences);
         }
 
         var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
-        var start = new RoundStart(drafted.Tokens, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds, drafted.Confidences);
+        var start = new RoundStart(drafted.Tokens, drafted.Leaves, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds, drafted.Confidences);
         await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
         if (_policy.GuessesAhead && guess is { } next)
         {
@@ -198,7 +208,7 @@ internal sealed class SpeculativeRunner
     /// Waits for the round's final verdict, acting on early verdicts meanwhile (and, in conditional mode, sending the
     /// pre-drafted round as soon as it is ready). Returns the final verdict and the round's early verdicts.
     /// </summary>
-    private async Task<(FinalVerdict Final, List<EarlyVerdict> Early)> AwaitFinalAsync(IDecodeStream stream, TokenId[] drafts, int committedLength, CancellationToken cancellationToken)
+    private async Task<(FinalVerdict Final, List<EarlyVerdict> Early)> AwaitFinalAsync(IDecodeStream stream, TokenId[] drafts, DraftLeaf[] leaves, int committedLength, CancellationToken cancellationToken)
     {
         var early = new List<EarlyVerdict>();
         using var deadline = Deadline();
@@ -231,7 +241,7 @@ internal sealed class SpeculativeRunner
             {
                 case VerifierMessage.KindOneofCase.Early when message.Early.Round == _round:
                     early.Add(message.Early);
-                    await OnEarlyVerdictAsync(message.Early, drafts, committedLength).ConfigureAwait(false);
+                    await OnEarlyVerdictAsync(message.Early, drafts, leaves, committedLength).ConfigureAwait(false);
                     break;
                 case VerifierMessage.KindOneofCase.Final when message.Final.Round == _round:
                     return (message.Final, early);
@@ -260,9 +270,9 @@ internal sealed class SpeculativeRunner
         var arrivedWall = _time.GetUtcNow();
         var verdict = final.ToDomain();
         var drafts = start.Drafts;
-        if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize))
+        if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize, start.Leaves))
         {
-            throw new ProtocolViolationException($"round {_round}: the verdict ({verdict.Accepted} accepted, next {final.NextId}) does not fit the {drafts.Length} drafts sent");
+            throw new ProtocolViolationException($"round {_round}: the verdict ({Describe(verdict)}) does not fit the {drafts.Length} drafts and {start.Leaves.Length} leaves sent");
         }
 
         var newTokens = verdict.Tokens(drafts);
@@ -321,7 +331,7 @@ internal sealed class SpeculativeRunner
 
         var gamma = DraftCount(committedLength);
         var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
-        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken, _more).ConfigureAwait(false);
+        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken, _more, LeafWidth(gamma)).ConfigureAwait(false);
         TokenId? freshGuess = null;
         var sent = extra == 1 ? Trim(fresh, committedLength, out freshGuess) : fresh;
         return (sent, fresh.Elapsed.TotalMilliseconds, false, freshGuess);
@@ -344,6 +354,13 @@ internal sealed class SpeculativeRunner
         return round.Take(round.Tokens.Length - 1);
     }
 
+    /// <summary>Leaves beside each of <paramref name="gamma"/> drafts: the asked width, within the verifier's limit per round.</summary>
+    private int LeafWidth(int gamma) => gamma <= 0 ? 0 : Math.Min(_leafWidth, _maxLeaves / gamma);
+
+    private static string Describe(Verdict verdict) => verdict.Branch is { } branch
+        ? $"{verdict.Accepted} accepted, leaf {branch.Value}, next {verdict.Next.Value}"
+        : $"{verdict.Accepted} accepted, next {verdict.Next.Value}";
+
     private int DraftCount(int committedLength)
     {
         // The controller's cap was set from the verifier's description; the session's Opened limit (_maxDrafts) may be lower.
@@ -351,7 +368,7 @@ internal sealed class SpeculativeRunner
         return Math.Max(0, Math.Min(gamma, _stop.MaxUsefulDrafts(committedLength)));
     }
 
-    private async Task OnEarlyVerdictAsync(EarlyVerdict early, TokenId[] drafts, int committedLength)
+    private async Task OnEarlyVerdictAsync(EarlyVerdict early, TokenId[] drafts, DraftLeaf[] leaves, int committedLength)
     {
         _tracker.EarlyVerdicts++;
         _tracker.Exit((int)early.ExitLayer).Verdicts++;
@@ -361,9 +378,9 @@ internal sealed class SpeculativeRunner
         }
 
         var provisional = early.ToDomain();
-        if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize))
+        if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize, leaves))
         {
-            throw new ProtocolViolationException($"early verdict ({early.Accepted} accepted, next {early.NextId}) does not fit the {drafts.Length} drafts sent");
+            throw new ProtocolViolationException($"early verdict ({Describe(provisional)}) does not fit the {drafts.Length} drafts and {leaves.Length} leaves sent");
         }
 
         if (_policy.DraftsOnEarlyVerdicts)
@@ -434,7 +451,7 @@ internal sealed class SpeculativeRunner
                     }
                 }
 
-                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token, _more).ConfigureAwait(false);
+                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token, _more, LeafWidth(gamma)).ConfigureAwait(false);
             },
             CancellationToken.None);
         return new Branch(prefix, condition, task, cancel);
@@ -486,6 +503,8 @@ internal sealed class SpeculativeRunner
         {
             draft.Distributions.AddRange(distributions.Select(d => d.ToWire()));
         }
+
+        draft.Leaves.AddRange(drafted.Leaves.Select(l => l.ToWire()));
 
         await stream.SendAsync(new EdgeMessage { Draft = draft }, cancellationToken).ConfigureAwait(false);
     }

@@ -8,13 +8,16 @@ namespace SpecEdge.EdgeClient.Drafting;
 /// <summary>
 /// A drafted round: the tokens, when sampling the distribution each was drawn from, and, when the caller asked after each
 /// draft whether to go on, the draft's probability of each token it chose (its confidence: the arg-max's softmax
-/// probability when greedy, the drawn token's when sampling).
+/// probability when greedy, the drawn token's when sampling), and the round's leaves when a token tree was asked for.
 /// </summary>
 public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distributions, TimeSpan Elapsed, float[]? Confidences = null)
 {
-    /// <summary>The first <paramref name="count"/> drafts.</summary>
+    /// <summary>The token tree's leaves beside the drafts, in order of depth (none for a chain).</summary>
+    public DraftLeaf[] Leaves { get; init; } = [];
+
+    /// <summary>The first <paramref name="count"/> drafts, with the leaves beside them.</summary>
     public DraftedRound Take(int count) =>
-        count >= Tokens.Length ? this : new DraftedRound(Tokens[..count], Distributions?[..count], Elapsed, Confidences?[..count]);
+        count >= Tokens.Length ? this : new DraftedRound(Tokens[..count], Distributions?[..count], Elapsed, Confidences?[..count]) { Leaves = [.. Leaves.Where(l => l.Depth < count)] };
 }
 
 /// <summary>Asked after each draft whether to draft one more, given the confidences of the drafts so far.</summary>
@@ -77,13 +80,17 @@ public sealed class DraftEngine : IDisposable
     /// arg-max; sampled drafts are drawn from the draft's distribution (cut to the wire top-k) with the random numbers
     /// of their sequence positions, and come with that distribution. With <paramref name="more"/>, drafting stops early
     /// once it answers false (a draft costs a step: the question is asked before the step, on the confidences so far).
+    /// With <paramref name="leaves"/> above 0 the round is a token tree: beside each draft, that many leaves from the same
+    /// row (no extra step): greedy, the row's next most likely tokens after the draft; sampling, tokens drawn
+    /// independently from the draft's distribution, as SpecInfer's acceptance rule needs them.
     /// </summary>
-    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken, DraftContinuation? more = null)
+    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken, DraftContinuation? more = null, int leaves = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(leaves);
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return await DraftInTurnAsync(prefix, count, sampling, more, cancellationToken).ConfigureAwait(false);
+            return await DraftInTurnAsync(prefix, count, sampling, more, leaves, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -91,7 +98,7 @@ public sealed class DraftEngine : IDisposable
         }
     }
 
-    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, DraftContinuation? more, CancellationToken cancellationToken)
+    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, DraftContinuation? more, int leafWidth, CancellationToken cancellationToken)
     {
         var start = _time.GetTimestamp();
         count = Math.Min(count, _context.MaxLength - prefix.Count);
@@ -104,6 +111,7 @@ public sealed class DraftEngine : IDisposable
         var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
         // Confidences only for a caller that asks after each draft (adaptive γ): fixed-γ rounds skip the exp-sum.
         var confidences = more is null ? null : new float[count];
+        var leaves = leafWidth == 0 ? null : new List<DraftLeaf>(count * leafWidth);
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
         LogitsView row = default;
         for (var i = 0; i < count; i++)
@@ -125,6 +133,11 @@ public sealed class DraftEngine : IDisposable
                     {
                         confidences[i] = RowTopTwo.ArgMaxProbability(row.Last, tokens[i].Value, _probabilities);
                     }
+
+                    if (leaves is not null)
+                    {
+                        RunnersUp(row.Last, i, tokens[i], leafWidth, leaves);
+                    }
                 }
                 else
                 {
@@ -135,6 +148,11 @@ public sealed class DraftEngine : IDisposable
                     if (confidences is not null)
                     {
                         confidences[i] = q.ProbabilityOf(tokens[i]);
+                    }
+
+                    for (var k = 0; k < leafWidth; k++)
+                    {
+                        leaves!.Add(new DraftLeaf(i, SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Leaf, k))));
                     }
                 }
 
@@ -153,9 +171,42 @@ public sealed class DraftEngine : IDisposable
             await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), CancellationToken.None).ConfigureAwait(false);
         }
 
-        return count == tokens.Length
-            ? new DraftedRound(tokens, distributions, _time.GetElapsedTime(start), confidences)
-            : new DraftedRound(tokens[..count], distributions?[..count], _time.GetElapsedTime(start), confidences?[..count]);
+        var drafted = new DraftedRound(tokens, distributions, _time.GetElapsedTime(start), confidences) { Leaves = leaves is null ? [] : [.. leaves] };
+        return drafted.Take(count);
+    }
+
+    /// <summary>The <paramref name="width"/> most likely tokens of a greedy row after its arg-max, as leaves at <paramref name="depth"/>.</summary>
+    private static void RunnersUp(ReadOnlySpan<float> row, int depth, TokenId draft, int width, List<DraftLeaf> leaves)
+    {
+        var from = leaves.Count;
+        for (var k = 0; k < width && k < row.Length - 1; k++)
+        {
+            var best = -1;
+            for (var n = 0; n < row.Length; n++)
+            {
+                if (n == draft.Value || (best >= 0 && row[n] <= row[best]) || Taken(leaves, from, n))
+                {
+                    continue;
+                }
+
+                best = n;
+            }
+
+            leaves.Add(new DraftLeaf(depth, new TokenId(best)));
+        }
+    }
+
+    private static bool Taken(List<DraftLeaf> leaves, int from, int token)
+    {
+        for (var j = from; j < leaves.Count; j++)
+        {
+            if (leaves[j].Token.Value == token)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>

@@ -42,6 +42,7 @@ internal static class GenerateCommand
                 DraftTokens = parse.GetValue(o.Gamma),
                 AdaptiveDraftTokens = parse.GetValue(o.Adaptive),
                 Candidates = CandidatesOf(parse, o),
+                Leaves = LeavesOf(parse, o),
                 Sampling = new SamplingConfig { Temperature = parse.GetValue(o.Temperature), TopK = parse.GetValue(o.TopK), TopP = parse.GetValue(o.TopP), Seed = parse.GetValue(o.Seed) },
                 StopAtEos = !parse.GetValue(o.IgnoreEos),
                 ExitThresholds = parse.GetValue(o.Thresholds) is { } t ? ParseFloats(t, "--exit-thresholds") : null,
@@ -110,6 +111,11 @@ internal static class GenerateCommand
         }
     }
 
+    /// <summary>--leaves, checked against the protocol's limit.</summary>
+    internal static int LeavesOf(ParseResult parse, GenerateOptions o) =>
+        parse.GetValue(o.Leaves) is var k and >= 0 and <= ProtocolLimits.MaxLeafWidth ? k
+            : throw new UsageException($"--leaves: use 0 to {ProtocolLimits.MaxLeafWidth} (got {parse.GetValue(o.Leaves)})");
+
     /// <summary>--candidates, checked against the protocol's limit; null when not given (the mode chooses).</summary>
     internal static int? CandidatesOf(ParseResult parse, GenerateOptions o) =>
         parse.GetValue(o.Candidates) is not { } k ? null
@@ -138,6 +144,8 @@ internal static class GenerateCommand
         public Option<bool> Adaptive { get; } = new("--adaptive") { Description = "Choose each round's length as it drafts (up to --draft-tokens), from the draft's calibrated confidence and measured timings." };
 
         public Option<int?> Candidates { get; } = new("--candidates") { Description = $"Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to {ProtocolLimits.MaxCandidates} (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
+
+        public Option<int> Leaves { get; } = new("--leaves") { Description = $"Token trees: beside each draft, this many leaves, 0 to {ProtocolLimits.MaxLeafWidth} (greedy: the draft's next most likely tokens; sampling: drawn from its distribution). No drafting cost; the verifier scores them in the same step. Default 0 (a chain).", DefaultValueFactory = _ => 0 };
 
         public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
 
@@ -183,7 +191,7 @@ internal static class GenerateCommand
 
         public Option<string?> Otlp { get; } = new("--otlp") { Description = "Export the edge's metrics and traces over OTLP to this endpoint, e.g. http://collector:4317 (also on with OTEL_EXPORTER_OTLP_ENDPOINT)." };
 
-        public IEnumerable<Option> All => [Server, Balance, Otlp, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Candidates, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
+        public IEnumerable<Option> All => [Server, Balance, Otlp, Draft, Prompt, PromptFile, PromptIds, Chat, System, Stop, MaxNew, Gamma, Adaptive, Candidates, Leaves, Temperature, TopK, TopP, Seed, Mode, Json, Link, Profile, Threads, IgnoreEos, Thresholds, ApiKeyFile, Ca, ClientCert, ClientKey, RoundTimeout, Retries, DegradedAfter];
     }
 
     /// <summary>The client options the connection flags give (shared by generate and serve).</summary>

@@ -29,14 +29,34 @@ public sealed class AcceptanceRule
         _correction = correction;
     }
 
-    /// <summary>Checks a round.</summary>
+    /// <summary>Checks a round (a chain of drafts).</summary>
     /// <param name="drafts">The drafted tokens, in order.</param>
     /// <param name="draftDistributions">For sampling, the distribution each draft was drawn from; ignored when greedy.</param>
     /// <param name="targetRow">The target's logits for scored position i (0 … drafts.Length): position i predicts the token after draft i − 1.</param>
     /// <param name="config">The sampling configuration of the generation.</param>
     /// <param name="basePosition">The sequence position of the first draft (the committed length before the round).</param>
-    public Verdict Verify(ReadOnlySpan<TokenId> drafts, IReadOnlyList<SparseDistribution>? draftDistributions, Func<int, ReadOnlySpan<float>> targetRow, SamplingConfig config, long basePosition)
+    public Verdict Verify(ReadOnlySpan<TokenId> drafts, IReadOnlyList<SparseDistribution>? draftDistributions, Func<int, ReadOnlySpan<float>> targetRow, SamplingConfig config, long basePosition) =>
+        Verify(drafts, [], draftDistributions, targetRow, config, basePosition);
+
+    /// <summary>
+    /// Checks a round whose drafts carry leaves (a token tree: the chain, and beside the draft at some depths other
+    /// tokens with the same parent). At the first depth where the draft falls, the leaves there are tried in order; one
+    /// that stands is committed and followed by the target's token after it (scored position drafts.Length + 1 + j for
+    /// leaf j). Greedy, the leaf stands when it is the target's arg-max. Sampling follows SpecInfer's multi-step
+    /// speculative sampling (Miao et al., "SpecInfer", ASPLOS 2024, Algorithm 2 and Theorem 4.2): the leaves are drawn
+    /// independently from the same draft distribution q as the draft at their depth; after a rejection the target's p
+    /// becomes norm(max(0, p − q)), the next child x stands with probability min(1, p(x)/q(x)) under it, and when every
+    /// child falls the token is drawn from the last residual. The committed token is then distributed exactly as p.
+    /// </summary>
+    /// <param name="drafts">The drafted chain, in order.</param>
+    /// <param name="leaves">The leaves, in order of depth (their scored positions follow the chain's).</param>
+    /// <param name="draftDistributions">For sampling, the distribution each draft (and the leaves at its depth) was drawn from; ignored when greedy.</param>
+    /// <param name="targetRow">The target's logits for scored position i: 0 … drafts.Length for the chain, drafts.Length + 1 + j for leaf j.</param>
+    /// <param name="config">The sampling configuration of the generation.</param>
+    /// <param name="basePosition">The sequence position of the first draft (the committed length before the round).</param>
+    public Verdict Verify(ReadOnlySpan<TokenId> drafts, ReadOnlySpan<DraftLeaf> leaves, IReadOnlyList<SparseDistribution>? draftDistributions, Func<int, ReadOnlySpan<float>> targetRow, SamplingConfig config, long basePosition)
     {
+        var firstLeaf = 0;
         if (config.IsGreedy)
         {
             for (var i = 0; i < drafts.Length; i++)
@@ -44,6 +64,14 @@ public sealed class AcceptanceRule
                 var best = TokenSampler.ArgMax(targetRow(i));
                 if (best != drafts[i])
                 {
+                    for (var j = LeavesFrom(leaves, i, ref firstLeaf); j < leaves.Length && leaves[j].Depth == i; j++)
+                    {
+                        if (leaves[j].Token == best)
+                        {
+                            return new Verdict(i, TokenSampler.ArgMax(targetRow(drafts.Length + 1 + j)), best);
+                        }
+                    }
+
                     return new Verdict(i, best);
                 }
             }
@@ -74,16 +102,72 @@ public sealed class AcceptanceRule
             }
 
             // Rejected: the correction comes from the residual max(0, p − q).
-            for (var j = 0; j < q.Count && _correction == RejectionCorrection.Residual; j++)
+            if (_correction == RejectionCorrection.Residual)
             {
-                var id = q.Ids[j];
-                _p[id] = Math.Max(0f, _p[id] - q.Probabilities[j]);
+                SubtractScaled(q, 1f);
+            }
+
+            // The leaves at this depth, in order, against the residual (kept unnormalised: total is its mass).
+            for (var j = LeavesFrom(leaves, i, ref firstLeaf); j < leaves.Length && leaves[j].Depth == i; j++)
+            {
+                var leaf = leaves[j].Token;
+                var ql = q.ProbabilityOf(leaf);
+                if (!(ql > 0f))
+                {
+                    throw new ArgumentException($"leaf {j} (token {leaf}) has probability 0 in the draft distribution of its depth {i}", nameof(leaves));
+                }
+
+                var total = Mass();
+                if (!(total > 0))
+                {
+                    break;
+                }
+
+                var v = SamplingRandom.Uniform(config.Seed, position, RandomPurpose.LeafAccept, j);
+                if (v * ql * total < _p[leaf.Value])
+                {
+                    return new Verdict(i, SampleTarget(targetRow(drafts.Length + 1 + j), config, position + 1), leaf);
+                }
+
+                SubtractScaled(q, (float)total);
             }
 
             return new Verdict(i, TokenSampler.Sample(_p, SamplingRandom.Uniform(config.Seed, position, RandomPurpose.Residual)));
         }
 
         return new Verdict(drafts.Length, SampleTarget(targetRow(drafts.Length), config, basePosition + drafts.Length));
+    }
+
+    /// <summary>The index of the first leaf at <paramref name="depth"/> or deeper, scanning on from <paramref name="from"/>.</summary>
+    private static int LeavesFrom(ReadOnlySpan<DraftLeaf> leaves, int depth, ref int from)
+    {
+        while (from < leaves.Length && leaves[from].Depth < depth)
+        {
+            from++;
+        }
+
+        return from;
+    }
+
+    /// <summary>p ← max(0, p − scale · q) over q's support.</summary>
+    private void SubtractScaled(SparseDistribution q, float scale)
+    {
+        for (var j = 0; j < q.Count; j++)
+        {
+            var id = q.Ids[j];
+            _p[id] = Math.Max(0f, _p[id] - (scale * q.Probabilities[j]));
+        }
+    }
+
+    private double Mass()
+    {
+        double total = 0;
+        foreach (var p in _p)
+        {
+            total += p;
+        }
+
+        return total;
     }
 
     /// <summary>Draws the token at <paramref name="position"/> from the target's own distribution (autoregressive decoding, bonus tokens).</summary>

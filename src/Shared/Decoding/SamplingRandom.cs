@@ -16,6 +16,12 @@ public enum RandomPurpose
 
     /// <summary>Sampling a token from the target's own distribution (the bonus token, or autoregressive decoding).</summary>
     Target = 4,
+
+    /// <summary>The edge sampling a leaf of a token tree (one stream per leaf index).</summary>
+    Leaf = 5,
+
+    /// <summary>The verifier's accept/reject test of a leaf (one stream per leaf index).</summary>
+    LeafAccept = 6,
 }
 
 /// <summary>
@@ -31,6 +37,16 @@ public static class SamplingRandom
         var key = SplitMix64.Mix(seed + 0x9E3779B97F4A7C15UL);
         key = SplitMix64.Mix(key ^ ((ulong)position * 0xD1B54A32D192ED03UL));
         key = SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
+        return (key >> 11) * (1.0 / (1UL << 53));
+    }
+
+    /// <summary>The <paramref name="index"/>-th of several numbers for one position and purpose (the leaves of a depth).</summary>
+    public static double Uniform(ulong seed, long position, RandomPurpose purpose, int index)
+    {
+        var key = SplitMix64.Mix(seed + 0x9E3779B97F4A7C15UL);
+        key = SplitMix64.Mix(key ^ ((ulong)position * 0xD1B54A32D192ED03UL));
+        key = SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
+        key = SplitMix64.Mix(key ^ (((ulong)index + 1) * 0xA0761D6478BD642FUL));
         return (key >> 11) * (1.0 / (1UL << 53));
     }
 }

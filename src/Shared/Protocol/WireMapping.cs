@@ -39,10 +39,10 @@ public static class WireMapping
     };
 
     /// <summary>The verdict a final verdict message carries.</summary>
-    public static Verdict ToDomain(this FinalVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId));
+    public static Verdict ToDomain(this FinalVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
 
     /// <summary>The provisional verdict an early verdict message carries.</summary>
-    public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId));
+    public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
 
     /// <summary>The outcome an early verdict ranks after its own.</summary>
     public static Verdict ToDomain(this Alternative alternative) => new((int)alternative.Accepted, new TokenId(alternative.NextId));
@@ -52,10 +52,25 @@ public static class WireMapping
         new() { Accepted = (uint)ranked.Verdict.Accepted, NextId = ranked.Verdict.Next.Value, Probability = (float)ranked.Probability };
 
     /// <summary>The verdict a conditional round assumes its predecessor got.</summary>
-    public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId));
+    public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId), condition.HasBranchId ? new TokenId(condition.BranchId) : null);
 
     /// <summary>A condition on <paramref name="round"/> having ended with <paramref name="verdict"/>.</summary>
-    public static Condition ToCondition(this Verdict verdict, uint round) => new() { Round = round, Accepted = (uint)verdict.Accepted, NextId = verdict.Next.Value };
+    public static Condition ToCondition(this Verdict verdict, uint round)
+    {
+        var condition = new Condition { Round = round, Accepted = (uint)verdict.Accepted, NextId = verdict.Next.Value };
+        if (verdict.Branch is { } branch)
+        {
+            condition.BranchId = branch.Value;
+        }
+
+        return condition;
+    }
+
+    /// <summary>A leaf of a round's token tree from the wire.</summary>
+    public static DraftLeaf ToDomain(this Leaf leaf) => new((int)leaf.Depth, new TokenId(leaf.Id));
+
+    /// <summary>The wire form of a leaf.</summary>
+    public static Leaf ToWire(this DraftLeaf leaf) => new() { Depth = (uint)leaf.Depth, Id = leaf.Token.Value };
 
     /// <summary>
     /// Why a finished generation ended, from the wire; a finished message without a reason (an older or careless

@@ -287,6 +287,28 @@ public sealed class BatchRunner : IDisposable
                 throw new SequenceTooLongException(row.Slot.Length, count, row.Slot.MaxLength);
             }
 
+            if (!row.Parents.IsEmpty)
+            {
+                if (_perSequence)
+                {
+                    throw new ArgumentException($"row {r}: token trees need the batched graphs (the shared-buffer form's attention has no arbitrary mask)", nameof(rows));
+                }
+
+                var parents = row.Parents.Span;
+                if (parents.Length != count)
+                {
+                    throw new ArgumentException($"row {r}: {parents.Length} parents for {count} tokens", nameof(rows));
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    if (parents[i] < -1 || parents[i] >= i)
+                    {
+                        throw new ArgumentException($"row {r}: token {i}'s parent {parents[i]} is not −1 or an earlier token", nameof(rows));
+                    }
+                }
+            }
+
             var span = row.Tokens.Span;
             for (var i = 0; i < count; i++)
             {
@@ -319,19 +341,34 @@ public sealed class BatchRunner : IDisposable
         {
             var row = _rows[r];
             var span = row.Tokens.Span;
+            var parents = row.Parents.Span;
             var baseLength = row.Slot.Length;
             for (var i = 0; i < t; i++)
             {
                 var at = (_positions[r] * t) + i;
                 _inputIds[at] = i < span.Length ? span[i].Value : span[^1].Value;
-                _positionIds[at] = Math.Min(baseLength + i, maxPosition);
-
-                // Query i of row r sees the row's own prefix and this step's tokens up to itself.
                 var bias = _bias.AsSpan(at * width, width);
                 bias[..baseLength].Clear();
                 bias[baseLength..past].Fill(float.NegativeInfinity);
-                bias.Slice(past, i + 1).Clear();
-                bias[(past + i + 1)..].Fill(float.NegativeInfinity);
+                if (parents.IsEmpty || i >= span.Length)
+                {
+                    // Query i of row r sees the row's own prefix and this step's tokens up to itself.
+                    _positionIds[at] = Math.Min(baseLength + i, maxPosition);
+                    bias.Slice(past, i + 1).Clear();
+                    bias[(past + i + 1)..].Fill(float.NegativeInfinity);
+                    continue;
+                }
+
+                // A tree's token sees the prefix, itself and its ancestors, at the position of its depth.
+                bias[past..].Fill(float.NegativeInfinity);
+                var depth = 0;
+                for (var node = i; node >= 0; node = parents[node])
+                {
+                    bias[past + node] = 0f;
+                    depth += node == i ? 0 : 1;
+                }
+
+                _positionIds[at] = Math.Min(baseLength + depth, maxPosition);
             }
         }
 
@@ -632,6 +669,32 @@ public sealed class BatchRunner : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies the cached keys and values of token <paramref name="from"/> of <paramref name="slot"/>'s sequence to
+    /// position <paramref name="to"/> (a tree's kept leaf taking the place of the draft it replaced), in every layer.
+    /// </summary>
+    internal void MoveToken(SequenceSlot slot, int from, int to)
+    {
+        if (_perSequence)
+        {
+            throw new InvalidOperationException("token trees need the batched graphs");
+        }
+
+        var bytes = (long)_headDim;
+        for (var layer = 0; layer < _layers; layer++)
+        {
+            for (var kind = 0; kind < 2; kind++)
+            {
+                var arena = kind == 0 ? _keys[layer] : _values[layer];
+                for (var h = 0; h < _kvHeads; h++)
+                {
+                    var head = (((long)slot.Index * _kvHeads) + h) * _slotLength;
+                    Span(arena, (head + from) * _headDim, bytes).CopyTo(Span(arena, (head + to) * _headDim, bytes));
+                }
+            }
+        }
+    }
+
     private OrtValue KvView(int layer, int kind, int rows)
     {
         var views = _kvViews[(layer * 2) + kind];
@@ -741,10 +804,37 @@ public sealed class SequenceSlot
 
         Length = length;
     }
+
+    /// <summary>
+    /// Moves token <paramref name="from"/>'s cached keys and values to position <paramref name="to"/> (both under
+    /// <see cref="Length"/>): a token tree's kept leaf takes the place of the draft it replaced. Only between steps, on
+    /// the thread that runs them (a stage observer of the step that scored the leaf qualifies).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A position is outside the sequence.</exception>
+    public void MoveToken(int from, int to)
+    {
+        if ((uint)from >= (uint)Length || (uint)to >= (uint)Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(from), $"cannot move token {from} to {to}: the sequence holds {Length}");
+        }
+
+        if (from != to)
+        {
+            Owner.MoveToken(this, from, to);
+        }
+    }
 }
 
 /// <summary>One row of a batched step: a sequence and the tokens to score after it.</summary>
-public readonly record struct BatchRow(SequenceSlot Slot, ReadOnlyMemory<TokenId> Tokens);
+/// <param name="Slot">The sequence.</param>
+/// <param name="Tokens">The tokens to score after it.</param>
+/// <param name="Parents">
+/// Empty for a chain (each token follows the one before). Otherwise a token tree: for each token the index (in
+/// <paramref name="Tokens"/>) of the token it follows, or −1 for one that follows the sequence itself; a parent comes
+/// before its children. Each token then attends to the sequence and its own ancestors, at the position its depth gives,
+/// and its keys and values are stored in step order (the caller moves the ones it keeps, <see cref="SequenceSlot.MoveToken"/>).
+/// </param>
+public readonly record struct BatchRow(SequenceSlot Slot, ReadOnlyMemory<TokenId> Tokens, ReadOnlyMemory<int> Parents = default);
 
 /// <summary>A batched stage's logits: per row (in the order the step was given), one row of logits per scored token (padding excluded).</summary>
 public readonly struct BatchLogits

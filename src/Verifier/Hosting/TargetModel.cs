@@ -38,7 +38,7 @@ public sealed class TargetModel : IDisposable
             Device = device,
             DeviceId = o.DeviceId,
             IntraOpThreads = o.IntraOpThreads,
-            MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + 1),
+            MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + (o.Batching.Enabled ? o.Limits.MaxLeaves : 0) + 1),
             // Batching runs the batched graphs over a KV arena in host memory; without it, each session decodes on its
             // own cache with the fused GroupQueryAttention (on CUDA, a cache in device memory: the GPU's form until the
             // arena can live there too).
@@ -48,6 +48,7 @@ public sealed class TargetModel : IDisposable
         Profile = string.IsNullOrEmpty(o.ComputeProfile) ? ComputeProfile.Real : ComputeProfiles.Resolve(o.ComputeProfile);
         Thresholds = ResolveThresholds(o, Model.Manifest.Exits.Count);
         Limits = o.Limits;
+        MaxLeaves = o.Batching.Enabled ? o.Limits.MaxLeaves : 0;
         ModelId = Path.GetFileName(Path.GetFullPath(o.Model).TrimEnd(Path.DirectorySeparatorChar));
         _correction = o.RejectionCorrection;
     }
@@ -69,6 +70,9 @@ public sealed class TargetModel : IDisposable
 
     /// <summary>The configured limits.</summary>
     public VerifierLimits Limits { get; }
+
+    /// <summary>The most leaves a round may carry: the limit with batching on (the batched graphs take any attention bias), 0 with it off.</summary>
+    public int MaxLeaves { get; }
 
     /// <summary>The stage index whose logits are exit <paramref name="exit"/>'s (stages before the last end at exits).</summary>
     public static int StageOfExit(int exit) => exit;
@@ -97,6 +101,7 @@ public sealed class TargetModel : IDisposable
                 MaxNewTokens = (uint)Limits.MaxNewTokens,
                 MaxSequenceLength = (uint)MaxSequenceLength,
                 IdleTimeoutSeconds = (uint)Limits.IdleTimeoutSeconds,
+                MaxLeaves = (uint)MaxLeaves,
             },
         };
         description.Exits.AddRange(ExitInfos(Thresholds));

@@ -27,6 +27,7 @@ public static class VerifierHost
         ["--calibration"] = "Verifier:Calibration",
         ["--max-sessions"] = "Verifier:Limits:MaxSessions",
         ["--max-draft-tokens"] = "Verifier:Limits:MaxDraftTokens",
+        ["--max-leaves"] = "Verifier:Limits:MaxLeaves",
         ["--cache"] = "Verifier:CacheDirectory",
         ["--tls-cert"] = "Verifier:Tls:CertificatePath",
         ["--tls-key"] = "Verifier:Tls:KeyPath",

@@ -155,12 +155,22 @@ public sealed class BatchScheduler : IDisposable
     /// Scores <paramref name="tokens"/> after <paramref name="slot"/>'s sequence in the next steps that have room; the
     /// observer sees every stage of the step that scores the last of them. A long prefill runs in chunks.
     /// </summary>
+    /// <param name="slot">The sequence.</param>
+    /// <param name="tokens">The tokens to score after it.</param>
+    /// <param name="observer">Told every stage's logits of the step that scores the last of the tokens.</param>
+    /// <param name="cancellationToken">Drops the request while it waits.</param>
+    /// <param name="parents">Empty for a chain; for a token tree, each token's parent (<see cref="BatchRow.Parents"/>), run in one step.</param>
     /// <exception cref="RpcException">Unavailable when the verifier shuts down before the request ran.</exception>
-    internal Task<StepOutcome> RunAsync(SequenceSlot slot, ReadOnlyMemory<TokenId> tokens, IStageObserver? observer, CancellationToken cancellationToken)
+    internal Task<StepOutcome> RunAsync(SequenceSlot slot, ReadOnlyMemory<TokenId> tokens, IStageObserver? observer, CancellationToken cancellationToken, ReadOnlyMemory<int> parents = default)
     {
         if (tokens.IsEmpty)
         {
             throw new ArgumentException("a step request needs at least one token", nameof(tokens));
+        }
+
+        if (!parents.IsEmpty && (parents.Length != tokens.Length || tokens.Length > _runner.MaxStepTokens || _runner.OneSequencePerStep))
+        {
+            throw new ArgumentException($"a token tree runs in one batched step: {parents.Length} parents for {tokens.Length} tokens, at most {_runner.MaxStepTokens} tokens{(_runner.OneSequencePerStep ? ", and batching is off" : string.Empty)}", nameof(parents));
         }
 
         if (slot.Length + tokens.Length > slot.MaxLength)
@@ -178,7 +188,7 @@ public sealed class BatchScheduler : IDisposable
             }
         }
 
-        var request = new StepRequest(slot, tokens, observer, _time.GetTimestamp());
+        var request = new StepRequest(slot, tokens, observer, _time.GetTimestamp()) { Parents = parents };
         lock (_queueLock)
         {
             if (_stopping)
@@ -375,7 +385,7 @@ public sealed class BatchScheduler : IDisposable
                 request.Started = started;
             }
 
-            _rows.Add(new BatchRow(request.Slot, request.Remaining[..tokens]));
+            _rows.Add(new BatchRow(request.Slot, request.Remaining[..tokens], request.Parents));
         }
 
         var step = RunStages();
@@ -496,6 +506,9 @@ public sealed class BatchScheduler : IDisposable
         public SequenceSlot Slot { get; } = slot;
 
         public ReadOnlyMemory<TokenId> Remaining { get; set; } = tokens;
+
+        /// <summary>A token tree's parents (never chunked: a tree runs whole in one step).</summary>
+        public ReadOnlyMemory<int> Parents { get; init; }
 
         public IStageObserver? Observer { get; } = observer;
 

@@ -35,6 +35,8 @@ internal sealed class DecodeSession : IDisposable
     private readonly int _candidates;
     private readonly IReadOnlyList<float> _thresholds;
     private readonly TokenId[] _step;
+    private readonly int[] _parents;
+    private DraftLeaf[] _leaves = [];
     private readonly List<SparseDistribution> _distributions = [];
     private readonly int _promptLength;
     private int _lastRoundDrafts;
@@ -56,7 +58,8 @@ internal sealed class DecodeSession : IDisposable
         _rule = target.CreateAcceptanceRule();
         _sampler = new TokenSampler(target.Model.VocabSize);
         _probabilities = new float[target.Model.VocabSize];
-        _step = new TokenId[target.Limits.MaxDraftTokens + 1];
+        _step = new TokenId[target.Limits.MaxDraftTokens + target.MaxLeaves + 1];
+        _parents = new int[_step.Length];
         Id = Guid.NewGuid().ToString("N")[..12];
     }
 
@@ -161,7 +164,7 @@ internal sealed class DecodeSession : IDisposable
         var stop = new StopRule(open.PromptIds.Count, open.MaxNewTokens, target.MaxSequenceLength, open.StopAtEos, model.Tokenizer.Eos);
 
         // The cache only needs room for this generation: the prefix, the new tokens, and a last round's drafts.
-        var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + limits.MaxDraftTokens + 1);
+        var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + limits.MaxDraftTokens + target.MaxLeaves + 1);
         return new SessionPlan(tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds, contextLength, model.KvBytesPerContext(contextLength), (int)Math.Max(1, open.Candidates));
     }
 
@@ -177,6 +180,7 @@ internal sealed class DecodeSession : IDisposable
                 SessionId = session.Id,
                 CommittedLength = (uint)plan.Tokens.Count,
                 MaxDraftTokens = (uint)target.Limits.MaxDraftTokens,
+                MaxLeaves = (uint)target.MaxLeaves,
                 PrefillMicros = (long)prefill.TotalMicroseconds,
             };
             reply.Exits.AddRange(target.ExitInfos(plan.Thresholds));
@@ -210,9 +214,13 @@ internal sealed class DecodeSession : IDisposable
         {
             invalid = $"the condition names round {condition.Round}, but the last verified round is {LastRound}: a conditional round must follow the round it assumes";
         }
-        else if (condition.Accepted > _lastRoundDrafts)
+        else if (condition.Accepted > _lastRoundDrafts || (condition.HasBranchId && condition.Accepted == _lastRoundDrafts))
         {
-            invalid = $"the condition assumes {condition.Accepted} accepted drafts, but round {condition.Round} carried only {_lastRoundDrafts}: an impossible prefix";
+            invalid = $"the condition assumes {condition.Accepted} accepted drafts{(condition.HasBranchId ? " and a leaf after them" : string.Empty)}, but round {condition.Round} carried only {_lastRoundDrafts}: an impossible prefix";
+        }
+        else if (condition.HasBranchId && (uint)condition.BranchId >= (uint)_target.Model.VocabSize)
+        {
+            invalid = $"the condition's branch_id {condition.BranchId} is outside the vocabulary of {_target.Model.VocabSize}: an impossible prefix";
         }
         else if ((uint)condition.NextId >= (uint)_target.Model.VocabSize)
         {
@@ -227,7 +235,7 @@ internal sealed class DecodeSession : IDisposable
         var last = LastVerdict!.Value;
         return last == condition.ToDomain()
             ? null
-            : new DroppedRound(draft.Round, $"round {condition.Round} ended with {last.Accepted} accepted and next {last.Next.Value}, not {condition.Accepted} and {condition.NextId}", Invalid: false);
+            : new DroppedRound(draft.Round, $"round {condition.Round} ended with {Describe(last)}, not {Describe(condition.ToDomain())}", Invalid: false);
     }
 
     /// <summary>
@@ -240,15 +248,37 @@ internal sealed class DecodeSession : IDisposable
         var started = _time.GetTimestamp();
         var received = receivedAt ?? _time.GetUtcNow();
         var drafts = Validate(draft);
+        var leaves = _leaves;
         var committed = _tokens.Count;
         var gamma = drafts.Length;
         // The session's step buffer: it stays untouched while the step is queued, since a session has one round at a time.
+        // A tree's step is [last, drafts…, leaves…]: draft i follows step token i, a leaf at depth a the one before draft a.
         _step[0] = _tokens[^1];
         drafts.CopyTo(_step.AsSpan(1));
-        var step = _step.AsMemory(0, gamma + 1);
+        for (var j = 0; j < leaves.Length; j++)
+        {
+            _step[gamma + 1 + j] = leaves[j].Token;
+        }
 
-        var round = new RoundCheck(this, draft.Round, drafts, committed, started);
-        var run = _scheduler.RunAsync(_slot, step, round, cancellationToken);
+        var step = _step.AsMemory(0, gamma + 1 + leaves.Length);
+        ReadOnlyMemory<int> parents = default;
+        if (leaves.Length > 0)
+        {
+            for (var i = 0; i <= gamma; i++)
+            {
+                _parents[i] = i - 1;
+            }
+
+            for (var j = 0; j < leaves.Length; j++)
+            {
+                _parents[gamma + 1 + j] = leaves[j].Depth;
+            }
+
+            parents = _parents.AsMemory(0, step.Length);
+        }
+
+        var round = new RoundCheck(this, draft.Round, drafts, leaves, committed, started);
+        var run = _scheduler.RunAsync(_slot, step, round, cancellationToken, parents);
         _ = run.ContinueWith(static (_, state) => ((Channel<EarlyRoundVerdict>)state!).Writer.TryComplete(), round.Early, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         await foreach (var early in round.Early.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -258,7 +288,7 @@ internal sealed class DecodeSession : IDisposable
         var outcome = await run.ConfigureAwait(false);
         var final = round.Final ?? throw new InvalidOperationException("the round's step ended without its final stage");
         var (kept, reason) = Commit(drafts, final, committed);
-        LastVerdict = new Verdict(kept - 1, _tokens[^1]);
+        LastVerdict = final.Cut(drafts, kept);
         yield return new FinalRoundVerdict(draft.Round, LastVerdict.Value, reason, _tokens.Count, new RoundTimings(
             outcome.Queued, outcome.Stages, _time.GetElapsedTime(started), outcome.Emulated, received, _time.GetUtcNow()));
     }
@@ -298,9 +328,16 @@ internal sealed class DecodeSession : IDisposable
             throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts are over the verifier's limit of {limits.MaxDraftTokens} per round");
         }
 
-        if (_tokens.Count + draft.Ids.Count >= _contextLength)
+        if (draft.Leaves.Count > _target.MaxLeaves)
         {
-            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts after {_tokens.Count} tokens would pass the session's maximum sequence length of {_contextLength}");
+            throw Refusal.InvalidArgument(_target.MaxLeaves == 0
+                ? $"round {draft.Round}: {draft.Leaves.Count} leaves, but this verifier takes chains only (Limits:MaxLeaves is 0, or batching is off)"
+                : $"round {draft.Round}: {draft.Leaves.Count} leaves are over the verifier's limit of {_target.MaxLeaves} per round");
+        }
+
+        if (_tokens.Count + draft.Ids.Count + draft.Leaves.Count >= _contextLength)
+        {
+            throw Refusal.InvalidArgument($"round {draft.Round}: {draft.Ids.Count} drafts and {draft.Leaves.Count} leaves after {_tokens.Count} tokens would pass the session's maximum sequence length of {_contextLength}");
         }
 
         CheckIds(draft.Ids, $"round {draft.Round}: Draft.ids", _target.Model.VocabSize);
@@ -308,6 +345,23 @@ internal sealed class DecodeSession : IDisposable
         for (var i = 0; i < drafts.Length; i++)
         {
             drafts[i] = new TokenId(draft.Ids[i]);
+        }
+
+        var leaves = draft.Leaves.Count == 0 ? [] : new DraftLeaf[draft.Leaves.Count];
+        for (var j = 0; j < leaves.Length; j++)
+        {
+            var leaf = draft.Leaves[j];
+            if (leaf.Depth >= drafts.Length || (j > 0 && leaf.Depth < draft.Leaves[j - 1].Depth))
+            {
+                throw Refusal.InvalidArgument($"round {draft.Round}: leaf {j} has depth {leaf.Depth}; leaves need a depth under the round's {drafts.Length} drafts, in order of depth");
+            }
+
+            if ((uint)leaf.Id >= (uint)_target.Model.VocabSize)
+            {
+                throw Refusal.InvalidArgument($"round {draft.Round}: leaf {j}'s id {leaf.Id} is outside the vocabulary of {_target.Model.VocabSize}");
+            }
+
+            leaves[j] = leaf.ToDomain();
         }
 
         _distributions.Clear();
@@ -339,25 +393,78 @@ internal sealed class DecodeSession : IDisposable
 
                 _distributions.Add(distribution);
             }
+
+            for (var j = 0; j < leaves.Length; j++)
+            {
+                if (!(_distributions[leaves[j].Depth].ProbabilityOf(leaves[j].Token) > 0f))
+                {
+                    throw Refusal.InvalidArgument($"round {draft.Round}: leaf {j} (token {leaves[j].Token}) has probability 0 in the distribution of its depth {leaves[j].Depth}: a leaf is drawn from that distribution");
+                }
+            }
         }
+
+        _leaves = leaves;
 
         LastRound = draft.Round;
         _lastRoundDrafts = drafts.Length;
         return drafts;
     }
 
-    private Verdict Decide(TokenId[] drafts, LogitsView logits, int committed) =>
-        _rule.Verify(drafts, _sampling.IsGreedy ? null : _distributions, i => logits.Row(i), _sampling, committed);
+    private Verdict Decide(TokenId[] drafts, DraftLeaf[] leaves, LogitsView logits, int committed) =>
+        _rule.Verify(drafts, leaves, _sampling.IsGreedy ? null : _distributions, i => logits.Row(i), _sampling, committed);
+
+    /// <summary>The scored row of leaf <paramref name="j"/>: after the last token and the chain.</summary>
+    private static int LeafRow(TokenId[] drafts, int j) => drafts.Length + 1 + j;
+
+    /// <summary>The index of the leaf a verdict took (the first at its depth with its token).</summary>
+    private static int LeafOf(DraftLeaf[] leaves, Verdict verdict)
+    {
+        for (var j = 0; j < leaves.Length; j++)
+        {
+            if (leaves[j].Depth == verdict.Accepted && leaves[j].Token == verdict.Branch)
+            {
+                return j;
+            }
+        }
+
+        throw new InvalidOperationException($"the verdict took a leaf {verdict.Branch} at depth {verdict.Accepted} that the round does not carry");
+    }
+
+    /// <summary>
+    /// The scored rows a verdict's tokens come from, in order: row i gives the token after the first i drafts, and a
+    /// taken leaf's own row gives the token after it.
+    /// </summary>
+    private static int[] RowsOf(TokenId[] drafts, DraftLeaf[] leaves, Verdict verdict)
+    {
+        var rows = new int[verdict.Length];
+        for (var i = 0; i <= verdict.Accepted && i < rows.Length; i++)
+        {
+            rows[i] = i;
+        }
+
+        if (verdict.Branch is not null)
+        {
+            rows[^1] = LeafRow(drafts, LeafOf(leaves, verdict));
+        }
+
+        return rows;
+    }
+
+    private static string Describe(Verdict verdict) => verdict.Branch is { } branch
+        ? $"{verdict.Accepted} accepted, leaf {branch.Value} and next {verdict.Next.Value}"
+        : $"{verdict.Accepted} accepted and next {verdict.Next.Value}";
 
     /// <summary>An exit's provisional verdict on a round, or null when its confidence is under the exit's threshold.</summary>
-    private EarlyRoundVerdict? EarlyVerdict(uint round, int exit, TokenId[] drafts, LogitsView exitLogits, int committed, long started)
+    private EarlyRoundVerdict? EarlyVerdict(uint round, int exit, TokenId[] drafts, DraftLeaf[] leaves, LogitsView exitLogits, int committed, long started)
     {
-        var verdict = Decide(drafts, exitLogits, committed);
-        var (kept, next) = Truncate(drafts, verdict, committed);
-        // With alternatives wanted (greedy, a verdict the stop rule left whole: a cut one ends the generation), every
-        // row's top two are worked out once; the confidence is their arg-max probabilities' least over the verdict's rows.
-        var rows = _candidates > 1 && _sampling.IsGreedy && kept == verdict.Accepted + 1 ? TopTwo(exitLogits, drafts.Length + 1) : null;
-        var confidence = rows is null ? Confidence(exitLogits, kept) : LeastSure(rows.AsSpan(0, kept));
+        var whole = Decide(drafts, leaves, exitLogits, committed);
+        var kept = Kept(drafts, whole, committed);
+        var verdict = whole.Cut(drafts, kept);
+        // With alternatives wanted (greedy, a chain verdict the stop rule left whole: a cut one ends the generation),
+        // every row's top two are worked out once; the confidence is their arg-max probabilities' least over the
+        // verdict's rows.
+        var rows = _candidates > 1 && _sampling.IsGreedy && whole.Branch is null && kept == whole.Length ? TopTwo(exitLogits, drafts.Length + 1) : null;
+        var confidence = rows is null ? Confidence(exitLogits, RowsOf(drafts, leaves, verdict)) : LeastSure(rows.AsSpan(0, kept));
         if (confidence < _thresholds[exit])
         {
             return null;
@@ -367,7 +474,7 @@ internal sealed class DecodeSession : IDisposable
         IReadOnlyList<RankedVerdict> alternatives = rows is not null && rows[verdict.Accepted].First == verdict.Next
             ? VerdictAlternatives.Rank(drafts, verdict, rows, _candidates - 1)
             : [];
-        return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], new Verdict(kept - 1, next), confidence, _time.GetElapsedTime(started), alternatives);
+        return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], verdict, confidence, _time.GetElapsedTime(started), alternatives);
     }
 
     /// <summary>The least of the rows' arg-max probabilities: a verdict is as sure as its least sure row.</summary>
@@ -400,13 +507,13 @@ internal sealed class DecodeSession : IDisposable
     /// on the trained pair this ranks verdicts better than the product of the rows' probabilities
     /// (<c>docs/protocol.md</c>, Confidence).
     /// </summary>
-    private double Confidence(LogitsView exitLogits, int rows)
+    private double Confidence(LogitsView exitLogits, int[] rows)
     {
         double confidence = 1;
         if (_sampling.IsGreedy)
         {
             // Temperature 1: the largest probability is 1 / Σ exp(l − max), vectorised, without writing the distribution.
-            for (var i = 0; i < rows; i++)
+            foreach (var i in rows)
             {
                 var row = exitLogits.Row(i);
                 confidence = Math.Min(confidence, RowTopTwo.ArgMaxProbability(row, TensorPrimitives.IndexOfMax(row), _probabilities));
@@ -415,7 +522,7 @@ internal sealed class DecodeSession : IDisposable
             return confidence;
         }
 
-        for (var i = 0; i < rows; i++)
+        foreach (var i in rows)
         {
             _sampler.Distribution(exitLogits.Row(i), _sampling, _probabilities);
             var max = 0f;
@@ -438,11 +545,7 @@ internal sealed class DecodeSession : IDisposable
         return (produced[..kept], reason);
     }
 
-    private (int Kept, TokenId Last) Truncate(TokenId[] drafts, Verdict verdict, int committed)
-    {
-        var (tokens, _) = Produced(drafts, verdict, committed);
-        return (tokens.Length, tokens[^1]);
-    }
+    private int Kept(TokenId[] drafts, Verdict verdict, int committed) => Produced(drafts, verdict, committed).Tokens.Length;
 
     private (int Kept, DomainFinish Reason) Commit(TokenId[] drafts, Verdict verdict, int committed)
     {
@@ -467,7 +570,7 @@ internal sealed class DecodeSession : IDisposable
     /// One round in its batched step: after each exit stage, the exit's verdict (sent at once when confident); after the
     /// last stage, the final verdict. Runs on the scheduler's thread while the session awaits the step.
     /// </summary>
-    private sealed class RoundCheck(DecodeSession session, uint round, TokenId[] drafts, int committed, long started) : IStageObserver
+    private sealed class RoundCheck(DecodeSession session, uint round, TokenId[] drafts, DraftLeaf[] leaves, int committed, long started) : IStageObserver
     {
         public Channel<EarlyRoundVerdict> Early { get; } = Channel.CreateUnbounded<EarlyRoundVerdict>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
 
@@ -477,9 +580,17 @@ internal sealed class DecodeSession : IDisposable
         {
             if (stage == session._target.Model.Stages.Count - 1)
             {
-                Final = session.Decide(drafts, logits, committed);
+                var final = session.Decide(drafts, leaves, logits, committed);
+                if (final.Branch is not null)
+                {
+                    // The taken leaf's keys and values take the place of the draft it replaced (cache position
+                    // committed − 1 + step index), here on the scheduler's thread, before any later step reads the slot.
+                    session._slot.MoveToken(committed - 1 + LeafRow(drafts, LeafOf(leaves, final)), committed + final.Accepted);
+                }
+
+                Final = final;
             }
-            else if (session._earlyVerdicts && session.EarlyVerdict(round, stage, drafts, logits, committed, started) is { } early)
+            else if (session._earlyVerdicts && session.EarlyVerdict(round, stage, drafts, leaves, logits, committed, started) is { } early)
             {
                 Early.Writer.TryWrite(early);
             }

@@ -1,0 +1,83 @@
+using System.CommandLine;
+using System.Globalization;
+using SpecEdge.Demo;
+using SpecEdge.Shared.Models.Conversion;
+using SpecEdge.Shared.Runtime;
+
+namespace SpecEdge.Bench;
+
+/// <summary>
+/// <c>trees</c>: what a small token tree gains in tokens per round over the chain, offline on the default pair (greedy).
+/// The tree is the draft's chain of γ tokens plus, at each depth where the draft is unsure (its probability of its own
+/// draft under <c>--below</c>), the draft's next most likely tokens as leaves beside the draft (same parent). A leaf
+/// costs no drafting (its logits are the draft's row already computed) and one more scored token for the verifier.
+/// When the final head rejects the draft at depth a and its token there is one of the leaves, the round commits that
+/// leaf and the target's token after it: one token more than the chain's correction.
+/// </summary>
+internal static class TreesCommand
+{
+    public static Command Create()
+    {
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 96 };
+        var gammas = new Option<string>("--gamma") { Description = "Draft lengths.", DefaultValueFactory = _ => "4,8" };
+        var below = new Option<string>("--below") { Description = "Confidence thresholds: a depth gets leaves when the draft's probability of its draft is under it (1 = every depth).", DefaultValueFactory = _ => "0.5,0.8,1" };
+        var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, below };
+        command.SetAction(parse =>
+        {
+            var pair = DefaultModels.Resolve();
+            using var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
+            using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
+            var thresholds = parse.GetValue(below)!.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            var widths = new[] { 1, 2, 3 };
+            Console.WriteLine($"models: {pair.Description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy");
+            Console.WriteLine();
+            Console.WriteLine("| γ | rounds | chain: tokens per round | leaves per unsure depth | unsure below | scored tokens per round | tree: tokens per round | gain |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
+            foreach (var gamma in parse.GetValue(gammas)!.Split(',').Select(g => int.Parse(g, CultureInfo.InvariantCulture)))
+            {
+                var rounds = new List<OfflineRound>();
+                foreach (var prompt in OfflineRounds.Prompts)
+                {
+                    OfflineRounds.Replay(target, draft, prompt, gamma, parse.GetValue(tokens), rounds.Add);
+                }
+
+                var chain = rounds.Average(r => r.Accepted + 1.0);
+                foreach (var width in widths)
+                {
+                    foreach (var threshold in thresholds)
+                    {
+                        double scored = 0, committed = 0;
+                        foreach (var round in rounds)
+                        {
+                            var leaves = Leaves(round, width, threshold);
+                            scored += gamma + 1 + leaves.Sum(l => l.Length);
+                            committed += round.Accepted + 1 + (round.Accepted < gamma && leaves[round.Accepted].Contains(round.Next) ? 1 : 0);
+                        }
+
+                        var tree = committed / rounds.Count;
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {gamma} | {rounds.Count} | {chain:F2} | {width} | {threshold:F2} | {scored / rounds.Count:F2} | {tree:F2} | {tree / chain - 1:+0.0%;-0.0%} |"));
+                    }
+                }
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The leaves at each depth: the draft's next <paramref name="width"/> most likely tokens after its draft, where it was unsure.</summary>
+    private static int[][] Leaves(OfflineRound round, int width, double below)
+    {
+        var leaves = new int[round.Drafts.Length][];
+        for (var depth = 0; depth < leaves.Length; depth++)
+        {
+            var row = round.DraftRows[depth];
+            var own = round.Drafts[depth].Value;
+            leaves[depth] = row[own] < below
+                ? [.. Enumerable.Range(0, row.Length).Where(n => n != own).OrderByDescending(n => row[n]).Take(width)]
+                : [];
+        }
+
+        return leaves;
+    }
+}

@@ -10,7 +10,8 @@ namespace SpecEdge.EndToEnd.Tests;
 
 /// <summary>
 /// Every supported model family, and a target converted with float16 compute, decode through a real verifier: the
-/// speculative modes' greedy output is the cloud output, token for token.
+/// speculative modes' greedy output is the cloud output, token for token, with chains and with token trees (on the
+/// unbatched verifiers, which take no leaves, the edge falls back to chains).
 /// </summary>
 public sealed class FamilyExactnessTests : IDisposable
 {
@@ -51,9 +52,9 @@ public sealed class FamilyExactnessTests : IDisposable
             {
                 var prompt = Enumerable.Range(0, 3 + (4 * p)).Select(_ => new TokenId(random.Next(target.Vocab))).ToList();
                 var cloud = await Run(client, prompt, GenerationMode.Cloud);
-                foreach (var mode in new[] { GenerationMode.Speculative, GenerationMode.Conditional })
+                foreach (var (mode, leaves) in new[] { (GenerationMode.Speculative, 0), (GenerationMode.Conditional, 0), (GenerationMode.Speculative, 2) })
                 {
-                    var report = await Run(client, prompt, mode);
+                    var report = await Run(client, prompt, mode, leaves);
                     Assert.Equal(cloud.TokenIds, report.TokenIds);
                     accepted += report.AcceptedTokens;
                 }
@@ -63,8 +64,8 @@ public sealed class FamilyExactnessTests : IDisposable
         }
     }
 
-    private static Task<GenerationReport> Run(SpecEdgeClient client, IReadOnlyList<TokenId> prompt, GenerationMode mode) =>
-        client.Generate(new GenerationRequest { PromptIds = prompt, Mode = mode, MaxNewTokens = 16, DraftTokens = 3, Sampling = SamplingConfig.Greedy, StopAtEos = false }).RunToEndAsync().DefaultTimeout();
+    private static Task<GenerationReport> Run(SpecEdgeClient client, IReadOnlyList<TokenId> prompt, GenerationMode mode, int leaves = 0) =>
+        client.Generate(new GenerationRequest { PromptIds = prompt, Mode = mode, Leaves = leaves, MaxNewTokens = 16, DraftTokens = 3, Sampling = SamplingConfig.Greedy, StopAtEos = false }).RunToEndAsync().DefaultTimeout();
 
     public void Dispose() => _temp.Dispose();
 }

@@ -32,7 +32,7 @@ public sealed class OpenAiEndpoint : IAsyncLifetime
     {
         await _verifier.InitializeAsync();
         Client = await _verifier.ConnectAsync();
-        _app = OpenAiServer.Create(Client, "http://127.0.0.1:0", Key, GenerationMode.Speculative);
+        _app = OpenAiServer.Create(Client, "http://127.0.0.1:0", Key, new SpecEdgeChatOptions { Mode = GenerationMode.Speculative });
         await _app.StartAsync().DefaultTimeout();
         BaseUrl = new Uri(_app.Urls.Single() + "/v1/");
     }

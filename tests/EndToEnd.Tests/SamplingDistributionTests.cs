@@ -67,7 +67,25 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
         AssertFollowsTarget(counts, acceptance, "conditional, three candidates");
     }
 
-    private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients, int candidates = 1)
+    /// <summary>
+    /// Token trees under sampling: beside each draft, leaves drawn independently from the draft's distribution, checked
+    /// with SpecInfer's multi-step speculative sampling; the joint distribution stays the target's, and leaves are
+    /// really taken (a round committing two tokens past its accepted drafts took one).
+    /// </summary>
+    [Theory]
+    [InlineData(GenerationMode.Speculative, 2)]
+    [InlineData(GenerationMode.Conditional, 1)]
+    public async Task FirstTwoTokens_Trees_FollowTargetJointDistribution(GenerationMode mode, int leaves)
+    {
+        var (counts, acceptance) = await DrawAsync(mode, clients: 1, leaves: leaves);
+
+        AssertFollowsTarget(counts, acceptance, $"{mode}, {leaves} leaves per draft");
+        Assert.True(_leavesTaken > Samples / 50, $"{mode}: only {_leavesTaken} rounds took a leaf");
+    }
+
+    private int _leavesTaken;
+
+    private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients, int candidates = 1, int leaves = 0)
     {
         var counts = new long[SmallVocabularyVerifier.Vocab * SmallVocabularyVerifier.Vocab];
         var drafted = 0;
@@ -84,8 +102,10 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
                     DraftTokens = 2,
                     MaxNewTokens = 2,
                     Candidates = candidates,
-                    Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) + (10_000_000UL * (ulong)(candidates - 1)) },
+                    Leaves = leaves,
+                    Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) + (10_000_000UL * (ulong)(candidates - 1)) + (1_000_000_000UL * (ulong)leaves) },
                 }).RunToEndAsync().DefaultTimeout();
+                Interlocked.Add(ref _leavesTaken, report.PerRound.Count(r => r.Committed == r.Accepted + 2));
                 Interlocked.Increment(ref counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]);
                 Interlocked.Add(ref drafted, report.DraftTokens);
                 Interlocked.Add(ref accepted, report.AcceptedTokens);

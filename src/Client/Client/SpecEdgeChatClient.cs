@@ -19,6 +19,9 @@ public sealed record SpecEdgeChatOptions
 
     /// <summary>Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>; null: the mode's choice).</summary>
     public int? Candidates { get; init; }
+
+    /// <summary>Token trees: leaves beside each draft (<see cref="GenerationRequest.Leaves"/>; 0, a chain, by default).</summary>
+    public int Leaves { get; init; }
 }
 
 /// <summary>
@@ -177,6 +180,7 @@ public sealed class SpecEdgeChatClient : IChatClient
             Messages = conversation,
             Mode = _options.Mode,
             Candidates = _options.Candidates,
+            Leaves = _options.Leaves,
             MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
             Sampling = sampling,
             StopSequences = options?.StopSequences is { Count: > 0 } stops ? [.. stops] : [],

@@ -17,7 +17,7 @@ internal static class ServeCommand
         {
             listen, keyFile, mode,
         };
-        foreach (var option in new Option[] { o.Server, o.Balance, o.Otlp, o.Draft, o.ApiKeyFile, o.Ca, o.ClientCert, o.ClientKey, o.RoundTimeout, o.Retries, o.DegradedAfter, o.Threads, o.Link, o.Profile, o.Candidates })
+        foreach (var option in new Option[] { o.Server, o.Balance, o.Otlp, o.Draft, o.ApiKeyFile, o.Ca, o.ClientCert, o.ClientKey, o.RoundTimeout, o.Retries, o.DegradedAfter, o.Threads, o.Link, o.Profile, o.Candidates, o.Leaves })
         {
             command.Options.Add(option);
         }
@@ -36,11 +36,11 @@ internal static class ServeCommand
                 }
 
                 var key = parse.GetValue(keyFile) is { } path ? GenerateCommand.ReadKeyFile(path, "--serve-key-file") : null;
-                var candidates = GenerateCommand.CandidatesOf(parse, o);
+                var decoding = new SpecEdgeChatOptions { Mode = generationMode, Candidates = GenerateCommand.CandidatesOf(parse, o), Leaves = GenerateCommand.LeavesOf(parse, o) };
 
                 using var export = EdgeTelemetryExport.Start(parse.GetValue(o.Otlp));
                 await using var client = await SpecEdgeClient.ConnectAsync(GenerateCommand.ClientOptions(parse, o, generationMode), cancellationToken: cancellationToken);
-                await using var app = OpenAiServer.Create(client, url.ToString().TrimEnd('/'), key, generationMode, candidates: candidates);
+                await using var app = OpenAiServer.Create(client, url.ToString().TrimEnd('/'), key, decoding);
                 await app.StartAsync(cancellationToken);
                 stderr.WriteLine($"{GenerateCommand.Program}: serving the OpenAI API for '{client.VerifierDescription?.ModelId}' on {url.ToString().TrimEnd('/')}/v1 ({generationMode.Name()} decoding{(key is null ? ", no key" : ", bearer key required")}); Ctrl+C stops");
                 try

@@ -29,11 +29,11 @@ public static class OpenAiServer
     /// <param name="client">The connected client (owned by the caller).</param>
     /// <param name="urls">Where to listen, e.g. http://127.0.0.1:8080.</param>
     /// <param name="apiKey">A bearer key every request must carry, or null for none.</param>
-    /// <param name="mode">How chat and completions are decoded.</param>
+    /// <param name="decoding">How chat and completions are decoded: the mode, candidates and leaves (auto, the defaults, when null).</param>
     /// <param name="logging">Log level of the host (warnings by default: no line per request).</param>
-    /// <param name="candidates">Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>).</param>
-    public static WebApplication Create(SpecEdgeClient client, string urls, string? apiKey, GenerationMode mode = GenerationMode.Auto, LogLevel logging = LogLevel.Warning, int? candidates = null)
+    public static WebApplication Create(SpecEdgeClient client, string urls, string? apiKey, SpecEdgeChatOptions? decoding = null, LogLevel logging = LogLevel.Warning)
     {
+        decoding ??= new SpecEdgeChatOptions();
         var builder = WebApplication.CreateSlimBuilder();
 
         // Its own settings only (an appsettings.json beside the binaries belongs to the verifier, which serves gRPC
@@ -46,7 +46,7 @@ public static class OpenAiServer
             ? Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2
             : Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1));
         builder.Logging.SetMinimumLevel(logging);
-        builder.Services.AddSingleton(new SpecEdgeChatClient(client, new SpecEdgeChatOptions { Mode = mode, Candidates = candidates }));
+        builder.Services.AddSingleton(new SpecEdgeChatClient(client, decoding));
         var app = builder.Build();
         var modelId = client.VerifierDescription?.ModelId ?? "specedge";
         var keyHash = apiKey is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(apiKey));
@@ -83,7 +83,7 @@ public static class OpenAiServer
             await context.Response.WriteAsJsonAsync(new JsonObject { ["id"] = modelId, ["object"] = "model", ["created"] = 0, ["owned_by"] = "specedge" });
         });
         app.MapPost("/v1/chat/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => ChatAsync(context, chat, modelId, body)));
-        app.MapPost("/v1/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => CompletionAsync(context, client, chat, mode, candidates, modelId, body)));
+        app.MapPost("/v1/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => CompletionAsync(context, client, chat, decoding, modelId, body)));
         app.MapFallback(context => Error(context, StatusCodes.Status404NotFound, $"unknown endpoint {context.Request.Method} {context.Request.Path}", "invalid_request_error", null, "unknown_url"));
         return app;
     }
@@ -219,7 +219,7 @@ public static class OpenAiServer
         await Done(context);
     }
 
-    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, GenerationMode mode, int? candidates, string modelId, JsonObject body)
+    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, SpecEdgeChatOptions decoding, string modelId, JsonObject body)
     {
         var prompt = body["prompt"] switch
         {
@@ -237,8 +237,9 @@ public static class OpenAiServer
         var request = new GenerationRequest
         {
             PromptText = prompt,
-            Mode = mode,
-            Candidates = candidates,
+            Mode = decoding.Mode,
+            Candidates = decoding.Candidates,
+            Leaves = decoding.Leaves,
             MaxNewTokens = options.MaxOutputTokens!.Value,
             Sampling = SpecEdgeChatClient.Sampling(options),
             StopSequences = options.StopSequences is { } stops ? [.. stops] : [],

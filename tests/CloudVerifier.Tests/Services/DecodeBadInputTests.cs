@@ -162,6 +162,114 @@ public sealed class DecodeBadInputTests(VerifierFixture fixture) : IClassFixture
         StatusCode.InvalidArgument,
         "draft 0 (token 5) has probability 0 in its own distribution");
 
+    [Theory]
+    [InlineData(new[] { 2 }, "leaf 0 has depth 2; leaves need a depth under the round's 2 drafts, in order of depth")]
+    [InlineData(new[] { 1, 0 }, "leaf 1 has depth 0; leaves need a depth under the round's 2 drafts, in order of depth")]
+    public Task Decode_LeafOutsideTheTree_InvalidArgument(int[] depths, string message) => RefusedWhileHealthyGoesOn(
+        async bad =>
+        {
+            await bad.SendAsync(fixture.GreedyOpen([1, 2, 3]));
+            await bad.ReadAsync();
+            var draft = new Draft { Round = 1, BaseLength = 3, Ids = { 5, 6 } };
+            draft.Leaves.AddRange(depths.Select(d => new Leaf { Depth = (uint)d, Id = 7 }));
+            await bad.SendAsync(draft);
+        },
+        StatusCode.InvalidArgument,
+        message);
+
+    [Fact]
+    public Task Decode_LeafIdOutOfRange_InvalidArgument() => RefusedWhileHealthyGoesOn(
+        async bad =>
+        {
+            await bad.SendAsync(fixture.GreedyOpen([1, 2, 3]));
+            await bad.ReadAsync();
+            await bad.SendAsync(new Draft { Round = 1, BaseLength = 3, Ids = { 5, 6 }, Leaves = { new Leaf { Depth = 1, Id = 258 } } });
+        },
+        StatusCode.InvalidArgument,
+        "round 1: leaf 0's id 258 is outside the vocabulary of 258");
+
+    [Fact]
+    public Task Decode_MoreLeavesThanTheLimit_InvalidArgument() => RefusedWhileHealthyGoesOn(
+        async bad =>
+        {
+            await bad.SendAsync(fixture.GreedyOpen([1, 2, 3]));
+            var opened = await bad.ReadAsync();
+            var draft = new Draft { Round = 1, BaseLength = 3, Ids = { 5 } };
+            draft.Leaves.AddRange(Enumerable.Range(0, (int)opened.Opened.MaxLeaves + 1).Select(i => new Leaf { Depth = 0, Id = 10 + i }));
+            await bad.SendAsync(draft);
+        },
+        StatusCode.InvalidArgument,
+        "17 leaves are over the verifier's limit of 16 per round");
+
+    [Fact]
+    public Task Decode_SampledLeafOutsideItsDepthsDistribution_InvalidArgument() => RefusedWhileHealthyGoesOn(
+        async bad =>
+        {
+            var open = fixture.GreedyOpen([1, 2, 3]);
+            open.Sampling = new Sampling { Temperature = 1f, TopP = 1f };
+            await bad.SendAsync(open);
+            await bad.ReadAsync();
+            await bad.SendAsync(new Draft
+            {
+                Round = 1,
+                BaseLength = 3,
+                Ids = { 5 },
+                Distributions = { new DraftDistribution { Ids = { 5, 7 }, Probabilities = { 0.5f, 0.5f } } },
+                Leaves = { new Leaf { Depth = 0, Id = 8 } },
+            });
+        },
+        StatusCode.InvalidArgument,
+        "leaf 0 (token 8) has probability 0 in the distribution of its depth 0");
+
+    /// <summary>
+    /// Token trees on the wire: every round's second draft is wrong and a leaf beside it carries the target's token
+    /// (with a wrong leaf before it). The verdict takes that leaf (branch_id), and every later round, which reads the
+    /// cache the leaf left, still gives the target's own output.
+    /// </summary>
+    [Fact]
+    public async Task Decode_LeafCarryingTheTargetsToken_IsTakenAndTheOutputStaysExact()
+    {
+        var expected = fixture.LocalGreedy(HealthyPrompt, 12);
+        await using var stream = new RawStream(fixture.Client);
+        await stream.SendAsync(fixture.GreedyOpen(HealthyPrompt, maxNewTokens: 12));
+        var opened = await stream.ReadAsync();
+        Assert.Equal(16u, opened.Opened.MaxLeaves);
+        var committed = new List<int>();
+        var taken = 0;
+        for (uint round = 1; ; round++)
+        {
+            var drafts = expected.Skip(committed.Count).Take(3).ToList();
+            var draft = new Draft { Round = round, BaseLength = (uint)(HealthyPrompt.Length + committed.Count) };
+            if (drafts.Count > 1)
+            {
+                var right = drafts[1];
+                drafts[1] = (right + 1) % 258;
+                draft.Leaves.Add(new Leaf { Depth = 1, Id = (right + 2) % 258 });
+                draft.Leaves.Add(new Leaf { Depth = 1, Id = right });
+            }
+
+            draft.Ids.AddRange(drafts);
+            await stream.SendAsync(draft);
+            var verdict = await stream.ReadFinalAsync(round);
+            committed.AddRange(drafts.Take((int)verdict.Accepted));
+            if (verdict.HasBranchId)
+            {
+                Assert.Equal(1u, verdict.Accepted);
+                committed.Add(verdict.BranchId);
+                taken++;
+            }
+
+            committed.Add(verdict.NextId);
+            if (verdict.Finished)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(expected, committed);
+        Assert.True(taken >= 2, $"only {taken} leaves taken");
+    }
+
     [Fact]
     public Task Decode_EmptyMessage_InvalidArgument() => RefusedWhileHealthyGoesOn(
         async bad =>
@@ -215,6 +323,7 @@ public sealed class DecodeBadInputTests(VerifierFixture fixture) : IClassFixture
         Assert.Equal(fixture.TokenizerSha256, description.TokenizerSha256);
         Assert.Equal([1u], description.Exits.Select(e => e.Layer));
         Assert.Equal((uint)VerifierFixture.MaxDraftTokens, description.Limits.MaxDraftTokens);
+        Assert.Equal(16u, description.Limits.MaxLeaves);
         Assert.Equal("cpu", description.Device);
         Assert.Equal(64, description.WeightsSha256.Length);
     }

@@ -170,6 +170,8 @@ public sealed class GenerateCommandTests(CliVerifierFixture fixture) : IClassFix
     [InlineData(new[] { "--balance", "random" }, "--balance: 'random' is not a balancing policy: use failover or session-hash")]
     [InlineData(new[] { "--candidates", "5" }, "--candidates: use 1 to 4 (got 5)")]
     [InlineData(new[] { "--candidates", "0" }, "--candidates: use 1 to 4 (got 0)")]
+    [InlineData(new[] { "--leaves", "5" }, "--leaves: use 0 to 4 (got 5)")]
+    [InlineData(new[] { "--leaves", "-1" }, "--leaves: use 0 to 4 (got -1)")]
     public async Task Generate_BadOption_NamesIt(string[] extra, string message)
     {
         var args = new List<string> { "generate", "--server", fixture.Address.ToString(), "--draft", fixture.Pair.DraftDir };

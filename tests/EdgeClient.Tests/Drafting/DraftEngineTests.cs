@@ -105,6 +105,38 @@ public sealed class DraftEngineTests(RoundLoopFixture fixture) : IClassFixture<R
         Assert.All(stopped.Confidences!.Zip(full.Confidences[..2]), pair => Assert.Equal(pair.Second, pair.First, 1e-5));
     }
 
+    /// <summary>
+    /// A greedy token tree: beside each draft, the next most likely tokens of the row the draft came from, in order, as
+    /// the reference forward pass ranks them; drafting the tree leaves the chain as it was, and cutting the round cuts
+    /// its leaves with it.
+    /// </summary>
+    [Fact]
+    public async Task GreedyLeaves_AreTheReferenceRowsRunnersUp_AndTheChainIsUnchanged()
+    {
+        using var temp = new TempDirectory("draft-leaves");
+        var spec = TestModels.Small(seed: 29);
+        var (model, converted) = TestModels.WriteAndConvert(temp.Path, spec);
+        using var lm = TestModels.Load(converted);
+        using var engine = new DraftEngine(lm);
+        TokenId[] prompt = [new(3), new(30), new(9)];
+
+        var chain = await engine.DraftAsync(prompt, 4, SamplingConfig.Greedy, CancellationToken.None);
+        var tree = await engine.DraftAsync(prompt, 4, SamplingConfig.Greedy, CancellationToken.None, leaves: 2);
+
+        Assert.Equal(chain.Tokens, tree.Tokens);
+        Assert.Empty(chain.Leaves);
+        var logits = new ReferenceLlama(model.Config, model.Weights).Forward([.. prompt.Concat(tree.Tokens).Select(t => t.Value)]).Logits;
+        for (var depth = 0; depth < 4; depth++)
+        {
+            var row = logits[prompt.Length - 1 + depth];
+            var ranked = Enumerable.Range(0, row.Length).OrderByDescending(n => row[n]).ToArray();
+            Assert.Equal(ranked[0], tree.Tokens[depth].Value);
+            Assert.Equal([ranked[1], ranked[2]], tree.Leaves.Where(l => l.Depth == depth).Select(l => l.Token.Value));
+        }
+
+        Assert.Equal(tree.Leaves.Where(l => l.Depth < 2), tree.Take(2).Leaves);
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);

@@ -135,6 +135,111 @@ public sealed class AcceptanceRuleTests
     }
 
     [Fact]
+    public void Verify_GreedyTree_LeafWhereTheDraftFell_IsTakenAndItsRowGivesTheNext()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        // Step rows: 0 and 1 for the chain [2, 4], 2 after both, then leaf 0 (token 1 at depth 0) and leaf 1 (token 3 at depth 1).
+        float[][] rows = [OneHot(2), OneHot(3), OneHot(0), OneHot(4), OneHot(0)];
+        DraftLeaf[] leaves = [new(0, new TokenId(1)), new(1, new TokenId(3))];
+
+        var verdict = rule.Verify([new TokenId(2), new TokenId(4)], leaves, null, i => rows[i], SamplingConfig.Greedy, 10);
+
+        // Draft 0 stands, draft 1 falls (the target wants 3), leaf 1 is 3: taken, and its own row (4) gives the next token.
+        Assert.Equal(new Verdict(1, new TokenId(0), new TokenId(3)), verdict);
+        Assert.Equal([new TokenId(2), new TokenId(3), new TokenId(0)], verdict.Tokens([new TokenId(2), new TokenId(4)]));
+    }
+
+    [Fact]
+    public void Verify_GreedyTree_NoLeafIsTheTargetsToken_CorrectsAsAChain()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        float[][] rows = [OneHot(1), OneHot(0), OneHot(0), OneHot(4)];
+        DraftLeaf[] leaves = [new(0, new TokenId(3)), new(1, new TokenId(0))];
+
+        // Draft 0 (2) falls to 1; the leaf at depth 0 is 3; the leaf at depth 1 is never reached.
+        var verdict = rule.Verify([new TokenId(2), new TokenId(4)], leaves, null, i => rows[i], SamplingConfig.Greedy, 10);
+
+        Assert.Equal(new Verdict(0, new TokenId(1)), verdict);
+    }
+
+    /// <summary>
+    /// SpecInfer's multi-step speculative sampling: a draft and one to three leaves at the same depth, all drawn
+    /// independently from q; the first committed token (the draft if it stands, else the leaf that stands, else the last
+    /// residual's draw) follows the target's p for every adversarial pair.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(AdversarialPairs))]
+    public void Verify_SamplingTree_FirstToken_FollowsTargetDistribution(string name, double[] p, double[] q)
+    {
+        foreach (var leaves in new[] { 1, 3 })
+        {
+            var counts = DrawFirstTokensOfTree(new AcceptanceRule(Vocab), p, q, leaves);
+
+            var chi2 = ChiSquare(counts, p);
+            Assert.True(chi2 < ChiSquareCritical4Dof, $"{name}, {leaves} leaves: chi-square {chi2:F1} ≥ {ChiSquareCritical4Dof}; counts {string.Join(",", counts)}");
+        }
+    }
+
+    /// <summary>The leaves tried against p itself instead of the residual (the wrong rule's seam) fail the same test.</summary>
+    [Theory]
+    [MemberData(nameof(DistinctPairs))]
+    public void WrongRule_TreeWithoutTheResidual_FailsTheSameTest(string name, double[] p, double[] q)
+    {
+        var counts = DrawFirstTokensOfTree(new AcceptanceRule(Vocab, RejectionCorrection.TargetDistribution), p, q, leaves: 1);
+
+        Assert.True(ChiSquare(counts, p) >= ChiSquareCritical4Dof, $"{name}: the wrong rule passed the goodness-of-fit test; counts {string.Join(",", counts)}");
+    }
+
+    [Fact]
+    public void Verify_SamplingTree_LeafWithZeroDraftProbability_IsRefused()
+    {
+        var rule = new AcceptanceRule(Vocab);
+        var q = new SparseDistribution([3], [1f]);
+        var logits = Logits(0.9, 0.025, 0.025, 0.025, 0.025);
+        var config = new SamplingConfig { Temperature = 1f };
+
+        // Seed 0's draft 3 falls (p(3) = 0.025) for some seed; the leaf 1 has no mass under q.
+        var refused = Enumerable.Range(0, 50).Any(seed =>
+        {
+            try
+            {
+                rule.Verify([new TokenId(3)], [new DraftLeaf(0, new TokenId(1))], [q], _ => logits, config with { Seed = (ulong)seed }, 0);
+                return false;
+            }
+            catch (ArgumentException)
+            {
+                return true;
+            }
+        });
+
+        Assert.True(refused);
+    }
+
+    private static long[] DrawFirstTokensOfTree(AcceptanceRule rule, double[] p, double[] q, int leaves)
+    {
+        // One draft and its leaves at depth 0: rows 0 (the draft's), 1 (after the draft), then one per leaf.
+        var logits = Logits(p);
+        var qDense = Dense(q);
+        var sparse = SparseDistribution.FromDense(qDense);
+        var counts = new long[Vocab];
+        var tree = new DraftLeaf[leaves];
+        for (var seed = 0UL; seed < Draws; seed++)
+        {
+            var config = new SamplingConfig { Temperature = 1f, Seed = seed };
+            var draft = TokenSampler.Sample(qDense, SamplingRandom.Uniform(seed, 0, RandomPurpose.Draft));
+            for (var k = 0; k < leaves; k++)
+            {
+                tree[k] = new DraftLeaf(0, TokenSampler.Sample(qDense, SamplingRandom.Uniform(seed, 0, RandomPurpose.Leaf, k)));
+            }
+
+            var verdict = rule.Verify([draft], tree, [sparse], _ => logits, config, 0);
+            counts[(verdict.Accepted == 1 ? draft : verdict.Branch ?? verdict.Next).Value]++;
+        }
+
+        return counts;
+    }
+
+    [Fact]
     public void Verify_SamplingTwoDraftsAllAccepted_BonusFollowsLastRow()
     {
         var rule = new AcceptanceRule(Vocab);

@@ -225,4 +225,107 @@ public sealed class BatchRunnerTests : IDisposable
         Assert.Equal(0, a.Length);
         Assert.Equal(-1, runner.NextStage);
     }
+
+    /// <summary>
+    /// A token tree in one row beside a chain row: every node's logits, at the exit and the final head, are the
+    /// reference forward pass's over the prefix and the node's own path (its ancestors, then itself), so a node sees
+    /// nothing of its siblings' branches. After the leaf taken at depth 2 is moved into the place of the draft it
+    /// replaced and the sequence rolled back to the kept path, the next step matches the reference on that path.
+    /// </summary>
+    [Fact]
+    public void TreeRow_EachNodeMatchesReferenceOnItsPath_AndTheKeptLeafServesTheNextStep()
+    {
+        var spec = TestModels.Small(seed: 65) with { Layers = 4 };
+        var (model, converted) = TestModels.WriteAndConvert(_temp.Combine("tree"), spec, new ConversionOptions { Exits = [2] });
+        var reference = model.Reference();
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 2, maxSequenceLength: 64, maxRows: 2, maxBatchTokens: 64);
+        var tree = runner.Allocate();
+        var chain = runner.Allocate();
+        var prefix = Tokens(spec.Vocab, 6, seed: 11).ToList();
+        var other = Tokens(spec.Vocab, 9, seed: 12).ToList();
+        runner.BeginStep([new BatchRow(tree, ToTokenIds([.. prefix])), new BatchRow(chain, ToTokenIds([.. other]))]);
+        runner.RunNextStage();
+        runner.RunNextStage();
+
+        // [last, d0, d1, d2], then leaves: one at depth 0 (parent: last), two at depth 2 (parent: d1).
+        var nodes = Tokens(spec.Vocab, 7, seed: 13);
+        int[] parents = [-1, 0, 1, 2, 0, 2, 2];
+        var more = Tokens(spec.Vocab, 3, seed: 14);
+        runner.BeginStep([new BatchRow(tree, ToTokenIds(nodes), parents), new BatchRow(chain, ToTokenIds(more))]);
+        var expected = new ReferenceLlama.Result[nodes.Length];
+        for (var i = 0; i < nodes.Length; i++)
+        {
+            var path = new List<int>();
+            for (var node = i; node >= 0; node = parents[node])
+            {
+                path.Insert(0, nodes[node]);
+            }
+
+            expected[i] = reference.Forward([.. prefix, .. path]);
+        }
+
+        var chainExpected = reference.Forward([.. other, .. more]);
+        var exit = runner.RunNextStage();
+        for (var i = 0; i < nodes.Length; i++)
+        {
+            AssertClose(reference.Head(expected[i].HiddenAfterLayer[2][^1], null, null, null), exit.Row(0, nodes.Length).Row(i), $"exit, tree node {i}");
+        }
+
+        var final = runner.RunNextStage();
+        for (var i = 0; i < nodes.Length; i++)
+        {
+            AssertClose(expected[i].Logits[^1], final.Row(0, nodes.Length).Row(i), $"final head, tree node {i}");
+        }
+
+        for (var t = 0; t < more.Length; t++)
+        {
+            AssertClose(chainExpected.Logits[other.Count + t], final.Row(1, more.Length).Row(t), $"chain row beside the tree, position {t}");
+        }
+
+        // Keep [last, d0, d1, leaf 5] (leaf 5 replaced d2): move its cache entry into d2's place, drop the rest.
+        Assert.Equal(prefix.Count + nodes.Length, tree.Length);
+        tree.MoveToken(prefix.Count + 5, prefix.Count + 3);
+        tree.Rollback(prefix.Count + 4);
+        var next = Tokens(spec.Vocab, 2, seed: 15);
+        runner.BeginStep([new BatchRow(tree, ToTokenIds(next))]);
+        runner.RunNextStage();
+        var after = runner.RunNextStage();
+        var kept = reference.Forward([.. prefix, nodes[0], nodes[1], nodes[2], nodes[5], .. next]);
+        for (var t = 0; t < next.Length; t++)
+        {
+            AssertClose(kept.Logits[prefix.Count + 4 + t], after.Row(0, next.Length).Row(t), $"after the kept leaf, position {t}");
+        }
+    }
+
+    [Fact]
+    public void TreeRow_BadParents_ThrowWithoutChangingTheSequence()
+    {
+        var spec = TestModels.Small(seed: 66) with { Layers = 2 };
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("bad-tree"), spec);
+        using var lm = TestModels.Load(converted, attention: AttentionForm.Batched);
+        using var runner = new BatchRunner(lm, maxSlots: 1, maxSequenceLength: 16, maxRows: 1, maxBatchTokens: 64);
+        var slot = runner.Allocate();
+        var tokens = ToTokenIds(Tokens(spec.Vocab, 3, seed: 5));
+
+        Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(slot, tokens, new[] { -1, 0 })]));
+        Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(slot, tokens, new[] { -1, 2, 1 })]));
+        Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(slot, tokens, new[] { -1, -2, 0 })]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => slot.MoveToken(0, 1));
+        Assert.Equal(0, slot.Length);
+        Assert.Equal(-1, runner.NextStage);
+    }
+
+    [Fact]
+    public void TreeRow_SharedBufferForm_IsRefused()
+    {
+        var spec = TestModels.Small(seed: 67) with { Layers = 2 };
+        var (_, converted) = TestModels.WriteAndConvert(_temp.Combine("tree-shared"), spec);
+        using var lm = TestModels.Load(converted);
+        using var runner = new BatchRunner(lm, maxSlots: 1, maxSequenceLength: 16, maxRows: 1, maxBatchTokens: 64);
+        var slot = runner.Allocate();
+
+        var refused = Assert.Throws<ArgumentException>(() => runner.BeginStep([new BatchRow(slot, ToTokenIds(Tokens(spec.Vocab, 2, seed: 6)), new[] { -1, 0 })]));
+        Assert.Contains("batched graphs", refused.Message);
+    }
 }

@@ -51,14 +51,22 @@ internal static class ModesBenchmark
             foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
             {
                 var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));
-                await using var client = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Profile = computeProfile }, link), cancellationToken: cancellationToken);
+                // One client per entry: what an entry's adaptive γ and auto policy learn stays within it, so entries
+                // sharing a mode (conditional@adaptive and auto's drafting, chains and trees) do not teach each other.
+                var clients = new Dictionary<string, SpecEdgeClient>();
+                foreach (var mode in modeList)
+                {
+                    clients[mode] = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Profile = computeProfile }, link), cancellationToken: cancellationToken);
+                }
+
+                await using var closeClients = new AsyncDisposables(clients.Values);
                 var results = modeList.ToDictionary(m => m, m => new List<GenerationReport>());
                 for (var p = 0; p < parse.GetValue(prompts); p++)
                 {
                     foreach (var mode in modeList)
                     {
                         var (baseMode, entryGamma, adaptive, candidates, leaves) = ParseEntry(mode, parse.GetValue(gamma));
-                        var report = await client.Generate(new GenerationRequest
+                        var report = await clients[mode].Generate(new GenerationRequest
                         {
                             PromptText = Prompts[p % Prompts.Length],
                             Mode = GenerationModes.Parse(baseMode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
@@ -208,6 +216,18 @@ internal static class ModesBenchmark
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))}{(alternateHits > 0 ? $" ({alternateHits} alt.)" : string.Empty)} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));
+        }
+    }
+}
+
+/// <summary>Disposes every item when disposed.</summary>
+internal sealed class AsyncDisposables(IEnumerable<IAsyncDisposable> items) : IAsyncDisposable
+{
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var item in items)
+        {
+            await item.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

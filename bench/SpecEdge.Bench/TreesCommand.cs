@@ -20,15 +20,16 @@ internal static class TreesCommand
     {
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 96 };
         var gammas = new Option<string>("--gamma") { Description = "Draft lengths.", DefaultValueFactory = _ => "4,8" };
+        var width = new Option<string>("--leaves") { Description = "Leaves per unsure depth.", DefaultValueFactory = _ => "1,2,3,4" };
         var below = new Option<string>("--below") { Description = "Confidence thresholds: a depth gets leaves when the draft's probability of its draft is under it (1 = every depth).", DefaultValueFactory = _ => "0.5,0.8,1" };
-        var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, below };
+        var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, width, below };
         command.SetAction(parse =>
         {
             var pair = DefaultModels.Resolve();
             using var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
             using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
             var thresholds = parse.GetValue(below)!.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            var widths = new[] { 1, 2, 3 };
+            var widths = parse.GetValue(width)!.Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToArray();
             Console.WriteLine($"models: {pair.Description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | chain: tokens per round | leaves per unsure depth | unsure below | scored tokens per round | tree: tokens per round | gain |");

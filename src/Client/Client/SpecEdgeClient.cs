@@ -40,7 +40,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     private readonly ILogger _logger;
     private int _running;
     private ChatTemplate? _chatTemplate;
-    private readonly Dictionary<(GenerationMode Mode, int Max), AdaptiveDraftLength> _adaptive = [];
+    private readonly Dictionary<(GenerationMode Mode, int Max, int Leaves), AdaptiveDraftLength> _adaptive = [];
     private readonly AutoModePolicy _auto = new();
 
     /// <summary>The largest γ auto mode's adaptive drafting may choose (the verifier's limit may be lower).</summary>
@@ -410,7 +410,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             ? new CloudRunner(endpoint.Client, request, tracker, _options.RoundTimeout).RunAsync(cancellationToken)
             : new SpeculativeRunner(token => new GrpcDecodeStream(endpoint.Client, token), _engine!, request, tracker, VerifierDescription!, _options.Time, _options.RoundTimeout, AdaptiveFor(request)).RunAsync(cancellationToken);
 
-    /// <summary>The γ controller of a mode and largest γ: one per client, so what one generation learned serves the next.</summary>
+    /// <summary>The γ controller of a mode, largest γ and leaves: one per client, so what one generation learned serves the next.</summary>
     private AdaptiveDraftLength? AdaptiveFor(GenerationRequest request)
     {
         if (!request.AdaptiveDraftTokens)
@@ -421,10 +421,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         var max = Math.Min(request.DraftTokens, (int)(VerifierDescription?.Limits.MaxDraftTokens ?? (uint)request.DraftTokens));
         lock (_adaptive)
         {
-            if (!_adaptive.TryGetValue((request.Mode, max), out var controller))
+            // Leaves change what a round is worth (a rejection may still commit a leaf): chains and trees learn apart.
+            if (!_adaptive.TryGetValue((request.Mode, max, request.Leaves), out var controller))
             {
                 controller = new AdaptiveDraftLength(max);
-                _adaptive[(request.Mode, max)] = controller;
+                _adaptive[(request.Mode, max, request.Leaves)] = controller;
             }
 
             return controller;

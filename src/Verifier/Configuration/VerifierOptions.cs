@@ -210,11 +210,11 @@ public sealed class VerifierLimits
     public int MaxDraftTokens { get; set; } = 16;
 
     /// <summary>
-    /// Leaves one round may carry beside its drafts, a token tree (default 16; 0 takes chains only). Trees run in the
+    /// Leaves one round may carry beside its drafts, a token tree (default 32; 0 takes chains only). Trees run in the
     /// batched graphs only: with batching off the verifier takes none.
     /// </summary>
     [Range(0, 256)]
-    public int MaxLeaves { get; set; } = 16;
+    public int MaxLeaves { get; set; } = 32;
 
     /// <summary>Prompt tokens (plus committed tokens when resuming) an Open may carry (default 2048).</summary>
     [Range(1, 1_000_000)]

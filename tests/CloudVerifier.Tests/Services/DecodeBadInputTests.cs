@@ -199,7 +199,7 @@ public sealed class DecodeBadInputTests(VerifierFixture fixture) : IClassFixture
             await bad.SendAsync(draft);
         },
         StatusCode.InvalidArgument,
-        "17 leaves are over the verifier's limit of 16 per round");
+        "33 leaves are over the verifier's limit of 32 per round");
 
     [Fact]
     public Task Decode_SampledLeafOutsideItsDepthsDistribution_InvalidArgument() => RefusedWhileHealthyGoesOn(
@@ -233,7 +233,7 @@ public sealed class DecodeBadInputTests(VerifierFixture fixture) : IClassFixture
         await using var stream = new RawStream(fixture.Client);
         await stream.SendAsync(fixture.GreedyOpen(HealthyPrompt, maxNewTokens: 12));
         var opened = await stream.ReadAsync();
-        Assert.Equal(16u, opened.Opened.MaxLeaves);
+        Assert.Equal(32u, opened.Opened.MaxLeaves);
         var committed = new List<int>();
         var taken = 0;
         for (uint round = 1; ; round++)
@@ -323,7 +323,7 @@ public sealed class DecodeBadInputTests(VerifierFixture fixture) : IClassFixture
         Assert.Equal(fixture.TokenizerSha256, description.TokenizerSha256);
         Assert.Equal([1u], description.Exits.Select(e => e.Layer));
         Assert.Equal((uint)VerifierFixture.MaxDraftTokens, description.Limits.MaxDraftTokens);
-        Assert.Equal(16u, description.Limits.MaxLeaves);
+        Assert.Equal(32u, description.Limits.MaxLeaves);
         Assert.Equal("cpu", description.Device);
         Assert.Equal(64, description.WeightsSha256.Length);
     }

@@ -31,14 +31,15 @@ internal static class ModesBenchmark
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
         var gamma = new Option<int>("--draft-tokens") { Description = "γ.", DefaultValueFactory = _ => 4 };
         var threshold = new Option<float?>("--exit-threshold") { Description = "Exit threshold (default: the pair's models/calibration.json; else 0 for the synthetic pair, 0.5 for a trained one)." };
+        var warmup = new Option<int>("--warmup") { Description = "Generations each entry runs before it is measured (its client's adaptive γ and auto policy learn from them; 0: every entry starts fresh).", DefaultValueFactory = _ => 0 };
         var reportsOut = new Option<string?>("--reports-out") { Description = "Also write every generation's full report (its rounds included), one JSON object per line, to this file." };
-        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold, maxGamma, reportsOut };
+        var command = new Command("modes", "Every mode side by side through emulated links under a compute profile, with the analytical expectation.") { rtts, profile, modes, prompts, tokens, gamma, threshold, maxGamma, warmup, reportsOut };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var pair = DefaultModels.Resolve();
             var computeProfile = ComputeProfiles.Resolve(parse.GetValue(profile)!);
             var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries);
-            Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy");
+            Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy{(parse.GetValue(warmup) > 0 ? $", after {parse.GetValue(warmup)} unmeasured warm-up generation(s) per entry" : string.Empty)}; one client per entry");
             var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
             {
                 o.ServePair(pair, parse.GetValue(threshold));
@@ -61,14 +62,15 @@ internal static class ModesBenchmark
 
                 await using var closeClients = new AsyncDisposables(clients.Values);
                 var results = modeList.ToDictionary(m => m, m => new List<GenerationReport>());
-                for (var p = 0; p < parse.GetValue(prompts); p++)
+                // Warm-up generations first (p < 0, unmeasured), on prompts from the end of the list.
+                for (var p = -parse.GetValue(warmup); p < parse.GetValue(prompts); p++)
                 {
                     foreach (var mode in modeList)
                     {
                         var (baseMode, entryGamma, adaptive, candidates, leaves) = ParseEntry(mode, parse.GetValue(gamma));
                         var report = await clients[mode].Generate(new GenerationRequest
                         {
-                            PromptText = Prompts[p % Prompts.Length],
+                            PromptText = p >= 0 ? Prompts[p % Prompts.Length] : Prompts[Prompts.Length - 1 - ((-p - 1) % Prompts.Length)],
                             Mode = GenerationModes.Parse(baseMode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
                             AdaptiveDraftTokens = adaptive,
                             DraftTokens = adaptive ? parse.GetValue(maxGamma) : entryGamma,
@@ -78,6 +80,11 @@ internal static class ModesBenchmark
                             Sampling = SamplingConfig.Greedy,
                             StopAtEos = false,
                         }).RunToEndAsync(cancellationToken);
+                        if (p < 0)
+                        {
+                            continue;
+                        }
+
                         results[mode].Add(report);
                         if (reportsFile is not null)
                         {

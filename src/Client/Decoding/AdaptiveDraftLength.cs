@@ -21,6 +21,10 @@ namespace SpecEdge.EdgeClient.Decoding;
 /// small dynamic programme: drafting one more is worth its chance of standing (reach × the next draft's calibrated
 /// chance, drawn from the bins as often as drafts fell in them) less λ, plus the worth of being free to go on from
 /// there. Looking one draft ahead alone stopped too early on the trained pair.</item>
+/// <item><b>Token trees.</b> With leaves beside the drafts, a draft that falls may still leave a round one token more
+/// (a leaf at its depth stands). How often a leaf takes a fallen draft's place is learned too (a Beta posterior from 0,
+/// so a chain's controller never counts it), and a draft's worth becomes its chance of standing plus its chance of
+/// falling times that rate: trees make longer rounds worth more.</item>
 /// </list>
 /// Statistics decay per round (<see cref="Discount"/> for timing, <see cref="CalibrationDiscount"/> for the
 /// calibration), so the choice follows a changing link. One instance learns across a client's generations of one mode.
@@ -58,6 +62,9 @@ public sealed class AdaptiveDraftLength
     private readonly double[] _binDrafted = new double[Bins];
     private readonly double[] _calibrated = new double[Bins];
     private readonly Lock _lock = new();
+    private double _leafHits;
+    private double _leafTrials;
+    private double _leafRate;
     private double _weight;
     private double _sumX;
     private double _sumY;
@@ -130,13 +137,26 @@ public sealed class AdaptiveDraftLength
         }
     }
 
+    /// <summary>The learned chance that a leaf stands where a draft fell (0 for chains).</summary>
+    internal double LeafRate
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _leafRate;
+            }
+        }
+    }
+
     /// <summary>
     /// Takes one round: how many drafts it sent and the draft's confidence in each (empty when not known: the
     /// calibration then learns nothing from it), how many stood, the round's wall time from the previous final verdict
-    /// to this one (NaN: not timed, as a round that carried a prefill), and the time its drafts took on the critical
-    /// path (NaN when they were drafted ahead and ready).
+    /// to this one (NaN: not timed, as a round that carried a prefill), the time its drafts took on the critical path
+    /// (NaN when they were drafted ahead and ready), and, for a round that carried leaves where its draft fell, whether
+    /// one of them stood (null: no draft fell, or no leaf was there).
     /// </summary>
-    public void Observe(int drafted, ReadOnlySpan<float> confidences, int accepted, double wallMs, double draftMs)
+    public void Observe(int drafted, ReadOnlySpan<float> confidences, int accepted, double wallMs, double draftMs, bool? leafStood = null)
     {
         if (drafted <= 0)
         {
@@ -151,6 +171,16 @@ public sealed class AdaptiveDraftLength
                 _binTried[b] *= CalibrationDiscount;
                 _binDrafted[b] *= CalibrationDiscount;
             }
+
+            _leafHits *= CalibrationDiscount;
+            _leafTrials *= CalibrationDiscount;
+            if (leafStood is { } stood)
+            {
+                _leafTrials++;
+                _leafHits += stood ? 1 : 0;
+            }
+
+            _leafRate = _leafHits / (_leafTrials + PriorRounds);
 
             if (confidences.Length == drafted)
             {
@@ -171,14 +201,14 @@ public sealed class AdaptiveDraftLength
             Recalibrate();
             if (wallMs > 0)
             {
-                Time(drafted, accepted, wallMs, draftMs);
+                Time(drafted, accepted + (leafStood == true ? 1 : 0), wallMs, draftMs);
             }
 
             Revalue();
         }
     }
 
-    /// <summary>Takes a timed round into the line of wall time against drafts, and sets λ from it.</summary>
+    /// <summary>Takes a timed round (its drafts, and the tokens it committed less one) into the line of wall time against drafts, and sets λ from it.</summary>
     private void Time(int drafted, int accepted, double wallMs, double draftMs)
     {
         (_weight, _sumX, _sumY, _sumXX, _sumXY, _sumTokens) = (
@@ -187,7 +217,7 @@ public sealed class AdaptiveDraftLength
             (_sumY * Discount) + wallMs,
             (_sumXX * Discount) + ((double)drafted * drafted),
             (_sumXY * Discount) + (drafted * wallMs),
-            (_sumTokens * Discount) + Math.Min(accepted, drafted) + 1);
+            (_sumTokens * Discount) + Math.Min(accepted, drafted + 1) + 1);
         if (!double.IsNaN(draftMs))
         {
             // Drafting compute per token on the critical path (a pre-drafted round that was ready costs it nothing: NaN).
@@ -256,8 +286,9 @@ public sealed class AdaptiveDraftLength
     /// <summary>
     /// What drafting one more is worth, in tokens less λ per draft, after <paramref name="drafted"/> drafts that all
     /// stand with chance <paramref name="reach"/>: the next draft's confidence is not known before its step is paid, so
-    /// its chance q is drawn from the bins as often as drafts fell in them; it adds reach·q tokens, costs λ, and leaves
-    /// the choice to go on again from reach·q (the value of that choice, from <see cref="Revalue"/>). Positive: draft.
+    /// its chance q is drawn from the bins as often as drafts fell in them; it adds reach·q tokens (and reach·(1 − q)·h
+    /// more with leaves, h the leaf rate), costs λ, and leaves the choice to go on again from reach·q (the value of that
+    /// choice, from <see cref="Revalue"/>). Positive: draft.
     /// </summary>
     private double GoOn(int drafted, double reach)
     {
@@ -273,7 +304,8 @@ public sealed class AdaptiveDraftLength
             var share = _binDrafted[b] + BinSharePrior;
             var next = reach * _calibrated[b];
             total += share;
-            worth += share * (next - _threshold + Interpolate(_value[drafted + 1], next));
+            var leaf = (reach - next) * _leafRate;
+            worth += share * (next + leaf - _threshold + Interpolate(_value[drafted + 1], next));
         }
 
         return worth / total;

@@ -313,7 +313,11 @@ internal sealed class SpeculativeRunner
         }
 
         // A session's first round also carries the prompt's prefill: its wall time says nothing about γ.
-        _adaptive?.Observe(drafts.Length, start.Confidences, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN);
+        // Where a draft fell beside leaves, whether one of them stood (what trees add to a longer round).
+        bool? leafStood = verdict.Branch is not null ? true
+            : verdict.Accepted < drafts.Length && start.Leaves.Any(l => l.Depth == verdict.Accepted) ? false
+            : null;
+        _adaptive?.Observe(drafts.Length, start.Confidences, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN, leafStood);
         return committed;
     }
 

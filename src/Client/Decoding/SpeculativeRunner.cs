@@ -132,6 +132,7 @@ internal sealed class SpeculativeRunner
         {
             _leafWidth = 0;
         }
+
         _lastExitLayer = first.Opened.Exits.Count == 0 ? 0 : first.Opened.Exits.Max(e => e.Layer);
         _tracker.Phase = GenerationPhase.Idle;
         _tracker.LapMs();
@@ -191,7 +192,8 @@ internal sealed class SpeculativeRunner
             return new RoundStart(ahead.Drafts.Tokens, ahead.Drafts.Leaves, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds, ahead.Drafts.Confidences);
         }
 
-        var (drafted, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
+        var (taken, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
+        var drafted = WithinRoom(taken, committedLength);
         var start = new RoundStart(drafted.Tokens, drafted.Leaves, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds, drafted.Confidences);
         await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
         if (_policy.GuessesAhead && guess is { } next)
@@ -258,7 +260,7 @@ internal sealed class SpeculativeRunner
     /// <summary>The pre-drafted round is ready before the final verdict: send it now, conditioned on the verdict it assumes.</summary>
     private async Task SendAheadAsync(IDecodeStream stream, Branch branch, CancellationToken cancellationToken)
     {
-        var drafted = await branch.Task.ConfigureAwait(false);
+        var drafted = WithinRoom(await branch.Task.ConfigureAwait(false), branch.Prefix.Count);
         _ahead.MarkSent(branch, new SentAhead(_round + 1, branch.Condition, drafted, _time.GetUtcNow()));
         await SendAsync(stream, _round + 1, branch.Prefix.Count, drafted, branch.Condition, cancellationToken).ConfigureAwait(false);
         _tracker.Phase = GenerationPhase.ConditionalInFlight;
@@ -335,7 +337,7 @@ internal sealed class SpeculativeRunner
 
         var gamma = DraftCount(committedLength);
         var extra = _policy.GuessesAhead && gamma > 0 ? 1 : 0;
-        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken, _more, LeafWidth(gamma)).ConfigureAwait(false);
+        var fresh = await _engine.DraftAsync(_tracker.Tokens, gamma + extra, _request.Sampling, cancellationToken, _more, _leafWidth, _maxLeaves).ConfigureAwait(false);
         TokenId? freshGuess = null;
         var sent = extra == 1 ? Trim(fresh, committedLength, out freshGuess) : fresh;
         return (sent, fresh.Elapsed.TotalMilliseconds, false, freshGuess);
@@ -358,8 +360,15 @@ internal sealed class SpeculativeRunner
         return round.Take(round.Tokens.Length - 1);
     }
 
-    /// <summary>Leaves beside each of <paramref name="gamma"/> drafts: the asked width, within the verifier's limit per round.</summary>
-    private int LeafWidth(int gamma) => gamma <= 0 ? 0 : Math.Min(_leafWidth, _maxLeaves / gamma);
+    /// <summary>
+    /// The round with no more leaves than the sequence has room for after its drafts (the verifier scores every leaf in
+    /// the step: base + drafts + leaves must stay under the longest sequence), the deepest dropped first.
+    /// </summary>
+    private DraftedRound WithinRoom(DraftedRound round, int baseLength)
+    {
+        var room = Math.Max(0, _stop.MaxSequenceLength - baseLength - round.Tokens.Length - 1);
+        return round.Leaves.Length <= room ? round : round with { Leaves = round.Leaves[..room] };
+    }
 
     private static string Describe(Verdict verdict) => verdict.Branch is { } branch
         ? $"{verdict.Accepted} accepted, leaf {branch.Value}, next {verdict.Next.Value}"
@@ -402,9 +411,9 @@ internal sealed class SpeculativeRunner
                     break;
                 }
 
-                if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize))
+                if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize, leaves))
                 {
-                    throw new ProtocolViolationException($"early verdict alternative ({alternative.Accepted} accepted, next {alternative.NextId}) does not fit the {drafts.Length} drafts sent");
+                    throw new ProtocolViolationException($"early verdict alternative ({Describe(verdict)}) does not fit the {drafts.Length} drafts and {leaves.Length} leaves sent");
                 }
 
                 var condition = verdict.ToCondition(early.Round);
@@ -455,7 +464,7 @@ internal sealed class SpeculativeRunner
                     }
                 }
 
-                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token, _more, LeafWidth(gamma)).ConfigureAwait(false);
+                return await _engine.DraftAsync(prefix, gamma + extra, _request.Sampling, token, _more, _leafWidth, _maxLeaves).ConfigureAwait(false);
             },
             CancellationToken.None);
         return new Branch(prefix, condition, task, cancel);

@@ -81,16 +81,18 @@ public sealed class DraftEngine : IDisposable
     /// of their sequence positions, and come with that distribution. With <paramref name="more"/>, drafting stops early
     /// once it answers false (a draft costs a step: the question is asked before the step, on the confidences so far).
     /// With <paramref name="leaves"/> above 0 the round is a token tree: beside each draft, that many leaves from the same
-    /// row (no extra step): greedy, the row's next most likely tokens after the draft; sampling, tokens drawn
-    /// independently from the draft's distribution, as SpecInfer's acceptance rule needs them.
+    /// row (no extra step), <paramref name="maxLeaves"/> in all at most, shallowest first: greedy, the row's next most
+    /// likely tokens after the draft; sampling, tokens drawn independently from the draft's distribution, as
+    /// SpecInfer's acceptance rule needs them.
     /// </summary>
-    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken, DraftContinuation? more = null, int leaves = 0)
+    public async ValueTask<DraftedRound> DraftAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, CancellationToken cancellationToken, DraftContinuation? more = null, int leaves = 0, int maxLeaves = int.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(leaves);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxLeaves);
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return await DraftInTurnAsync(prefix, count, sampling, more, leaves, cancellationToken).ConfigureAwait(false);
+            return await DraftInTurnAsync(prefix, count, sampling, more, leaves, maxLeaves, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -98,7 +100,7 @@ public sealed class DraftEngine : IDisposable
         }
     }
 
-    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, DraftContinuation? more, int leafWidth, CancellationToken cancellationToken)
+    private async ValueTask<DraftedRound> DraftInTurnAsync(IReadOnlyList<TokenId> prefix, int count, SamplingConfig sampling, DraftContinuation? more, int leafWidth, int maxLeaves, CancellationToken cancellationToken)
     {
         var start = _time.GetTimestamp();
         count = Math.Min(count, _context.MaxLength - prefix.Count);
@@ -111,7 +113,7 @@ public sealed class DraftEngine : IDisposable
         var distributions = sampling.IsGreedy ? null : new SparseDistribution[count];
         // Confidences only for a caller that asks after each draft (adaptive γ): fixed-γ rounds skip the exp-sum.
         var confidences = more is null ? null : new float[count];
-        var leaves = leafWidth == 0 ? null : new List<DraftLeaf>(count * leafWidth);
+        var leaves = leafWidth == 0 || maxLeaves == 0 ? null : new List<DraftLeaf>(Math.Min(count * leafWidth, maxLeaves));
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
         LogitsView row = default;
         for (var i = 0; i < count; i++)
@@ -136,7 +138,7 @@ public sealed class DraftEngine : IDisposable
 
                     if (leaves is not null)
                     {
-                        RunnersUp(row.Last, i, tokens[i], leafWidth, leaves);
+                        RunnersUp(row.Last, i, tokens[i], Math.Min(leafWidth, maxLeaves - leaves.Count), leaves);
                     }
                 }
                 else
@@ -150,9 +152,9 @@ public sealed class DraftEngine : IDisposable
                         confidences[i] = q.ProbabilityOf(tokens[i]);
                     }
 
-                    for (var k = 0; k < leafWidth; k++)
+                    for (var k = 0; leaves is not null && k < leafWidth && leaves.Count < maxLeaves; k++)
                     {
-                        leaves!.Add(new DraftLeaf(i, SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Leaf, k))));
+                        leaves.Add(new DraftLeaf(i, SampleSparse(q, SamplingRandom.Uniform(sampling.Seed, position, RandomPurpose.Leaf, k))));
                     }
                 }
 

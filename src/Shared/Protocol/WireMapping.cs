@@ -45,11 +45,19 @@ public static class WireMapping
     public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
 
     /// <summary>The outcome an early verdict ranks after its own.</summary>
-    public static Verdict ToDomain(this Alternative alternative) => new((int)alternative.Accepted, new TokenId(alternative.NextId));
+    public static Verdict ToDomain(this Alternative alternative) => new((int)alternative.Accepted, new TokenId(alternative.NextId), alternative.HasBranchId ? new TokenId(alternative.BranchId) : null);
 
     /// <summary>An outcome an exit ranks next, as an early verdict's alternative.</summary>
-    public static Alternative ToWire(this RankedVerdict ranked) =>
-        new() { Accepted = (uint)ranked.Verdict.Accepted, NextId = ranked.Verdict.Next.Value, Probability = (float)ranked.Probability };
+    public static Alternative ToWire(this RankedVerdict ranked)
+    {
+        var alternative = new Alternative { Accepted = (uint)ranked.Verdict.Accepted, NextId = ranked.Verdict.Next.Value, Probability = (float)ranked.Probability };
+        if (ranked.Verdict.Branch is { } branch)
+        {
+            alternative.BranchId = branch.Value;
+        }
+
+        return alternative;
+    }
 
     /// <summary>The verdict a conditional round assumes its predecessor got.</summary>
     public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId), condition.HasBranchId ? new TokenId(condition.BranchId) : null);

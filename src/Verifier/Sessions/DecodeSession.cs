@@ -474,7 +474,36 @@ internal sealed class DecodeSession : IDisposable
         IReadOnlyList<RankedVerdict> alternatives = rows is not null && rows[verdict.Accepted].First == verdict.Next
             ? VerdictAlternatives.Rank(drafts, verdict, rows, _candidates - 1)
             : [];
+        if (leaves.Length > 0 && alternatives.Count > 0)
+        {
+            alternatives = [.. alternatives.Select(a => Branched(a, drafts, leaves, exitLogits))];
+        }
+
         return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], verdict, confidence, _time.GetElapsedTime(started), alternatives);
+    }
+
+    /// <summary>
+    /// An alternative in a tree round: an outcome whose token where a draft fell is a leaf there would take the leaf
+    /// (the chain outcome could never be the final verdict), so it becomes that branch, its next token the exit's
+    /// arg-max at the leaf's row.
+    /// </summary>
+    private static RankedVerdict Branched(RankedVerdict alternative, TokenId[] drafts, DraftLeaf[] leaves, LogitsView exitLogits)
+    {
+        var verdict = alternative.Verdict;
+        if (verdict.Branch is not null || verdict.Accepted >= drafts.Length)
+        {
+            return alternative;
+        }
+
+        for (var j = 0; j < leaves.Length; j++)
+        {
+            if (leaves[j].Depth == verdict.Accepted && leaves[j].Token == verdict.Next)
+            {
+                return alternative with { Verdict = new Verdict(verdict.Accepted, TokenSampler.ArgMax(exitLogits.Row(LeafRow(drafts, j))), verdict.Next) };
+            }
+        }
+
+        return alternative;
     }
 
     /// <summary>The least of the rows' arg-max probabilities: a verdict is as sure as its least sure row.</summary>

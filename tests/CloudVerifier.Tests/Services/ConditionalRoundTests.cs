@@ -71,6 +71,53 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
         }
     }
 
+    /// <summary>
+    /// A tree round whose leaves are the tokens the chain round's alternatives named: the exit's verdict and the ranking
+    /// are unchanged (the leaves do not disturb the chain's rows), and every alternative whose token is a leaf at its
+    /// depth now takes the leaf (branch_id), its next token the reference exit head's arg-max after the leaf.
+    /// </summary>
+    [Fact]
+    public async Task EarlyVerdict_TreeRound_AnAlternativeOnALeafTakesIt()
+    {
+        var (chain, drafts, _) = await EarlyVerdictOnOneWrongDraftAsync(candidates: 3);
+        var leaves = chain.Alternatives.Where(a => a.Accepted < drafts.Length).OrderBy(a => a.Accepted)
+            .Select(a => new Leaf { Depth = a.Accepted, Id = a.NextId }).ToList();
+        Assert.NotEmpty(leaves);
+
+        await using var stream = await OpenAsync(maxNewTokens: 8, early: true, candidates: 3);
+        var round = Round(1, 0, drafts);
+        round.Leaves.AddRange(leaves);
+        await stream.SendAsync(round);
+        var tree = (await stream.ReadAsync()).Early;
+        await stream.ReadFinalAsync(1);
+
+        Assert.Equal(chain.Accepted, tree.Accepted);
+        Assert.Equal(chain.NextId, tree.NextId);
+        Assert.False(tree.HasBranchId);
+        Assert.Equal(chain.Alternatives.Count, tree.Alternatives.Count);
+        var reference = fixture.Pair.Target.Reference();
+        for (var i = 0; i < tree.Alternatives.Count; i++)
+        {
+            var (was, now) = (chain.Alternatives[i], tree.Alternatives[i]);
+            Assert.Equal(was.Accepted, now.Accepted);
+            Assert.Equal(was.Probability, now.Probability, 1e-6);
+            if (leaves.Any(l => l.Depth == was.Accepted && l.Id == was.NextId))
+            {
+                Assert.True(now.HasBranchId, $"alternative {i} names leaf {was.NextId} at depth {was.Accepted} but does not take it");
+                Assert.Equal(was.NextId, now.BranchId);
+                var path = reference.Forward([.. Prompt, .. drafts.Take((int)was.Accepted), was.NextId]).HiddenAfterLayer[1];
+                Assert.Equal(ArgMax(reference.Head(path[^1], null, null, null)), now.NextId);
+            }
+            else
+            {
+                Assert.False(now.HasBranchId);
+                Assert.Equal(was.NextId, now.NextId);
+            }
+        }
+
+        Assert.Contains(tree.Alternatives, a => a.HasBranchId);
+    }
+
     [Fact]
     public async Task EarlyVerdict_OneCandidate_NoAlternatives()
     {
@@ -143,7 +190,7 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
 
         Assert.Equal(VerifierMessage.KindOneofCase.Dropped, dropped.KindCase);
         Assert.False(dropped.Dropped.Invalid);
-        Assert.Contains($"not 3 and {wrong}", dropped.Dropped.Reason);
+        Assert.Contains($"not 3 accepted and next {wrong}", dropped.Dropped.Reason);
         await AssertNextRoundWorksAsync(stream, 2, first.CommittedLength, expected);
     }
 

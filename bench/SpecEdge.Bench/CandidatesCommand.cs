@@ -1,7 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using SpecEdge.Demo;
-using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Runtime;
 
 namespace SpecEdge.Bench;
@@ -23,10 +21,10 @@ internal static class CandidatesCommand
         var command = new Command("candidates", "How often the final verdict is among the first exit's top-k round outcomes (offline, default pair).") { tokens, gammas };
         command.SetAction(parse =>
         {
-            var pair = DefaultModels.Resolve();
-            using var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
-            using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
-            Console.WriteLine($"models: {pair.Description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy; exits after layers {string.Join(", ", pair.Exits)} (the first is used)");
+            var (target, draft, description) = OfflineRounds.LoadDefaultPair();
+            using var _ = target;
+            using var __ = draft;
+            Console.WriteLine($"models: {description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy; exits after layers {string.Join(", ", target.Manifest.Exits)} (the first is used)");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | tokens per round | final = the exit's verdict | top 2 | top 3 | top 4 | top 6 | top 8 |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|---|");

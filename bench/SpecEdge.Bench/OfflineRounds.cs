@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using SpecEdge.Demo;
+using SpecEdge.Shared.Models.Conversion;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Tokenization;
@@ -29,6 +31,22 @@ internal static class OfflineRounds
         "And the LORD spake unto Moses, saying,",
         "In the beginning God created",
     ];
+
+    /// <summary>The default pair, loaded for replay: the target with its exits, and the draft (the caller disposes both).</summary>
+    public static (LanguageModel Target, LanguageModel Draft, string Description) LoadDefaultPair()
+    {
+        var pair = DefaultModels.Resolve();
+        var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
+        try
+        {
+            return (target, LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 }), pair.Description);
+        }
+        catch
+        {
+            target.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>Replays rounds after <paramref name="prompt"/> until <paramref name="count"/> tokens are committed; returns how many were.</summary>
     public static int Replay(LanguageModel target, LanguageModel draft, string prompt, int gamma, int count, Action<OfflineRound> onRound)

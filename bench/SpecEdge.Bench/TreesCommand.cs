@@ -1,8 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using SpecEdge.Demo;
-using SpecEdge.Shared.Models.Conversion;
-using SpecEdge.Shared.Runtime;
 
 namespace SpecEdge.Bench;
 
@@ -25,12 +22,12 @@ internal static class TreesCommand
         var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, width, below };
         command.SetAction(parse =>
         {
-            var pair = DefaultModels.Resolve();
-            using var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
-            using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
+            var (target, draft, description) = OfflineRounds.LoadDefaultPair();
+            using var _ = target;
+            using var __ = draft;
             var thresholds = parse.GetValue(below)!.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
             var widths = parse.GetValue(width)!.Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToArray();
-            Console.WriteLine($"models: {pair.Description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy");
+            Console.WriteLine($"models: {description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | chain: tokens per round | leaves per unsure depth | unsure below | scored tokens per round | tree: tokens per round | gain |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|");

@@ -127,11 +127,11 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
     {
         var reference = verifier.Pair.Target.Reference();
         var v = SmallVocabularyVerifier.Vocab;
-        var first = Softmax(reference.Forward(Prompt).Logits[^1]);
+        var first = ReferenceLlama.Softmax(reference.Forward(Prompt).Logits[^1]);
         var joint = new double[v * v];
         for (var t1 = 0; t1 < v; t1++)
         {
-            var second = Softmax(reference.Forward([.. Prompt, t1]).Logits[^1]);
+            var second = ReferenceLlama.Softmax(reference.Forward([.. Prompt, t1]).Logits[^1]);
             for (var t2 = 0; t2 < v; t2++)
             {
                 joint[(t1 * v) + t2] = first[t1] * second[t2];
@@ -141,13 +141,6 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
         return joint;
     }
 
-    private static double[] Softmax(float[] logits)
-    {
-        var max = logits.Max();
-        var e = logits.Select(l => Math.Exp(l - max)).ToArray();
-        var sum = e.Sum();
-        return e.Select(x => x / sum).ToArray();
-    }
 
     /// <summary>Pearson's statistic, pooling cells expected to hold fewer than 5 draws into one.</summary>
     private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)

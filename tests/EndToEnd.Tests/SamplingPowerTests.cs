@@ -134,8 +134,8 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
     /// <summary>p and q of the first token from the independent reference forward passes; w under the wrong rule; β.</summary>
     private static (double[] P, double[] W, double Beta) Distributions(KestrelVerifier target, SamplingConfig? sampling = null)
     {
-        var p = Filter(Softmax(target.Pair.Target.Reference().Forward(Prompt).Logits[^1]), sampling);
-        var q = Filter(Softmax(target.Pair.Draft.Reference().Forward(Prompt).Logits[^1]), sampling);
+        var p = Filter(ReferenceLlama.Softmax(target.Pair.Target.Reference().Forward(Prompt).Logits[^1]), sampling);
+        var q = Filter(ReferenceLlama.Softmax(target.Pair.Draft.Reference().Forward(Prompt).Logits[^1]), sampling);
         var beta = p.Zip(q, Math.Min).Sum();
         var w = p.Zip(q, (pi, qi) => Math.Min(pi, qi) + ((1 - beta) * pi)).ToArray();
         return (p, w, beta);
@@ -230,13 +230,6 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
         return filtered;
     }
 
-    private static double[] Softmax(float[] logits)
-    {
-        var max = logits.Max();
-        var e = logits.Select(l => Math.Exp(l - max)).ToArray();
-        var sum = e.Sum();
-        return [.. e.Select(x => x / sum)];
-    }
 
     private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)
     {

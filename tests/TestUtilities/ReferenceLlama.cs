@@ -18,6 +18,18 @@ public sealed class ReferenceLlama
         _w = weights;
     }
 
+    /// <summary>A plain softmax of a row of logits, in double (the tests' independent one).</summary>
+    public static double[] Softmax(IReadOnlyList<float> logits)
+    {
+        var max = logits.Max();
+        var e = logits.Select(l => Math.Exp(l - max)).ToArray();
+        var sum = e.Sum();
+        return [.. e.Select(x => x / sum)];
+    }
+
+    /// <summary>The largest probability of a row's softmax.</summary>
+    public static double MaxProbability(IReadOnlyList<float> logits) => Softmax(logits).Max();
+
     /// <summary>The result of a full forward pass over a sequence.</summary>
     /// <param name="HiddenAfterLayer">[layer + 1][position] = residual stream after that many layers ([0] is the embedding).</param>
     /// <param name="Logits">[position] = final logits.</param>

@@ -5,6 +5,7 @@ using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.Protocol.V1;
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
 
 namespace SpecEdge.CloudVerifier.Tests.Services;
 
@@ -43,7 +44,7 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
             accepted++;
         }
 
-        var leastSure = rows.Take(accepted + 1).Min(MaxProbability);
+        var leastSure = rows.Take(accepted + 1).Min(ReferenceLlama.MaxProbability);
         Assert.Equal((uint)accepted, early.Accepted);
         Assert.Equal(ArgMax(rows[accepted]), early.NextId);
         Assert.Equal(leastSure, early.Confidence, 1e-4);
@@ -61,7 +62,7 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
         var accepted = (int)early.Accepted;
         var verdict = new Verdict(accepted, new TokenId(ArgMax(rows[accepted])));
         var want = VerdictAlternatives.Rank([.. drafts.Select(d => new TokenId(d))], verdict, tops, 2);
-        Assert.Equal(rows.Take(accepted + 1).Min(MaxProbability), early.Confidence, 1e-4);
+        Assert.Equal(rows.Take(accepted + 1).Min(ReferenceLlama.MaxProbability), early.Confidence, 1e-4);
         Assert.Equal(want.Count, early.Alternatives.Count);
         for (var i = 0; i < want.Count; i++)
         {
@@ -298,11 +299,6 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
 
     private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());
 
-    private static double MaxProbability(float[] logits)
-    {
-        var max = logits.Max();
-        return 1.0 / logits.Sum(l => Math.Exp(l - max));
-    }
 
     private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false, uint candidates = 0)
     {

@@ -1,5 +1,6 @@
 using SpecEdge.Shared.Decoding;
 using SpecEdge.Shared.Tokenization;
+using SpecEdge.TestUtilities;
 
 namespace SpecEdge.Shared.Tests.Decoding;
 
@@ -53,9 +54,7 @@ public sealed class VerdictAlternativesTests
     [InlineData(new[] { -30f, 12f, 11.5f, -4f, 0.5f, 12f }, 1, 5)]
     public void RowTopTwo_FromLogits_IsTheSoftmaxsTopTwo(float[] logits, int first, int second)
     {
-        var max = logits.Max();
-        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
-        var probabilities = exp.Select(e => e / exp.Sum()).ToArray();
+        var probabilities = ReferenceLlama.Softmax(logits);
 
         var top = RowTopTwo.FromLogits(logits, new float[logits.Length]);
 

@@ -36,6 +36,7 @@ internal sealed class DecodeSession : IDisposable
     private readonly IReadOnlyList<float> _thresholds;
     private readonly TokenId[] _step;
     private readonly int[] _parents;
+    private readonly RowTopTwo[] _topTwo;
     private DraftLeaf[] _leaves = [];
     private readonly List<SparseDistribution> _distributions = [];
     private readonly int _promptLength;
@@ -60,6 +61,7 @@ internal sealed class DecodeSession : IDisposable
         _probabilities = new float[target.Model.VocabSize];
         _step = new TokenId[target.Limits.MaxDraftTokens + target.MaxLeaves + 1];
         _parents = new int[_step.Length];
+        _topTwo = _candidates > 1 ? new RowTopTwo[target.Limits.MaxDraftTokens + 1] : [];
         Id = Guid.NewGuid().ToString("N")[..12];
     }
 
@@ -472,7 +474,7 @@ internal sealed class DecodeSession : IDisposable
 
         // The verdict's arg-max and the distribution's agree except on an exact tie; then send none rather than guess.
         IReadOnlyList<RankedVerdict> alternatives = rows is not null && rows[verdict.Accepted].First == verdict.Next
-            ? VerdictAlternatives.Rank(drafts, verdict, rows, _candidates - 1)
+            ? VerdictAlternatives.Rank(drafts, verdict, rows.AsSpan(0, drafts.Length + 1), _candidates - 1)
             : [];
         if (leaves.Length > 0 && alternatives.Count > 0)
         {
@@ -518,16 +520,18 @@ internal sealed class DecodeSession : IDisposable
         return least;
     }
 
-    /// <summary>The top two tokens of each of the first <paramref name="count"/> rows under the exit's distribution (temperature 1).</summary>
+    /// <summary>
+    /// The top two tokens of each of the first <paramref name="count"/> rows under the exit's distribution (temperature
+    /// 1), in the session's buffer (a session's exits run one after another on the scheduler's thread).
+    /// </summary>
     private RowTopTwo[] TopTwo(LogitsView exitLogits, int count)
     {
-        var rows = new RowTopTwo[count];
         for (var i = 0; i < count; i++)
         {
-            rows[i] = RowTopTwo.FromLogits(exitLogits.Row(i), _probabilities);
+            _topTwo[i] = RowTopTwo.FromLogits(exitLogits.Row(i), _probabilities);
         }
 
-        return rows;
+        return _topTwo;
     }
 
     /// <summary>

@@ -16,6 +16,9 @@ internal static class DemoCommand
 {
     public const string DefaultLink = "rtt=40ms,jitter=4ms,bw=20mbit";
 
+    /// <summary>Leaves beside each draft in a MODE+tree entry (token trees; three, as docs/benchmarks.md measures).</summary>
+    public const int TreeLeaves = 3;
+
     private static readonly string[] DefaultPrompts =
     [
         "The edge drafts and the cloud verifies",
@@ -28,7 +31,7 @@ internal static class DemoCommand
         var target = new Option<string?>("--target") { Description = "Target model folder (default: the built-in pair)." };
         var draft = new Option<string?>("--draft") { Description = "Draft model folder (default: the built-in pair)." };
         var exits = new Option<string?>("--exits") { Description = "Exit layers of the target, e.g. 2,4 (default: the pair's)." };
-        var modes = new Option<string>("--modes") { Description = "Modes to run, in order.", DefaultValueFactory = _ => "cloud,edge,speculative,preemptive,conditional,proactive,adaptive" };
+        var modes = new Option<string>("--modes") { Description = "Modes to run, in order.", DefaultValueFactory = _ => "cloud,edge,speculative,preemptive,conditional,proactive,adaptive,conditional+tree" };
         var prompts = new Option<int>("--prompts") { Description = "How many of the built-in prompts to run (1-3).", DefaultValueFactory = _ => 3 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 32 };
         var gamma = new Option<int>("--draft-tokens") { Description = "Drafts per round (γ).", DefaultValueFactory = _ => 4 };
@@ -82,9 +85,20 @@ internal static class DemoCommand
     private static List<DemoMode> ParseModes(string text)
     {
         var list = new List<DemoMode>();
-        foreach (var name in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        foreach (var entry in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            if (name == "adaptive")
+            // MODE+tree: token trees, TreeLeaves leaves beside each draft.
+            var tree = entry.EndsWith("+tree", StringComparison.Ordinal) && entry != "+tree";
+            var name = tree ? entry[..^"+tree".Length] : entry;
+            if (tree && GenerationModes.Parse(name) is { } treeMode && treeMode.UsesDraft() && treeMode != GenerationMode.Edge)
+            {
+                list.Add(new DemoMode(entry, treeMode, Adaptive: false, Leaves: TreeLeaves));
+            }
+            else if (tree)
+            {
+                throw new FormatException($"--modes: '{entry}': +tree goes after a mode that drafts against the verifier");
+            }
+            else if (name == "adaptive")
             {
                 list.Add(new DemoMode("speculative+adaptive", GenerationMode.Speculative, Adaptive: true));
             }
@@ -94,7 +108,7 @@ internal static class DemoCommand
             }
             else
             {
-                throw new FormatException($"--modes: unknown mode '{name}' (use {GenerationModes.AllNames}, adaptive)");
+                throw new FormatException($"--modes: unknown mode '{name}' (use {GenerationModes.AllNames}, adaptive, or MODE+tree)");
             }
         }
 
@@ -105,7 +119,7 @@ internal static class DemoCommand
         text is null ? [] : text.Split(',', StringSplitOptions.TrimEntries).Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--exits: '{s}' is not a layer number")).ToList();
 }
 
-internal sealed record DemoMode(string Label, GenerationMode Mode, bool Adaptive);
+internal sealed record DemoMode(string Label, GenerationMode Mode, bool Adaptive, int Leaves = 0);
 
 internal sealed record DemoPlan
 {

@@ -115,6 +115,7 @@ internal sealed class DemoRunner(TextWriter output, TextWriter error)
         MaxNewTokens = maxNewTokens ?? plan.MaxNewTokens,
         DraftTokens = plan.DraftTokens,
         AdaptiveDraftTokens = mode.Adaptive,
+        Leaves = mode.Leaves,
         Sampling = plan.Sampling,
         StopAtEos = false,
         ClientLabel = $"demo {mode.Label}",

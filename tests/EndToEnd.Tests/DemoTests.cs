@@ -15,7 +15,7 @@ public sealed class DemoTests : IDisposable
     public async Task Run_CloudListedLastOrAbsent_EveryModeComparedWithCloudAndExitZero()
     {
         var pair = TestModels.WritePair(_temp.Path, exits: [1, 2]);
-        foreach (var modes in new[] { "speculative,preemptive,cloud", "conditional,proactive" })
+        foreach (var modes in new[] { "speculative,preemptive,cloud", "conditional,proactive,conditional+tree" })
         {
             var output = new StringWriter();
             var error = new StringWriter();

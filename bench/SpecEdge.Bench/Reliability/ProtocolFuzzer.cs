@@ -242,6 +242,15 @@ internal static class ProtocolFuzzer
                 var gamma = random.Next(1, 5);
                 var draft = new Draft { Round = round++, BaseLength = (uint)(prompt.Length + committed) };
                 draft.Ids.AddRange(greedy.Skip(committed).Take(gamma));
+                if (random.Next(3) == 0)
+                {
+                    // A token tree: leaves beside the (always standing) drafts, so the output does not change.
+                    for (var depth = 0; depth < draft.Ids.Count; depth++)
+                    {
+                        draft.Leaves.Add(new Leaf { Depth = (uint)depth, Id = random.Next(vocab) });
+                    }
+                }
+
                 messages.Add(new EdgeMessage { Draft = draft });
                 committed += draft.Ids.Count + 1;
             }
@@ -276,7 +285,7 @@ internal static class ProtocolFuzzer
 
         var i = random.Next(messages.Count);
         var message = messages[i];
-        switch (random.Next(14))
+        switch (random.Next(16))
         {
             case 0:
                 messages.RemoveAt(i);
@@ -331,6 +340,17 @@ internal static class ProtocolFuzzer
                 break;
             case 13 when message.Draft is { } draft:
                 draft.Condition = new Condition { Round = (uint)random.Next(0, 6), Accepted = (uint)random.Next(0, 10), NextId = random.Next(-2, vocab + 2) };
+                break;
+            case 14 when message.Draft is { } draft:
+                draft.Leaves.Add(new Leaf { Depth = (uint)random.Next(0, 12), Id = random.Next(-3, vocab + 3) });
+                if (random.Next(3) == 0)
+                {
+                    draft.Leaves.AddRange(Enumerable.Range(0, random.Next(20, 60)).Select(_ => new Leaf { Depth = 0, Id = random.Next(vocab) }));
+                }
+
+                break;
+            case 15 when message.Draft is { } draft:
+                draft.Condition = new Condition { Round = (uint)random.Next(0, 6), Accepted = (uint)random.Next(0, 10), NextId = random.Next(vocab), BranchId = random.Next(-2, vocab + 2) };
                 break;
             default:
                 messages.Insert(random.Next(messages.Count + 1), new EdgeMessage { Open = messages.FirstOrDefault(m => m.Open is not null)?.Open?.Clone() ?? new Open() });

@@ -31,6 +31,8 @@ internal static class TreesCommand
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | chain: tokens per round | leaves per unsure depth | unsure below | scored tokens per round | tree: tokens per round | gain |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|");
+            var tried = new int[10];
+            var stood = new int[10];
             foreach (var gamma in parse.GetValue(gammas)!.Split(',').Select(g => int.Parse(g, CultureInfo.InvariantCulture)))
             {
                 var rounds = new List<OfflineRound>();
@@ -40,6 +42,7 @@ internal static class TreesCommand
                 }
 
                 var chain = rounds.Average(r => r.Accepted + 1.0);
+                Calibrate(rounds, tried, stood);
                 foreach (var width in widths)
                 {
                     foreach (var threshold in thresholds)
@@ -58,9 +61,34 @@ internal static class TreesCommand
                 }
             }
 
+            // How often a draft stands against the draft's own confidence in it (every draft the final head reached).
+            Console.WriteLine();
+            Console.WriteLine("The draft's confidence against how often its drafts stood (every γ above, drafts the final head reached):");
+            Console.WriteLine();
+            Console.WriteLine("| confidence | drafts | stood |");
+            Console.WriteLine("|---|---|---|");
+            for (var b = 0; b < tried.Length; b++)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {b / 10.0:F1}–{(b + 1) / 10.0:F1} | {tried[b]} | {(tried[b] == 0 ? "-" : (stood[b] / (double)tried[b]).ToString("P0", CultureInfo.InvariantCulture))} |"));
+            }
+
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Counts, per confidence tenth, the drafts the final head reached and those that stood.</summary>
+    private static void Calibrate(List<OfflineRound> rounds, int[] tried, int[] stood)
+    {
+        foreach (var round in rounds)
+        {
+            for (var i = 0; i <= round.Accepted && i < round.Drafts.Length; i++)
+            {
+                var bin = Math.Min(tried.Length - 1, (int)(round.DraftRows[i][round.Drafts[i].Value] * tried.Length));
+                tried[bin]++;
+                stood[bin] += i < round.Accepted ? 1 : 0;
+            }
+        }
     }
 
     /// <summary>The leaves at each depth: the draft's next <paramref name="width"/> most likely tokens after its draft, where it was unsure.</summary>

@@ -8,8 +8,10 @@ namespace SpecEdge.EdgeClient.Decoding;
 /// <item><b>Will a draft stand?</b> The chance a draft stands, the ones before it having stood, is the draft's
 /// confidence (its probability of the token it chose) made calibrated: ten confidence bins, each a Beta posterior over
 /// how often the drafts in it stood (every draft the verifier reached is a trial), starting from the bin's own
-/// confidence as two pseudo-rounds, and kept non-decreasing in confidence. The chance that every draft so far stands
-/// (the reach) is the product of theirs.</item>
+/// confidence as half a pseudo-round (a weak prior: a draft model's confidence may be far from calibrated, as the
+/// trained pair's under-confident draft is, and a fresh controller should follow the first verdicts, not its prior),
+/// and kept non-decreasing in confidence. The chance that every draft so far stands (the reach) is the product of
+/// theirs.</item>
 /// <item><b>What a draft costs against what a token is worth.</b> Over many rounds the time per token is c = T/L (round
 /// time over tokens per round). One more draft adds s to T and its chance of standing to L, which lowers c exactly when
 /// that chance exceeds λ = s / c. s is the slope of a least-squares line of a round's wall time (one final verdict to
@@ -38,8 +40,12 @@ public sealed class AdaptiveDraftLength
     /// <summary>Weight kept by older acceptance observations per new round (how a draft's confidence maps to standing drifts slower than a link).</summary>
     public const double CalibrationDiscount = 0.99;
 
-    /// <summary>Pseudo-rounds of a confidence bin's prior, at the bin's own confidence.</summary>
-    public const double PriorRounds = 2;
+    /// <summary>
+    /// Pseudo-rounds of a confidence bin's prior, at the bin's own confidence (and of the leaf rate's, at 0). Two held a
+    /// fresh controller's rounds short for its first generations on the trained pair, whose draft is under-confident
+    /// (drafts of confidence 0.3–0.4 stand 87 % of the time); half a round lets the first verdicts decide.
+    /// </summary>
+    public const double PriorRounds = 0.5;
 
     /// <summary>Confidence bins of the calibration, of equal width over [0, 1].</summary>
     public const int Bins = 10;

@@ -25,7 +25,7 @@ internal static class ModesBenchmark
     {
         var rtts = new Option<string>("--rtt") { Description = "Link round trips in ms.", DefaultValueFactory = _ => "20,100" };
         var profile = new Option<string>("--profile") { Description = "Compute profile.", DefaultValueFactory = _ => ComputeProfiles.TenToOne.Name };
-        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive; a +kN suffix pre-drafts N candidates per early verdict (e.g. conditional+k3); a +tN suffix drafts token trees, N leaves beside each draft (e.g. conditional+t1).", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare; MODE@γ fixes γ for one entry (e.g. conditional@8), MODE@adaptive adapts it up to --max-draft-tokens; 'adaptive' alone is speculative@adaptive; a +kN suffix pre-drafts N candidates per early verdict (e.g. conditional+k3); a +tN suffix drafts token trees, N leaves beside each draft (e.g. conditional+t1; auto drafts trees of its own unless given +t0).", DefaultValueFactory = _ => "cloud,speculative,preemptive,conditional,proactive,adaptive" };
         var maxGamma = new Option<int>("--max-draft-tokens") { Description = "The largest γ adaptive entries may choose.", DefaultValueFactory = _ => 8 };
         var prompts = new Option<int>("--prompts") { Description = "Prompts per mode.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 48 };
@@ -121,12 +121,12 @@ internal static class ModesBenchmark
     /// <summary>
     /// A --modes entry: MODE, MODE@γ or MODE@adaptive ("adaptive" alone: speculative, adapting), each optionally
     /// followed by +kN (N candidates pre-drafted per early verdict: multi-candidate pre-drafting) and +tN (token trees:
-    /// N leaves beside each draft).
+    /// N leaves beside each draft; +t0 a chain; without it, the mode's choice: trees for auto, chains otherwise).
     /// </summary>
-    private static (string Mode, int Gamma, bool Adaptive, int? Candidates, int Leaves) ParseEntry(string entry, int gamma)
+    private static (string Mode, int Gamma, bool Adaptive, int? Candidates, int? Leaves) ParseEntry(string entry, int gamma)
     {
         int? candidates = null;
-        var leaves = 0;
+        int? leaves = null;
         var parts = entry.Split('+');
         foreach (var part in parts.Skip(1))
         {
@@ -166,7 +166,7 @@ internal static class ModesBenchmark
     {
         // Shared measurements across modes: verification and first-stage time, transport overhead per round.
         // From plain speculative rounds (fixed γ): their drafting is all on the critical path, so it measures t_d.
-        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false, Leaves: 0 }).Value
+        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false, Leaves: null or 0 }).Value
             ?? results.Values.First(r => r.Any(x => x.DraftTokens > 0));
         var rounds = spec.SelectMany(r => r.PerRound).ToList();
         var verify = rounds.Average(r => r.VerifyMs);

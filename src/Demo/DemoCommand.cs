@@ -119,7 +119,7 @@ internal static class DemoCommand
         text is null ? [] : text.Split(',', StringSplitOptions.TrimEntries).Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--exits: '{s}' is not a layer number")).ToList();
 }
 
-internal sealed record DemoMode(string Label, GenerationMode Mode, bool Adaptive, int Leaves = 0);
+internal sealed record DemoMode(string Label, GenerationMode Mode, bool Adaptive, int? Leaves = null);
 
 internal sealed record DemoPlan
 {

@@ -60,4 +60,40 @@ public sealed class AutoModeTests(SlowStepVerifier verifier, ITestOutputHelper o
         output.WriteLine(rounds);
         Assert.Equal(0, report.UnverifiedTokens);
     }
+
+    /// <summary>
+    /// Auto drafts token trees of its own (three leaves a draft) unless the request says otherwise: with the mode's
+    /// choice some rounds take a leaf (they commit two tokens past their accepted drafts); with <c>Leaves = 0</c> none
+    /// does. The output is the target's both ways.
+    /// </summary>
+    [Fact]
+    public async Task Auto_DraftsTreesUnlessToldNot_OutputExact()
+    {
+        List<int> expected;
+        using (var model = TestModels.Load(verifier.Pair.TargetDir))
+        {
+            expected = [.. TargetOnlyDecoding.Greedy(model, [.. Prompt.Select(t => new TokenId(t))], NewTokens, stopAtEos: false).Select(t => t.Value)];
+        }
+
+        await using var client = await SpecEdgeClient.ConnectAsync(new EdgeClientOptions { Server = verifier.Address, DraftModel = verifier.Pair.DraftDir, IntraOpThreads = 1 }).DefaultTimeout();
+        var taken = new Dictionary<int, int>();
+        foreach (var leaves in new int?[] { null, 0 })
+        {
+            var report = await client.Generate(new GenerationRequest
+            {
+                PromptIds = [.. Prompt.Select(t => new TokenId(t))],
+                Mode = GenerationMode.Auto,
+                Leaves = leaves,
+                MaxNewTokens = NewTokens,
+                StopAtEos = false,
+                Sampling = SamplingConfig.Greedy,
+            }).RunToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+
+            Assert.Equal(expected, report.TokenIds);
+            taken[leaves ?? -1] = report.PerRound.Count(r => r.Drafted > 0 && r.Committed == r.Accepted + 2);
+        }
+
+        Assert.True(taken[-1] > 0, "auto's own choice took no leaf");
+        Assert.Equal(0, taken[0]);
+    }
 }

@@ -55,13 +55,14 @@ public sealed record GenerationRequest
     public int? Candidates { get; init; }
 
     /// <summary>
-    /// Token trees: beside each draft, this many leaves from the same row of the draft (0, the default: a chain; at most
+    /// Token trees: beside each draft, this many leaves from the same row of the draft (0: a chain; at most
     /// <see cref="Shared.Protocol.ProtocolLimits.MaxLeafWidth"/>). Greedy, the draft's next most likely tokens; sampling,
     /// tokens drawn from the draft's distribution. A leaf costs no drafting, only a scored token on the verifier; when
     /// the draft at its depth falls and the leaf stands, the round commits one token more. The verifier must take
-    /// leaves (<c>Opened.max_leaves</c>; batching on); otherwise rounds are chains.
+    /// leaves (<c>Opened.max_leaves</c>; batching on); otherwise rounds are chains. Null (the default): the mode's
+    /// choice, a chain in every mode but auto, which drafts trees of <see cref="SpecEdgeClient.AutoLeaves"/>.
     /// </summary>
-    public int Leaves { get; init; }
+    public int? Leaves { get; init; }
 
     /// <summary>Greedy (default) or sampling settings.</summary>
     public SamplingConfig Sampling { get; init; } = SamplingConfig.Greedy;

@@ -20,8 +20,8 @@ public sealed record SpecEdgeChatOptions
     /// <summary>Provisional outcomes pre-drafted per early verdict (<see cref="GenerationRequest.Candidates"/>; null: the mode's choice).</summary>
     public int? Candidates { get; init; }
 
-    /// <summary>Token trees: leaves beside each draft (<see cref="GenerationRequest.Leaves"/>; 0, a chain, by default).</summary>
-    public int Leaves { get; init; }
+    /// <summary>Token trees: leaves beside each draft (<see cref="GenerationRequest.Leaves"/>; null: the mode's choice).</summary>
+    public int? Leaves { get; init; }
 }
 
 /// <summary>

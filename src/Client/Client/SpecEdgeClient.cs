@@ -46,6 +46,13 @@ public sealed class SpecEdgeClient : IAsyncDisposable
     /// <summary>The largest γ auto mode's adaptive drafting may choose (the verifier's limit may be lower).</summary>
     public const int AutoMaxDraftTokens = 8;
 
+    /// <summary>
+    /// Leaves beside each draft in auto mode's drafting sessions when the request leaves it to the mode (token trees:
+    /// in docs/benchmarks.md's runs auto with three leaves a draft was as fast as or faster than auto with chains in
+    /// every cell; a verifier that takes no leaves gets chains).
+    /// </summary>
+    public const int AutoLeaves = 3;
+
     private SpecEdgeClient(EdgeClientOptions options, LanguageModel? draft, IReadOnlyList<VerifierEndpoint> endpoints, int first, ModelDescription? verifier, ILogger logger)
     {
         _options = options;
@@ -395,6 +402,7 @@ public sealed class SpecEdgeClient : IAsyncDisposable
             AdaptiveDraftTokens = true,
             DraftTokens = Math.Max(request.DraftTokens, AutoMaxDraftTokens),
             Candidates = request.Candidates ?? _auto.Candidates(),
+            Leaves = request.Leaves ?? AutoLeaves,
         };
         var segmentStart = tracker.Rounds.Count;
         tracker.ModesUsed.Add(GenerationMode.Conditional.Name());
@@ -422,10 +430,11 @@ public sealed class SpecEdgeClient : IAsyncDisposable
         lock (_adaptive)
         {
             // Leaves change what a round is worth (a rejection may still commit a leaf): chains and trees learn apart.
-            if (!_adaptive.TryGetValue((request.Mode, max, request.Leaves), out var controller))
+            var leaves = request.Leaves ?? 0;
+            if (!_adaptive.TryGetValue((request.Mode, max, leaves), out var controller))
             {
                 controller = new AdaptiveDraftLength(max);
-                _adaptive[(request.Mode, max, request.Leaves)] = controller;
+                _adaptive[(request.Mode, max, leaves)] = controller;
             }
 
             return controller;

@@ -71,7 +71,7 @@ internal sealed class SpeculativeRunner
         _time = time;
         _policy = ModePolicy.For(request.Mode);
         _candidates = request.Candidates ?? 1;
-        _leafWidth = request.Leaves;
+        _leafWidth = request.Leaves ?? 0;
         _maxLeaves = (int)verifier.Limits.MaxLeaves;
         _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? _candidates : 1);
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);

@@ -111,10 +111,11 @@ internal static class GenerateCommand
         }
     }
 
-    /// <summary>--leaves, checked against the protocol's limit.</summary>
-    internal static int LeavesOf(ParseResult parse, GenerateOptions o) =>
-        parse.GetValue(o.Leaves) is var k and >= 0 and <= ProtocolLimits.MaxLeafWidth ? k
-            : throw new UsageException($"--leaves: use 0 to {ProtocolLimits.MaxLeafWidth} (got {parse.GetValue(o.Leaves)})");
+    /// <summary>--leaves, checked against the protocol's limit; null when not given (the mode chooses).</summary>
+    internal static int? LeavesOf(ParseResult parse, GenerateOptions o) =>
+        parse.GetValue(o.Leaves) is not { } k ? null
+            : k is >= 0 and <= ProtocolLimits.MaxLeafWidth ? k
+            : throw new UsageException($"--leaves: use 0 to {ProtocolLimits.MaxLeafWidth} (got {k})");
 
     /// <summary>--candidates, checked against the protocol's limit; null when not given (the mode chooses).</summary>
     internal static int? CandidatesOf(ParseResult parse, GenerateOptions o) =>
@@ -145,7 +146,7 @@ internal static class GenerateCommand
 
         public Option<int?> Candidates { get; } = new("--candidates") { Description = $"Pre-emptive, conditional and auto modes, greedy: on an early verdict, pre-draft the next round for this many outcomes, 1 to {ProtocolLimits.MaxCandidates} (the exit's verdict and the alternatives it ranks next); conditional mode sends each ahead. Default 1; auto chooses from what it measures." };
 
-        public Option<int> Leaves { get; } = new("--leaves") { Description = $"Token trees: beside each draft, this many leaves, 0 to {ProtocolLimits.MaxLeafWidth} (greedy: the draft's next most likely tokens; sampling: drawn from its distribution). No drafting cost; the verifier scores them in the same step. Default 0 (a chain).", DefaultValueFactory = _ => 0 };
+        public Option<int?> Leaves { get; } = new("--leaves") { Description = $"Token trees: beside each draft, this many leaves, 0 to {ProtocolLimits.MaxLeafWidth} (greedy: the draft's next most likely tokens; sampling: drawn from its distribution). No drafting cost; the verifier scores them in the same step. Default: a chain, except auto, which drafts trees of {SpecEdgeClient.AutoLeaves}." };
 
         public Option<float> Temperature { get; } = new("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0f };
 

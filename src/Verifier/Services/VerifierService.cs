@@ -97,11 +97,13 @@ public sealed class VerifierService : Verifier.VerifierBase
             span?.SetTag("specedge.session.id", sessionId);
             span?.SetTag("specedge.prompt.tokens", open.PromptIds.Count);
             VerifierLog.SessionOpened(_logger, sessionId, open.ClientLabel, open.PromptIds.Count, open.CommittedIds.Count, session.Sampling.ToString(), open.EarlyVerdicts);
+            // Armed before Opened goes out, so the idle window never starts after the edge has seen Opened (armed after
+            // it, the idle test's fake clock could advance in between, and the eviction came 29 s late).
+            idle.CancelAfter(idleTimeout);
             await outbox.Writer.WriteAsync(new VerifierMessage { Opened = opened }, stop.Token).ConfigureAwait(false);
 
             var capacity = InboxCapacity(session);
             var inbox = Channel.CreateBounded<(Draft Draft, DateTimeOffset ReceivedAt)>(new BoundedChannelOptions(capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
-            idle.CancelAfter(idleTimeout);
             reader = ReadRoundsAsync(requestStream, inbox.Writer, capacity, idle, _time, stop.Token);
             try
             {

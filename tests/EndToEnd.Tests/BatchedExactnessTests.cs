@@ -11,7 +11,7 @@ using SpecEdge.TestUtilities;
 namespace SpecEdge.EndToEnd.Tests;
 
 /// <summary>
-/// Batching changes nobody's output: 16 edges at once, mixing every mode (cloud Generate included), draft lengths and
+/// Batching changes nobody's output: 16 edges at once, mixing every mode (cloud Generate included), draft lengths, token trees and
 /// prompts of 1 to 70 tokens (the longer ones prefilled in chunks between other sessions' rounds), starting at staggered
 /// times, each get exactly the target-only greedy decoding of their prompt.
 /// </summary>
@@ -45,6 +45,7 @@ public sealed class BatchedExactnessTests(ByteVocabularyVerifier verifier) : ICl
         var before = scheduler.Counters;
         var failures = new ConcurrentBag<string>();
         var modesSeen = new ConcurrentDictionary<GenerationMode, int>();
+        var leavesTaken = 0;
 
         await Task.WhenAll(Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
         {
@@ -59,19 +60,24 @@ public sealed class BatchedExactnessTests(ByteVocabularyVerifier verifier) : ICl
                     Mode = item.Mode,
                     DraftTokens = item.Gamma,
                     AdaptiveDraftTokens = item.Index % 7 == 3,
+                    // Every third combination drafts token trees, so tree rows share steps with chains and prefills
+                    // (padded to the longest row), and taken leaves move cache entries of slots the batch rearranges.
+                    Leaves = item.Index % 3 == 1 ? 1 + (item.Index % 4) : 0,
                     MaxNewTokens = NewTokens,
                     Sampling = SamplingConfig.Greedy,
                 }).RunToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
                 modesSeen.AddOrUpdate(item.Mode, 1, (_, v) => v + 1);
+                Interlocked.Add(ref leavesTaken, report.PerRound.Count(r => r.Drafted > 0 && r.Committed == r.Accepted + 2));
                 if (!report.TokenIds.SequenceEqual(expected[item.Index]))
                 {
-                    failures.Add($"combination {item.Index} ({item.Mode}, γ={item.Gamma}, prompt of {item.Prompt.Length}): got [{string.Join(",", report.TokenIds)}], want [{string.Join(",", expected[item.Index])}]");
+                    failures.Add($"combination {item.Index} ({item.Mode}, γ={item.Gamma}, leaves {(item.Index % 3 == 1 ? 1 + (item.Index % 4) : 0)}, prompt of {item.Prompt.Length}): got [{string.Join(",", report.TokenIds)}], want [{string.Join(",", expected[item.Index])}]");
                 }
             }
         }))).WaitAsync(TimeSpan.FromMinutes(5));
 
         Assert.Empty(failures);
         Assert.Equal(Modes.Length, modesSeen.Count);
+        Assert.True(leavesTaken > 0, "no round took a leaf");
 
         // The proof is only as good as the batching it saw: steps must really have served several sessions at once.
         var after = scheduler.Counters;

@@ -83,6 +83,19 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
         Assert.True(_leavesTaken > Samples / 50, $"{mode}: only {_leavesTaken} rounds took a leaf");
     }
 
+    /// <summary>Trees under sampling from four edges at once, their rounds sharing batched steps with tree attention.</summary>
+    [Fact]
+    public async Task FirstTwoTokens_TreesFromFourEdgesSharingBatches_FollowTargetJointDistribution()
+    {
+        var scheduler = verifier.App.Services.GetRequiredService<BatchScheduler>();
+        var before = scheduler.Counters.SharedSteps;
+
+        var (counts, acceptance) = await DrawAsync(GenerationMode.Conditional, clients: 4, leaves: 2);
+
+        AssertFollowsTarget(counts, acceptance, "conditional, two leaves per draft, four edges batched");
+        Assert.True(scheduler.Counters.SharedSteps - before > Samples / 10, "the four edges' rounds seldom shared a step");
+    }
+
     private int _leavesTaken;
 
     private async Task<(long[] Counts, double Acceptance)> DrawAsync(GenerationMode mode, int clients, int candidates = 1, int leaves = 0)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Bench.Matrix;
 using SpecEdge.Shared.Runtime;
 
 namespace SpecEdge.Bench;
@@ -21,14 +22,13 @@ internal static class CandidatesCommand
         var command = new Command("candidates", "How often the final verdict is among the first exit's top-k round outcomes (offline, default pair).") { tokens, gammas };
         command.SetAction(parse =>
         {
-            var (target, draft, description) = OfflineRounds.LoadDefaultPair();
-            using var _ = target;
-            using var __ = draft;
+            using var models = OfflineRounds.LoadDefaultPair();
+            var (target, draft, description) = (models.Target, models.Draft, models.Description);
             Console.WriteLine($"models: {description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy; exits after layers {string.Join(", ", target.Manifest.Exits)} (the first is used)");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | tokens per round | final = the exit's verdict | top 2 | top 3 | top 4 | top 6 | top 8 |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
-            foreach (var gamma in parse.GetValue(gammas)!.Split(',').Select(g => int.Parse(g, CultureInfo.InvariantCulture)))
+            foreach (var gamma in MatrixAxes.ParsePositiveInts(parse.GetValue(gammas)!, "--gamma"))
             {
                 var ks = new[] { 1, 2, 3, 4, 6, 8 };
                 var covered = new int[ks.Length];

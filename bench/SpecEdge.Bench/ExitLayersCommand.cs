@@ -4,7 +4,6 @@ using SpecEdge.Bench.Matrix;
 using SpecEdge.Demo;
 using SpecEdge.Shared.Models.Checkpoints;
 using SpecEdge.Shared.Models.Conversion;
-using SpecEdge.Shared.Runtime;
 using SpecEdge.Shared.Timing;
 
 namespace SpecEdge.Bench;
@@ -128,8 +127,8 @@ internal static class ExitLayersCommand
 
     private static Agreement Measure(string convertedTarget, ModelPair pair, int gamma, int count)
     {
-        using var target = LanguageModel.Load(convertedTarget, new RuntimeOptions { IntraOpThreads = 2 });
-        using var draft = LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 });
+        using var models = OfflineRounds.Load(convertedTarget, ModelResolver.Resolve(pair.Draft), pair.Description);
+        var (target, draft) = (models.Target, models.Draft);
         var exits = target.Stages.Count - 1;
         var agreement = new Agreement(new int[exits], new int[exits]);
         foreach (var prompt in OfflineRounds.Prompts)

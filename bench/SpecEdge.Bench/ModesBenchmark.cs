@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Bench.Matrix;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.Demo;
 using SpecEdge.EdgeClient.Client;
@@ -39,6 +40,7 @@ internal static class ModesBenchmark
             var pair = DefaultModels.Resolve();
             var computeProfile = ComputeProfiles.Resolve(parse.GetValue(profile)!);
             var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries);
+            var entries = modeList.ToDictionary(m => m, m => ParseEntry(m, parse.GetValue(gamma)));
             Console.WriteLine($"models: {pair.Description}; compute: {computeProfile.Label}; γ = {parse.GetValue(gamma)}; {parse.GetValue(prompts)} prompts × {parse.GetValue(tokens)} tokens per mode, greedy{(parse.GetValue(warmup) > 0 ? $", after {parse.GetValue(warmup)} unmeasured warm-up generation(s) per entry" : string.Empty)}; one client per entry");
             var (app, address) = await VerifierHost.StartLoopbackAsync(pair.Target, o =>
             {
@@ -49,55 +51,64 @@ internal static class ModesBenchmark
             await using var _ = app;
             Console.WriteLine($"exit thresholds {VerifierHost.DescribeThresholds(app)}");
             await using var reportsFile = parse.GetValue(reportsOut) is { } path ? new StreamWriter(path) : null;
-            foreach (var rtt in parse.GetValue(rtts)!.Split(',', StringSplitOptions.TrimEntries).Select(r => double.Parse(r, CultureInfo.InvariantCulture)))
+            foreach (var rtt in MatrixAxes.ParseDoubles(parse.GetValue(rtts)!, "--rtt"))
             {
                 var link = LinkProfile.Parse(string.Create(CultureInfo.InvariantCulture, $"rtt={rtt}ms"));
                 // One client per entry: what an entry's adaptive γ and auto policy learn stays within it, so entries
                 // sharing a mode (conditional@adaptive and auto's drafting, chains and trees) do not teach each other.
                 var clients = new Dictionary<string, SpecEdgeClient>();
-                foreach (var mode in modeList)
-                {
-                    clients[mode] = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Profile = computeProfile }, link), cancellationToken: cancellationToken);
-                }
-
-                await using var closeClients = new AsyncDisposables(clients.Values);
                 var results = modeList.ToDictionary(m => m, m => new List<GenerationReport>());
-                // Warm-up generations first (p < 0, unmeasured), on prompts from the end of the list.
-                for (var p = -parse.GetValue(warmup); p < parse.GetValue(prompts); p++)
+                try
                 {
                     foreach (var mode in modeList)
                     {
-                        var (baseMode, entryGamma, adaptive, candidates, leaves) = ParseEntry(mode, parse.GetValue(gamma));
-                        var report = await clients[mode].Generate(new GenerationRequest
-                        {
-                            PromptText = p >= 0 ? Prompts[p % Prompts.Length] : Prompts[Prompts.Length - 1 - ((-p - 1) % Prompts.Length)],
-                            Mode = GenerationModes.Parse(baseMode) ?? throw new FormatException($"--modes: unknown mode '{mode}'"),
-                            AdaptiveDraftTokens = adaptive,
-                            DraftTokens = adaptive ? parse.GetValue(maxGamma) : entryGamma,
-                            Candidates = candidates,
-                            Leaves = leaves,
-                            MaxNewTokens = parse.GetValue(tokens),
-                            Sampling = SamplingConfig.Greedy,
-                            StopAtEos = false,
-                        }).RunToEndAsync(cancellationToken);
-                        if (p < 0)
-                        {
-                            continue;
-                        }
+                        clients[mode] = await SpecEdgeClient.ConnectAsync(EmulatedLink.Apply(new EdgeClientOptions { Server = address, DraftModel = pair.Draft, IntraOpThreads = 1, Profile = computeProfile }, link), cancellationToken: cancellationToken);
+                    }
 
-                        results[mode].Add(report);
-                        if (reportsFile is not null)
+                    // Warm-up generations first (p < 0, unmeasured), on prompts from the end of the list.
+                    for (var p = -parse.GetValue(warmup); p < parse.GetValue(prompts); p++)
+                    {
+                        foreach (var mode in modeList)
                         {
-                            await reportsFile.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"{{\"rtt_ms\": {rtt}, \"entry\": \"{mode}\", \"prompt\": {p}, \"report\": {report.ToJson().ReplaceLineEndings(" ")}}}"));
-                        }
+                            var entry = entries[mode];
+                            var report = await clients[mode].Generate(new GenerationRequest
+                            {
+                                PromptText = p >= 0 ? Prompts[p % Prompts.Length] : Prompts[Prompts.Length - 1 - ((-p - 1) % Prompts.Length)],
+                                Mode = entry.Kind,
+                                AdaptiveDraftTokens = entry.Adaptive,
+                                DraftTokens = entry.Adaptive ? parse.GetValue(maxGamma) : entry.Gamma,
+                                Candidates = entry.Candidates,
+                                Leaves = entry.Leaves,
+                                MaxNewTokens = parse.GetValue(tokens),
+                                Sampling = SamplingConfig.Greedy,
+                                StopAtEos = false,
+                            }).RunToEndAsync(cancellationToken);
+                            if (p < 0)
+                            {
+                                continue;
+                            }
 
-                        Console.Error.Write(".");
+                            results[mode].Add(report);
+                            if (reportsFile is not null)
+                            {
+                                await reportsFile.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"{{\"rtt_ms\": {rtt}, \"entry\": \"{mode}\", \"prompt\": {p}, \"report\": {report.ToJson().ReplaceLineEndings(" ")}}}"));
+                            }
+
+                            Console.Error.Write(".");
+                        }
+                    }
+                }
+                finally
+                {
+                    foreach (var client in clients.Values)
+                    {
+                        await client.DisposeAsync();
                     }
                 }
 
                 Console.Error.WriteLine();
-                Print(rtt, results, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
-                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Candidates is > 1))
+                Print(rtt, results, entries, parse.GetValue(gamma), parse.GetValue(tokens), computeProfile);
+                foreach (var (mode, reports) in results.Where(r => entries[r.Key].Candidates is > 1))
                 {
                     // How often the final verdict was the exit's own or one of the alternatives it sent: the share of rounds pre-drafted for, timing aside.
                     var exits = reports.SelectMany(r => r.EarlyExits.PerExit).GroupBy(e => e.Layer).OrderBy(g => g.Key)
@@ -106,7 +117,7 @@ internal static class ModesBenchmark
                     Console.WriteLine($"{mode}: {string.Join("; ", exits)}.");
                 }
 
-                foreach (var (mode, reports) in results.Where(r => ParseEntry(r.Key, parse.GetValue(gamma)).Mode == "auto"))
+                foreach (var (mode, reports) in results.Where(r => entries[r.Key].Mode == "auto"))
                 {
                     Console.WriteLine();
                     Console.WriteLine($"{mode}: each generation's sessions and ms per token: {string.Join("; ", reports.Select(r => string.Create(CultureInfo.InvariantCulture, $"{string.Join(" → ", r.ModesUsed)} {r.LatencyMs.PerToken:F1}")))}.");
@@ -123,50 +134,44 @@ internal static class ModesBenchmark
     /// followed by +kN (N candidates pre-drafted per early verdict: multi-candidate pre-drafting) and +tN (token trees:
     /// N leaves beside each draft; +t0 a chain; without it, the mode's choice: trees for auto, chains otherwise).
     /// </summary>
-    private static (string Mode, int Gamma, bool Adaptive, int? Candidates, int? Leaves) ParseEntry(string entry, int gamma)
+    private static ModeEntry ParseEntry(string entry, int gamma)
     {
         int? candidates = null;
         int? leaves = null;
         var parts = entry.Split('+');
         foreach (var part in parts.Skip(1))
         {
-            var valid = int.TryParse(part.AsSpan(1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n);
+            var valid = part.Length > 1 && int.TryParse(part.AsSpan(1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : -1;
             switch (part.FirstOrDefault())
             {
-                case 'k' when valid && n >= 1 && n <= ProtocolLimits.MaxCandidates:
-                    candidates = n;
+                case 'k' when valid >= 1 && valid <= ProtocolLimits.MaxCandidates:
+                    candidates = valid;
                     break;
-                case 't' when valid && n >= 0 && n <= ProtocolLimits.MaxLeafWidth:
-                    leaves = n;
+                case 't' when valid >= 0 && valid <= ProtocolLimits.MaxLeafWidth:
+                    leaves = valid;
                     break;
                 default:
                     throw new FormatException($"--modes: '{entry}': +kN takes N from 1 to {ProtocolLimits.MaxCandidates}, +tN from 0 to {ProtocolLimits.MaxLeafWidth}");
             }
         }
 
-        entry = parts[0];
-        if (entry == "adaptive")
-        {
-            return ("speculative", gamma, true, candidates, leaves);
-        }
-
-        var at = entry.IndexOf('@', StringComparison.Ordinal);
-        if (at < 0)
-        {
-            return (entry, gamma, false, candidates, leaves);
-        }
-
-        var suffix = entry[(at + 1)..];
-        return suffix == "adaptive" ? (entry[..at], gamma, true, candidates, leaves)
-            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? (entry[..at], g, false, candidates, leaves)
+        var head = parts[0];
+        var at = head.IndexOf('@', StringComparison.Ordinal);
+        var (mode, suffix) = head == "adaptive" ? ("speculative", "adaptive") : at < 0 ? (head, null) : (head[..at], head[(at + 1)..]);
+        var kind = GenerationModes.Parse(mode) ?? throw new FormatException($"--modes: unknown mode '{entry}'");
+        return suffix is null || suffix == "adaptive" ? new ModeEntry(mode, kind, gamma, suffix is not null, candidates, leaves)
+            : int.TryParse(suffix, NumberStyles.Integer, CultureInfo.InvariantCulture, out var g) && g >= 1 ? new ModeEntry(mode, kind, g, false, candidates, leaves)
             : throw new FormatException($"--modes: '{entry}': γ must be a positive integer or 'adaptive'");
     }
 
-    private static void Print(double rtt, Dictionary<string, List<GenerationReport>> results, int gamma, int tokensPerPrompt, ComputeProfile profile)
+    /// <summary>A parsed --modes entry.</summary>
+    private sealed record ModeEntry(string Mode, GenerationMode Kind, int Gamma, bool Adaptive, int? Candidates, int? Leaves);
+
+    private static void Print(double rtt, Dictionary<string, List<GenerationReport>> results, Dictionary<string, ModeEntry> entries, int gamma, int tokensPerPrompt, ComputeProfile profile)
     {
         // Shared measurements across modes: verification and first-stage time, transport overhead per round.
         // From plain speculative rounds (fixed γ): their drafting is all on the critical path, so it measures t_d.
-        var spec = results.FirstOrDefault(kv => ParseEntry(kv.Key, gamma) is { Mode: "speculative", Adaptive: false, Leaves: null or 0 }).Value
+        var spec = results.FirstOrDefault(kv => entries[kv.Key] is { Mode: "speculative", Adaptive: false, Leaves: null or 0 }).Value
             ?? results.Values.First(r => r.Any(x => x.DraftTokens > 0));
         var rounds = spec.SelectMany(r => r.PerRound).ToList();
         var verify = rounds.Average(r => r.VerifyMs);
@@ -199,7 +204,7 @@ internal static class ModesBenchmark
             var sentHits = reports.Sum(r => r.EarlyExits.ConditionalRoundsSent - r.EarlyExits.ConditionalRoundsDropped);
             var inputs = new ModelInputs(modeGamma, tokens / (double)roundCount, draftPerToken, transport, mode == "cloud" ? cloudVerify : verify, earlyMs, roundCount == 0 ? 0 : hits / (double)roundCount,
                 roundCount == 0 ? null : sentHits / (double)roundCount, AnalyticalModel.BackingVerdictMs(reports.SelectMany(r => r.PerRound)));
-            var modelMode = mode == "adaptive" ? "adaptive" : ParseEntry(mode, gamma).Mode;
+            var modelMode = mode == "adaptive" ? "adaptive" : entries[mode].Mode;
             double expected;
             if (modelMode == "auto")
             {
@@ -223,18 +228,6 @@ internal static class ModesBenchmark
             var gap = (msPerToken - expected) / expected;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {mode} | {msPerToken:F2} | {cloudMsPerToken / msPerToken:F2}x | {tokens / (double)roundCount:F2} | {(drafted == 0 ? "-" : (reports.Sum(r => r.AcceptedTokens) / (double)drafted).ToString("P0", CultureInfo.InvariantCulture))} | {reports.Sum(r => r.EarlyExits.EarlyVerdicts)} | {(hits + misses == 0 ? "-" : hitRate.ToString("P0", CultureInfo.InvariantCulture))}{(alternateHits > 0 ? $" ({alternateHits} alt.)" : string.Empty)} | {reports.Sum(r => r.EarlyExits.RoundsStartedWithoutWaiting)}/{roundCount} | {expected:F2} | {Math.Round(gap * 100):+0;-0;0}%{(Math.Abs(gap) > 0.10 ? " ⚠" : string.Empty)} |"));
-        }
-    }
-}
-
-/// <summary>Disposes every item when disposed.</summary>
-internal sealed class AsyncDisposables(IEnumerable<IAsyncDisposable> items) : IAsyncDisposable
-{
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var item in items)
-        {
-            await item.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -33,13 +33,19 @@ internal static class OfflineRounds
     ];
 
     /// <summary>The default pair, loaded for replay: the target with its exits, and the draft (the caller disposes both).</summary>
-    public static (LanguageModel Target, LanguageModel Draft, string Description) LoadDefaultPair()
+    public static OfflinePair LoadDefaultPair()
     {
         var pair = DefaultModels.Resolve();
-        var target = LanguageModel.Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), new RuntimeOptions { IntraOpThreads = 2 });
+        return Load(ModelResolver.Resolve(pair.Target, new ConversionOptions { Exits = pair.Exits }), ModelResolver.Resolve(pair.Draft), pair.Description);
+    }
+
+    /// <summary>A converted target and draft, loaded for replay (the caller disposes them).</summary>
+    public static OfflinePair Load(string convertedTarget, string convertedDraft, string description)
+    {
+        var target = LanguageModel.Load(convertedTarget, new RuntimeOptions { IntraOpThreads = 2 });
         try
         {
-            return (target, LanguageModel.Load(ModelResolver.Resolve(pair.Draft), new RuntimeOptions { IntraOpThreads = 2 }), pair.Description);
+            return new OfflinePair(target, LanguageModel.Load(convertedDraft, new RuntimeOptions { IntraOpThreads = 2 }), description);
         }
         catch
         {
@@ -130,5 +136,15 @@ internal static class OfflineRounds
         }
 
         return result;
+    }
+}
+
+/// <summary>A target and a draft loaded for offline replay; disposing it frees both.</summary>
+internal sealed record OfflinePair(LanguageModel Target, LanguageModel Draft, string Description) : IDisposable
+{
+    public void Dispose()
+    {
+        Target.Dispose();
+        Draft.Dispose();
     }
 }

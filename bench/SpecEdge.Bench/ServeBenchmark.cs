@@ -6,6 +6,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using ScottPlot;
+using SpecEdge.Bench.Matrix;
 using SpecEdge.CloudVerifier.Hosting;
 using SpecEdge.CloudVerifier.Scheduling;
 using SpecEdge.Demo;
@@ -76,7 +77,7 @@ internal static class ServeBenchmark
                 return 0;
             }
 
-            var clientCounts = Parse(parse.GetValue(clients)!, "--clients");
+            var clientCounts = MatrixAxes.ParsePositiveInts(parse.GetValue(clients)!, "--clients");
             var batchingValues = parse.GetValue(batching)!.Split(',', StringSplitOptions.TrimEntries).Select(v => v switch
             {
                 "on" => true,
@@ -300,19 +301,4 @@ internal static class ServeBenchmark
         plot.SavePng(path, 1000, 600);
     }
 
-    private static List<int> Parse(string text, string flag)
-    {
-        var values = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
-        {
-            if (!int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) || value < 1)
-            {
-                throw new FormatException($"{flag}: '{part}' is not a positive integer");
-            }
-
-            values.Add(value);
-        }
-
-        return values;
-    }
 }

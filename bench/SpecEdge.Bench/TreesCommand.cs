@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SpecEdge.Bench.Matrix;
 
 namespace SpecEdge.Bench;
 
@@ -17,23 +18,22 @@ internal static class TreesCommand
     {
         var tokens = new Option<int>("--tokens") { Description = "New tokens per prompt.", DefaultValueFactory = _ => 96 };
         var gammas = new Option<string>("--gamma") { Description = "Draft lengths.", DefaultValueFactory = _ => "4,8" };
-        var width = new Option<string>("--leaves") { Description = "Leaves per unsure depth.", DefaultValueFactory = _ => "1,2,3,4" };
+        var leafWidths = new Option<string>("--leaves") { Description = "Leaves per unsure depth.", DefaultValueFactory = _ => "1,2,3,4" };
         var below = new Option<string>("--below") { Description = "Confidence thresholds: a depth gets leaves when the draft's probability of its draft is under it (1 = every depth).", DefaultValueFactory = _ => "0.5,0.8,1" };
-        var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, width, below };
+        var command = new Command("trees", "Tokens per round of a token tree (the chain plus leaves where the draft is unsure) against the chain (offline, default pair).") { tokens, gammas, leafWidths, below };
         command.SetAction(parse =>
         {
-            var (target, draft, description) = OfflineRounds.LoadDefaultPair();
-            using var _ = target;
-            using var __ = draft;
-            var thresholds = parse.GetValue(below)!.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            var widths = parse.GetValue(width)!.Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToArray();
+            using var models = OfflineRounds.LoadDefaultPair();
+            var (target, draft, description) = (models.Target, models.Draft, models.Description);
+            var thresholds = MatrixAxes.ParseDoubles(parse.GetValue(below)!, "--below");
+            var widths = MatrixAxes.ParsePositiveInts(parse.GetValue(leafWidths)!, "--leaves");
             Console.WriteLine($"models: {description}; {OfflineRounds.Prompts.Count} prompts × {parse.GetValue(tokens)} tokens, greedy");
             Console.WriteLine();
             Console.WriteLine("| γ | rounds | chain: tokens per round | leaves per unsure depth | unsure below | scored tokens per round | tree: tokens per round | gain |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|");
             var tried = new int[10];
             var stood = new int[10];
-            foreach (var gamma in parse.GetValue(gammas)!.Split(',').Select(g => int.Parse(g, CultureInfo.InvariantCulture)))
+            foreach (var gamma in MatrixAxes.ParsePositiveInts(parse.GetValue(gammas)!, "--gamma"))
             {
                 var rounds = new List<OfflineRound>();
                 foreach (var prompt in OfflineRounds.Prompts)

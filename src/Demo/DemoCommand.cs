@@ -16,9 +16,6 @@ internal static class DemoCommand
 {
     public const string DefaultLink = "rtt=40ms,jitter=4ms,bw=20mbit";
 
-    /// <summary>Leaves beside each draft in a MODE+tree entry (token trees; three, as docs/benchmarks.md measures).</summary>
-    public const int TreeLeaves = 3;
-
     private static readonly string[] DefaultPrompts =
     [
         "The edge drafts and the cloud verifies",
@@ -87,12 +84,12 @@ internal static class DemoCommand
         var list = new List<DemoMode>();
         foreach (var entry in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            // MODE+tree: token trees, TreeLeaves leaves beside each draft.
+            // MODE+tree: token trees, as many leaves beside each draft as auto drafts.
             var tree = entry.EndsWith("+tree", StringComparison.Ordinal) && entry != "+tree";
             var name = tree ? entry[..^"+tree".Length] : entry;
-            if (tree && GenerationModes.Parse(name) is { } treeMode && treeMode.UsesDraft() && treeMode != GenerationMode.Edge)
+            if (tree && GenerationModes.Parse(name) is { } treeMode && treeMode.UsesDraft() && treeMode.UsesVerifier())
             {
-                list.Add(new DemoMode(entry, treeMode, Adaptive: false, Leaves: TreeLeaves));
+                list.Add(new DemoMode(entry, treeMode, Adaptive: false, Leaves: SpecEdgeClient.AutoLeaves));
             }
             else if (tree)
             {

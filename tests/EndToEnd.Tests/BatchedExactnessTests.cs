@@ -32,12 +32,14 @@ public sealed class BatchedExactnessTests(ByteVocabularyVerifier verifier) : ICl
     {
         var combinations = int.TryParse(Environment.GetEnvironmentVariable("SPECEDGE_BATCH_COMBINATIONS"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n > 0 ? n : DefaultCombinations;
         var random = new Random(77);
-        var work = new ConcurrentQueue<(int Index, int[] Prompt, GenerationMode Mode, int Gamma)>();
+        var work = new ConcurrentQueue<(int Index, int[] Prompt, GenerationMode Mode, int Gamma, int Leaves)>();
         for (var i = 0; i < combinations; i++)
         {
             var length = i % 5 == 4 ? 33 + random.Next(38) : 1 + random.Next(20);
             int[] prompt = [256, .. Enumerable.Range(0, length - 1).Select(_ => random.Next(32, 127))];
-            work.Enqueue((i, prompt, Modes[i % Modes.Length], Gammas[(i / Modes.Length) % Gammas.Length]));
+            // Every third combination drafts token trees, so tree rows share steps with chains and prefills (padded to
+            // the longest row), and taken leaves move cache entries of slots the batch rearranges.
+            work.Enqueue((i, prompt, Modes[i % Modes.Length], Gammas[(i / Modes.Length) % Gammas.Length], i % 3 == 1 ? 1 + (i % 4) : 0));
         }
 
         var expected = work.ToDictionary(w => w.Index, w => LocalGreedy(w.Prompt));
@@ -60,17 +62,15 @@ public sealed class BatchedExactnessTests(ByteVocabularyVerifier verifier) : ICl
                     Mode = item.Mode,
                     DraftTokens = item.Gamma,
                     AdaptiveDraftTokens = item.Index % 7 == 3,
-                    // Every third combination drafts token trees, so tree rows share steps with chains and prefills
-                    // (padded to the longest row), and taken leaves move cache entries of slots the batch rearranges.
-                    Leaves = item.Index % 3 == 1 ? 1 + (item.Index % 4) : 0,
+                    Leaves = item.Leaves,
                     MaxNewTokens = NewTokens,
                     Sampling = SamplingConfig.Greedy,
                 }).RunToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
                 modesSeen.AddOrUpdate(item.Mode, 1, (_, v) => v + 1);
-                Interlocked.Add(ref leavesTaken, report.PerRound.Count(r => r.Drafted > 0 && r.Committed == r.Accepted + 2));
+                Interlocked.Add(ref leavesTaken, TreeRounds.LeavesTaken(report));
                 if (!report.TokenIds.SequenceEqual(expected[item.Index]))
                 {
-                    failures.Add($"combination {item.Index} ({item.Mode}, γ={item.Gamma}, leaves {(item.Index % 3 == 1 ? 1 + (item.Index % 4) : 0)}, prompt of {item.Prompt.Length}): got [{string.Join(",", report.TokenIds)}], want [{string.Join(",", expected[item.Index])}]");
+                    failures.Add($"combination {item.Index} ({item.Mode}, γ={item.Gamma}, leaves {item.Leaves}, prompt of {item.Prompt.Length}): got [{string.Join(",", report.TokenIds)}], want [{string.Join(",", expected[item.Index])}]");
                 }
             }
         }))).WaitAsync(TimeSpan.FromMinutes(5));

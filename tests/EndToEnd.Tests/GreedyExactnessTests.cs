@@ -109,7 +109,7 @@ public sealed class GreedyExactnessTests(ByteVocabularyVerifier verifier) : ICla
                 var report = await RunAsync(client, p, mode, gamma, leaves: leaves);
 
                 Assert.Equal(LocalGreedy(p), report.TokenIds);
-                taken += report.PerRound.Count(r => r.Committed == r.Accepted + 2);
+                taken += TreeRounds.LeavesTaken(report);
             }
         }
 

@@ -93,6 +93,7 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
         var (counts, acceptance) = await DrawAsync(GenerationMode.Conditional, clients: 4, leaves: 2);
 
         AssertFollowsTarget(counts, acceptance, "conditional, two leaves per draft, four edges batched");
+        Assert.True(_leavesTaken > Samples / 50, $"only {_leavesTaken} rounds took a leaf");
         Assert.True(scheduler.Counters.SharedSteps - before > Samples / 10, "the four edges' rounds seldom shared a step");
     }
 
@@ -118,7 +119,7 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
                     Leaves = leaves,
                     Sampling = new SamplingConfig { Temperature = 1f, Seed = seed + (1000UL * (ulong)mode) + (100_000UL * (ulong)(clients - 1)) + (10_000_000UL * (ulong)(candidates - 1)) + (1_000_000_000UL * (ulong)leaves) },
                 }).RunToEndAsync().DefaultTimeout();
-                Interlocked.Add(ref _leavesTaken, report.PerRound.Count(r => r.Committed == r.Accepted + 2));
+                Interlocked.Add(ref _leavesTaken, TreeRounds.LeavesTaken(report));
                 Interlocked.Increment(ref counts[(report.TokenIds[0] * SmallVocabularyVerifier.Vocab) + report.TokenIds[1]]);
                 Interlocked.Add(ref drafted, report.DraftTokens);
                 Interlocked.Add(ref accepted, report.AcceptedTokens);
@@ -153,7 +154,6 @@ public sealed class SamplingDistributionTests(SmallVocabularyVerifier verifier) 
 
         return joint;
     }
-
 
     /// <summary>Pearson's statistic, pooling cells expected to hold fewer than 5 draws into one.</summary>
     private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)

@@ -230,7 +230,6 @@ public sealed class SamplingPowerTests(DifferingDraftVerifier verifier, WrongRul
         return filtered;
     }
 
-
     private static (double Chi2, int Dof) ChiSquare(long[] counts, double[] p)
     {
         // A token the filters exclude must never come out; the cells it leaves are not part of the test.

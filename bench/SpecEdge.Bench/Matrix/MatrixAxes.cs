@@ -116,6 +116,9 @@ internal sealed record MatrixAxes
     public static IReadOnlyList<double> ParseDoubles(string text, string option) =>
         [.. text.Split(',', StringSplitOptions.TrimEntries).Select(part => double.TryParse(part, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= 0 ? v : throw new FormatException($"{option}: '{part}' is not a non-negative number"))];
 
+    public static IReadOnlyList<int> ParsePositiveInts(string text, string option) =>
+        [.. text.Split(',', StringSplitOptions.TrimEntries).Select(part => int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 1 ? v : throw new FormatException($"{option}: '{part}' is not a positive integer"))];
+
     public static IReadOnlyList<double> ParseBandwidths(string text) =>
         [.. text.Split(',', StringSplitOptions.TrimEntries).Select(part => part is "unlimited" or "0" ? 0 : LinkProfile.Parse($"bw={part}").Uplink.BitsPerSecond)];
 

@@ -160,6 +160,20 @@ public sealed class SpecEdgeChatClient : IChatClient
         }
     }
 
+    /// <summary>
+    /// A generation as this client decodes (mode, candidates, leaves) with the call's options (new tokens, sampling,
+    /// stop sequences); the caller adds the prompt or the conversation.
+    /// </summary>
+    internal GenerationRequest Request(ChatOptions? options) => new()
+    {
+        Mode = _options.Mode,
+        Candidates = _options.Candidates,
+        Leaves = _options.Leaves,
+        MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
+        Sampling = Sampling(options),
+        StopSequences = options?.StopSequences is { Count: > 0 } stops ? [.. stops] : [],
+    };
+
     /// <summary>Maps the call to a generation and takes this client's turn (released by the caller).</summary>
     private async Task<(SpecEdgeClient Client, Generation Generation)> StartAsync(IEnumerable<AiChatMessage> messages, ChatOptions? options, CancellationToken cancellationToken)
     {
@@ -174,17 +188,7 @@ public sealed class SpecEdgeChatClient : IChatClient
             conversation.Add(new ChatMessage(role, message.Text));
         }
 
-        var sampling = Sampling(options);
-        var request = new GenerationRequest
-        {
-            Messages = conversation,
-            Mode = _options.Mode,
-            Candidates = _options.Candidates,
-            Leaves = _options.Leaves,
-            MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
-            Sampling = sampling,
-            StopSequences = options?.StopSequences is { Count: > 0 } stops ? [.. stops] : [],
-        };
+        var request = Request(options) with { Messages = conversation };
 
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try

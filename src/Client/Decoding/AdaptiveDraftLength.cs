@@ -66,6 +66,9 @@ public sealed class AdaptiveDraftLength
     private readonly double[] _binStood = new double[Bins];
     private readonly double[] _binTried = new double[Bins];
     private readonly double[] _binDrafted = new double[Bins];
+
+    /// <summary>Σ over the bins of (drafts in the bin + <see cref="BinSharePrior"/>): how <see cref="GoOn"/> weighs them, set when the bins change.</summary>
+    private double _shareTotal;
     private readonly double[] _calibrated = new double[Bins];
     private readonly Lock _lock = new();
     private double _leafHits;
@@ -92,6 +95,7 @@ public sealed class AdaptiveDraftLength
             _value[i] = new double[Grid];
         }
 
+        _shareTotal = ShareTotal();
         Recalibrate();
         Revalue();
     }
@@ -204,6 +208,7 @@ public sealed class AdaptiveDraftLength
                 }
             }
 
+            _shareTotal = ShareTotal();
             Recalibrate();
             if (wallMs > 0)
             {
@@ -303,18 +308,27 @@ public sealed class AdaptiveDraftLength
             return double.NegativeInfinity;
         }
 
-        var total = 0.0;
         var worth = 0.0;
         for (var b = 0; b < Bins; b++)
         {
             var share = _binDrafted[b] + BinSharePrior;
             var next = reach * _calibrated[b];
-            total += share;
             var leaf = (reach - next) * _leafRate;
             worth += share * (next + leaf - _threshold + Interpolate(_value[drafted + 1], next));
         }
 
-        return worth / total;
+        return worth / _shareTotal;
+    }
+
+    private double ShareTotal()
+    {
+        var total = 0.0;
+        for (var b = 0; b < Bins; b++)
+        {
+            total += _binDrafted[b] + BinSharePrior;
+        }
+
+        return total;
     }
 
     /// <summary>

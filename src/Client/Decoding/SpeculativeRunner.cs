@@ -40,7 +40,7 @@ internal sealed class SpeculativeRunner
     private uint _round = 1;
     private uint _lastExitLayer;
     private readonly int _candidates;
-    private int _leafWidth;
+    private readonly int _leafWidth;
     private int _maxLeaves;
     private long _previousVerdictAt;
 
@@ -72,7 +72,6 @@ internal sealed class SpeculativeRunner
         _policy = ModePolicy.For(request.Mode);
         _candidates = request.Candidates ?? 1;
         _leafWidth = request.Leaves ?? 0;
-        _maxLeaves = (int)verifier.Limits.MaxLeaves;
         _ahead = new PreDraftMachine(new RoundStats(tracker), _policy.SendsAhead ? _candidates : 1);
         var maxLength = (int)Math.Min(verifier.Limits.MaxSequenceLength, (uint)engine.MaxSequenceLength);
         _stop = new StopRule(tracker.PromptLength, request.MaxNewTokens, maxLength, request.StopAtEos, engine.Model.Tokenizer.Eos);
@@ -126,12 +125,8 @@ internal sealed class SpeculativeRunner
         }
 
         _maxDrafts = Math.Min(_maxDrafts, (int)first.Opened.MaxDraftTokens);
-        // A verifier that takes no leaves (batching off, or its limit 0) gets chains.
+        // A verifier that takes no leaves (batching off, or its limit 0) gets chains: the engine drafts none then.
         _maxLeaves = (int)first.Opened.MaxLeaves;
-        if (_maxLeaves == 0)
-        {
-            _leafWidth = 0;
-        }
 
         _lastExitLayer = first.Opened.Exits.Count == 0 ? 0 : first.Opened.Exits.Max(e => e.Layer);
         _tracker.Phase = GenerationPhase.Idle;
@@ -170,7 +165,7 @@ internal sealed class SpeculativeRunner
         var committedLength = _tracker.Tokens.Count;
         var start = await StartRoundAsync(stream, committedLength, cancellationToken).ConfigureAwait(false);
         _tracker.Phase = GenerationPhase.MidRound;
-        var (final, early) = await AwaitFinalAsync(stream, start.Drafts, start.Leaves, committedLength, cancellationToken).ConfigureAwait(false);
+        var (final, early) = await AwaitFinalAsync(stream, start.Sent, committedLength, cancellationToken).ConfigureAwait(false);
         _tracker.Phase = GenerationPhase.Idle;
         var arrived = _time.GetTimestamp();
         var committed = Commit(final, start, early, arrived);
@@ -181,7 +176,12 @@ internal sealed class SpeculativeRunner
     }
 
     /// <summary>How a round began: its drafts, how long the edge waited for them, whether they were ready, and when it went out.</summary>
-    private sealed record RoundStart(TokenId[] Drafts, DraftLeaf[] Leaves, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall, double ComputeMs, float[]? Confidences);
+    private sealed record RoundStart(DraftedRound Sent, double DraftMs, bool Ready, long SentAt, DateTimeOffset SentWall)
+    {
+        public TokenId[] Drafts => Sent.Tokens;
+
+        public double ComputeMs => Sent.Elapsed.TotalMilliseconds;
+    }
 
     /// <summary>The round's drafts: already at the verifier (a conditional round that held), a pre-drafted branch, or fresh; sent unless already there.</summary>
     private async Task<RoundStart> StartRoundAsync(IDecodeStream stream, int committedLength, CancellationToken cancellationToken)
@@ -189,12 +189,12 @@ internal sealed class SpeculativeRunner
         if (_ahead.TakeAccepted(_round) is { } ahead)
         {
             // Already in flight: the verifier started it right after the previous final verdict.
-            return new RoundStart(ahead.Drafts.Tokens, ahead.Drafts.Leaves, 0, true, _previousVerdictAt, ahead.SentWall, ahead.Drafts.Elapsed.TotalMilliseconds, ahead.Drafts.Confidences);
+            return new RoundStart(ahead.Drafts, 0, true, _previousVerdictAt, ahead.SentWall);
         }
 
         var (taken, waitedMs, wasReady, guess) = await TakeDraftsAsync(committedLength, cancellationToken).ConfigureAwait(false);
         var drafted = WithinRoom(taken, committedLength);
-        var start = new RoundStart(drafted.Tokens, drafted.Leaves, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow(), drafted.Elapsed.TotalMilliseconds, drafted.Confidences);
+        var start = new RoundStart(drafted, waitedMs, wasReady, _time.GetTimestamp(), _time.GetUtcNow());
         await SendAsync(stream, _round, committedLength, drafted, null, cancellationToken).ConfigureAwait(false);
         if (_policy.GuessesAhead && guess is { } next)
         {
@@ -210,7 +210,7 @@ internal sealed class SpeculativeRunner
     /// Waits for the round's final verdict, acting on early verdicts meanwhile (and, in conditional mode, sending the
     /// pre-drafted round as soon as it is ready). Returns the final verdict and the round's early verdicts.
     /// </summary>
-    private async Task<(FinalVerdict Final, List<EarlyVerdict> Early)> AwaitFinalAsync(IDecodeStream stream, TokenId[] drafts, DraftLeaf[] leaves, int committedLength, CancellationToken cancellationToken)
+    private async Task<(FinalVerdict Final, List<EarlyVerdict> Early)> AwaitFinalAsync(IDecodeStream stream, DraftedRound sent, int committedLength, CancellationToken cancellationToken)
     {
         var early = new List<EarlyVerdict>();
         using var deadline = Deadline();
@@ -243,7 +243,7 @@ internal sealed class SpeculativeRunner
             {
                 case VerifierMessage.KindOneofCase.Early when message.Early.Round == _round:
                     early.Add(message.Early);
-                    await OnEarlyVerdictAsync(message.Early, drafts, leaves, committedLength).ConfigureAwait(false);
+                    await OnEarlyVerdictAsync(message.Early, sent, committedLength).ConfigureAwait(false);
                     break;
                 case VerifierMessage.KindOneofCase.Final when message.Final.Round == _round:
                     return (message.Final, early);
@@ -272,10 +272,7 @@ internal sealed class SpeculativeRunner
         var arrivedWall = _time.GetUtcNow();
         var verdict = final.ToDomain();
         var drafts = start.Drafts;
-        if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize, start.Leaves))
-        {
-            throw new ProtocolViolationException($"round {_round}: the verdict ({Describe(verdict)}) does not fit the {drafts.Length} drafts and {start.Leaves.Length} leaves sent");
-        }
+        EnsureFits(verdict, $"round {_round}: the verdict", start.Sent);
 
         var newTokens = verdict.Tokens(drafts);
         var committed = _tracker.Commit(newTokens);
@@ -315,11 +312,15 @@ internal sealed class SpeculativeRunner
         }
 
         // A session's first round also carries the prompt's prefill: its wall time says nothing about γ.
-        // Where a draft fell beside leaves, whether one of them stood (what trees add to a longer round).
-        bool? leafStood = verdict.Branch is not null ? true
-            : verdict.Accepted < drafts.Length && start.Leaves.Any(l => l.Depth == verdict.Accepted) ? false
-            : null;
-        _adaptive?.Observe(drafts.Length, start.Confidences, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN, leafStood);
+        if (_adaptive is { } adaptive)
+        {
+            // Where a draft fell beside leaves, whether one of them stood (what trees add to a longer round).
+            var leaves = start.Sent.Leaves;
+            bool? leafStood = verdict.Branch is not null ? true
+                : verdict.Accepted < drafts.Length && DraftLeaf.FirstAt(leaves, verdict.Accepted) is var j && j < leaves.Length && leaves[j].Depth == verdict.Accepted ? false
+                : null;
+            adaptive.Observe(drafts.Length, start.Sent.Confidences, verdict.Accepted, _tracker.Rounds.Count == 1 ? double.NaN : wallMs, start.DraftMs > 0 ? start.DraftMs : double.NaN, leafStood);
+        }
         return committed;
     }
 
@@ -370,9 +371,14 @@ internal sealed class SpeculativeRunner
         return round.Leaves.Length <= room ? round : round with { Leaves = round.Leaves[..room] };
     }
 
-    private static string Describe(Verdict verdict) => verdict.Branch is { } branch
-        ? $"{verdict.Accepted} accepted, leaf {branch.Value}, next {verdict.Next.Value}"
-        : $"{verdict.Accepted} accepted, next {verdict.Next.Value}";
+    /// <summary>A verdict that cannot answer the round it names (more drafts than sent, a leaf not sent) is the verifier's bug.</summary>
+    private void EnsureFits(Verdict verdict, string what, DraftedRound sent)
+    {
+        if (!verdict.Fits(sent.Tokens.Length, _engine.Model.VocabSize, sent.Leaves))
+        {
+            throw new ProtocolViolationException($"{what} ({verdict.Describe()}) does not fit the {sent.Tokens.Length} drafts and {sent.Leaves.Length} leaves sent");
+        }
+    }
 
     private int DraftCount(int committedLength)
     {
@@ -381,7 +387,7 @@ internal sealed class SpeculativeRunner
         return Math.Max(0, Math.Min(gamma, _stop.MaxUsefulDrafts(committedLength)));
     }
 
-    private async Task OnEarlyVerdictAsync(EarlyVerdict early, TokenId[] drafts, DraftLeaf[] leaves, int committedLength)
+    private async Task OnEarlyVerdictAsync(EarlyVerdict early, DraftedRound sent, int committedLength)
     {
         _tracker.EarlyVerdicts++;
         _tracker.Exit((int)early.ExitLayer).Verdicts++;
@@ -391,11 +397,7 @@ internal sealed class SpeculativeRunner
         }
 
         var provisional = early.ToDomain();
-        if (!provisional.Fits(drafts.Length, _engine.Model.VocabSize, leaves))
-        {
-            throw new ProtocolViolationException($"early verdict ({Describe(provisional)}) does not fit the {drafts.Length} drafts and {leaves.Length} leaves sent");
-        }
-
+        EnsureFits(provisional, "early verdict", sent);
         if (_policy.DraftsOnEarlyVerdicts)
         {
             // The exit's own verdict first, then the alternatives it ranks next (multi-candidate pre-drafting). An exit
@@ -411,11 +413,7 @@ internal sealed class SpeculativeRunner
                     break;
                 }
 
-                if (!verdict.Fits(drafts.Length, _engine.Model.VocabSize, leaves))
-                {
-                    throw new ProtocolViolationException($"early verdict alternative ({Describe(verdict)}) does not fit the {drafts.Length} drafts and {leaves.Length} leaves sent");
-                }
-
+                EnsureFits(verdict, "early verdict alternative", sent);
                 var condition = verdict.ToCondition(early.Round);
                 if (!conditions.Contains(condition))
                 {
@@ -423,7 +421,7 @@ internal sealed class SpeculativeRunner
                 }
             }
 
-            await _ahead.OnProvisionalAsync(conditions, (c, after) => StartBranch(c, drafts, committedLength, after)).ConfigureAwait(false);
+            await _ahead.OnProvisionalAsync(conditions, (c, after) => StartBranch(c, sent.Tokens, committedLength, after)).ConfigureAwait(false);
         }
     }
 

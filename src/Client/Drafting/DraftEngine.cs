@@ -17,7 +17,7 @@ public sealed record DraftedRound(TokenId[] Tokens, SparseDistribution[]? Distri
 
     /// <summary>The first <paramref name="count"/> drafts, with the leaves beside them.</summary>
     public DraftedRound Take(int count) =>
-        count >= Tokens.Length ? this : new DraftedRound(Tokens[..count], Distributions?[..count], Elapsed, Confidences?[..count]) { Leaves = [.. Leaves.Where(l => l.Depth < count)] };
+        count >= Tokens.Length ? this : new DraftedRound(Tokens[..count], Distributions?[..count], Elapsed, Confidences?[..count]) { Leaves = Leaves[..DraftLeaf.FirstAt(Leaves, count)] };
 }
 
 /// <summary>Asked after each draft whether to draft one more, given the confidences of the drafts so far.</summary>
@@ -114,6 +114,7 @@ public sealed class DraftEngine : IDisposable
         // Confidences only for a caller that asks after each draft (adaptive γ): fixed-γ rounds skip the exp-sum.
         var confidences = more is null ? null : new float[count];
         var leaves = leafWidth == 0 || maxLeaves == 0 ? null : new List<DraftLeaf>(Math.Min(count * leafWidth, maxLeaves));
+        var top = leaves is null ? null : new int[leafWidth + 1];
         var draftConfig = sampling.IsGreedy ? sampling : sampling with { TopK = sampling.TopK > 0 ? Math.Min(sampling.TopK, _wireTopK) : _wireTopK };
         LogitsView row = default;
         for (var i = 0; i < count; i++)
@@ -130,15 +131,26 @@ public sealed class DraftEngine : IDisposable
 
                 if (sampling.IsGreedy)
                 {
-                    tokens[i] = TokenSampler.ArgMax(row.Last);
+                    // With leaves, the draft and its runners-up come from one pass over the row.
+                    var width = leaves is null ? 0 : Math.Min(leafWidth, maxLeaves - leaves.Count);
+                    if (width == 0)
+                    {
+                        tokens[i] = TokenSampler.ArgMax(row.Last);
+                    }
+                    else
+                    {
+                        var ranked = top!.AsSpan(0, Math.Min(width + 1, row.Last.Length));
+                        TokenSampler.Top(row.Last, ranked);
+                        tokens[i] = new TokenId(ranked[0]);
+                        for (var k = 1; k < ranked.Length; k++)
+                        {
+                            leaves!.Add(new DraftLeaf(i, new TokenId(ranked[k])));
+                        }
+                    }
+
                     if (confidences is not null)
                     {
                         confidences[i] = RowTopTwo.ArgMaxProbability(row.Last, tokens[i].Value, _probabilities);
-                    }
-
-                    if (leaves is not null)
-                    {
-                        RunnersUp(row.Last, i, tokens[i], Math.Min(leafWidth, maxLeaves - leaves.Count), leaves);
                     }
                 }
                 else
@@ -173,42 +185,8 @@ public sealed class DraftEngine : IDisposable
             await ComputeFloor.WaitAsync(_time, start, _profile.DraftFloor(i + 1), CancellationToken.None).ConfigureAwait(false);
         }
 
-        var drafted = new DraftedRound(tokens, distributions, _time.GetElapsedTime(start), confidences) { Leaves = leaves is null ? [] : [.. leaves] };
-        return drafted.Take(count);
-    }
-
-    /// <summary>The <paramref name="width"/> most likely tokens of a greedy row after its arg-max, as leaves at <paramref name="depth"/>.</summary>
-    private static void RunnersUp(ReadOnlySpan<float> row, int depth, TokenId draft, int width, List<DraftLeaf> leaves)
-    {
-        var from = leaves.Count;
-        for (var k = 0; k < width && k < row.Length - 1; k++)
-        {
-            var best = -1;
-            for (var n = 0; n < row.Length; n++)
-            {
-                if (n == draft.Value || (best >= 0 && row[n] <= row[best]) || Taken(leaves, from, n))
-                {
-                    continue;
-                }
-
-                best = n;
-            }
-
-            leaves.Add(new DraftLeaf(depth, new TokenId(best)));
-        }
-    }
-
-    private static bool Taken(List<DraftLeaf> leaves, int from, int token)
-    {
-        for (var j = from; j < leaves.Count; j++)
-        {
-            if (leaves[j].Token.Value == token)
-            {
-                return true;
-            }
-        }
-
-        return false;
+        // Drafting may stop early (count shrinks): no leaf was made past the last draft.
+        return new DraftedRound(tokens[..count], distributions?[..count], _time.GetElapsedTime(start), confidences?[..count]) { Leaves = leaves is null ? [] : [.. leaves] };
     }
 
     /// <summary>The draft model's own next token after <paramref name="prefix"/> (edge-only decoding).</summary>

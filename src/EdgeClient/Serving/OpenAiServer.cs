@@ -83,7 +83,7 @@ public static class OpenAiServer
             await context.Response.WriteAsJsonAsync(new JsonObject { ["id"] = modelId, ["object"] = "model", ["created"] = 0, ["owned_by"] = "specedge" });
         });
         app.MapPost("/v1/chat/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => ChatAsync(context, chat, modelId, body)));
-        app.MapPost("/v1/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => CompletionAsync(context, client, chat, decoding, modelId, body)));
+        app.MapPost("/v1/completions", (HttpContext context, SpecEdgeChatClient chat) => Handle(context, modelId, body => CompletionAsync(context, client, chat, modelId, body)));
         app.MapFallback(context => Error(context, StatusCodes.Status404NotFound, $"unknown endpoint {context.Request.Method} {context.Request.Path}", "invalid_request_error", null, "unknown_url"));
         return app;
     }
@@ -219,7 +219,7 @@ public static class OpenAiServer
         await Done(context);
     }
 
-    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, SpecEdgeChatOptions decoding, string modelId, JsonObject body)
+    private static async Task CompletionAsync(HttpContext context, SpecEdgeClient client, SpecEdgeChatClient chat, string modelId, JsonObject body)
     {
         var prompt = body["prompt"] switch
         {
@@ -234,16 +234,7 @@ public static class OpenAiServer
         }
 
         var options = Options(body, "max_tokens", defaultMaxTokens: 16);
-        var request = new GenerationRequest
-        {
-            PromptText = prompt,
-            Mode = decoding.Mode,
-            Candidates = decoding.Candidates,
-            Leaves = decoding.Leaves,
-            MaxNewTokens = options.MaxOutputTokens!.Value,
-            Sampling = SpecEdgeChatClient.Sampling(options),
-            StopSequences = options.StopSequences is { } stops ? [.. stops] : [],
-        };
+        var request = chat.Request(options) with { PromptText = prompt };
         var id = $"cmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var stream = Bool(body, "stream");

@@ -56,7 +56,6 @@ public sealed class AcceptanceRule
     /// <param name="basePosition">The sequence position of the first draft (the committed length before the round).</param>
     public Verdict Verify(ReadOnlySpan<TokenId> drafts, ReadOnlySpan<DraftLeaf> leaves, IReadOnlyList<SparseDistribution>? draftDistributions, Func<int, ReadOnlySpan<float>> targetRow, SamplingConfig config, long basePosition)
     {
-        var firstLeaf = 0;
         if (config.IsGreedy)
         {
             for (var i = 0; i < drafts.Length; i++)
@@ -64,15 +63,8 @@ public sealed class AcceptanceRule
                 var best = TokenSampler.ArgMax(targetRow(i));
                 if (best != drafts[i])
                 {
-                    for (var j = LeavesFrom(leaves, i, ref firstLeaf); j < leaves.Length && leaves[j].Depth == i; j++)
-                    {
-                        if (leaves[j].Token == best)
-                        {
-                            return new Verdict(i, TokenSampler.ArgMax(targetRow(drafts.Length + 1 + j)), best);
-                        }
-                    }
-
-                    return new Verdict(i, best);
+                    var j = DraftLeaf.IndexOf(leaves, i, best);
+                    return j < 0 ? new Verdict(i, best) : new Verdict(i, TokenSampler.ArgMax(targetRow(DraftLeaf.Row(drafts.Length, j))), best);
                 }
             }
 
@@ -108,7 +100,7 @@ public sealed class AcceptanceRule
             }
 
             // The leaves at this depth, in order, against the residual (kept unnormalised: total is its mass).
-            for (var j = LeavesFrom(leaves, i, ref firstLeaf); j < leaves.Length && leaves[j].Depth == i; j++)
+            for (var j = DraftLeaf.FirstAt(leaves, i); j < leaves.Length && leaves[j].Depth == i; j++)
             {
                 var leaf = leaves[j].Token;
                 var ql = q.ProbabilityOf(leaf);
@@ -117,7 +109,7 @@ public sealed class AcceptanceRule
                     throw new ArgumentException($"leaf {j} (token {leaf}) has probability 0 in the draft distribution of its depth {i}", nameof(leaves));
                 }
 
-                var total = Mass();
+                var total = TokenSampler.Mass(_p);
                 if (!(total > 0))
                 {
                     break;
@@ -126,7 +118,7 @@ public sealed class AcceptanceRule
                 var v = SamplingRandom.Uniform(config.Seed, position, RandomPurpose.LeafAccept, j);
                 if (v * ql * total < _p[leaf.Value])
                 {
-                    return new Verdict(i, SampleTarget(targetRow(drafts.Length + 1 + j), config, position + 1), leaf);
+                    return new Verdict(i, SampleTarget(targetRow(DraftLeaf.Row(drafts.Length, j)), config, position + 1), leaf);
                 }
 
                 SubtractScaled(q, (float)total);
@@ -138,17 +130,6 @@ public sealed class AcceptanceRule
         return new Verdict(drafts.Length, SampleTarget(targetRow(drafts.Length), config, basePosition + drafts.Length));
     }
 
-    /// <summary>The index of the first leaf at <paramref name="depth"/> or deeper, scanning on from <paramref name="from"/>.</summary>
-    private static int LeavesFrom(ReadOnlySpan<DraftLeaf> leaves, int depth, ref int from)
-    {
-        while (from < leaves.Length && leaves[from].Depth < depth)
-        {
-            from++;
-        }
-
-        return from;
-    }
-
     /// <summary>p ← max(0, p − scale · q) over q's support.</summary>
     private void SubtractScaled(SparseDistribution q, float scale)
     {
@@ -157,17 +138,6 @@ public sealed class AcceptanceRule
             var id = q.Ids[j];
             _p[id] = Math.Max(0f, _p[id] - (scale * q.Probabilities[j]));
         }
-    }
-
-    private double Mass()
-    {
-        double total = 0;
-        foreach (var p in _p)
-        {
-            total += p;
-        }
-
-        return total;
     }
 
     /// <summary>Draws the token at <paramref name="position"/> from the target's own distribution (autoregressive decoding, bonus tokens).</summary>

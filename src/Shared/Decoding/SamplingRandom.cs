@@ -32,21 +32,19 @@ public enum RandomPurpose
 public static class SamplingRandom
 {
     /// <summary>A uniform number in [0, 1) for <paramref name="position"/> (the index of the token being decided).</summary>
-    public static double Uniform(ulong seed, long position, RandomPurpose purpose)
-    {
-        var key = SplitMix64.Mix(seed + 0x9E3779B97F4A7C15UL);
-        key = SplitMix64.Mix(key ^ ((ulong)position * 0xD1B54A32D192ED03UL));
-        key = SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
-        return (key >> 11) * (1.0 / (1UL << 53));
-    }
+    public static double Uniform(ulong seed, long position, RandomPurpose purpose) => Unit(Key(seed, position, purpose));
 
     /// <summary>The <paramref name="index"/>-th of several numbers for one position and purpose (the leaves of a depth).</summary>
-    public static double Uniform(ulong seed, long position, RandomPurpose purpose, int index)
+    public static double Uniform(ulong seed, long position, RandomPurpose purpose, int index) =>
+        Unit(SplitMix64.Mix(Key(seed, position, purpose) ^ (((ulong)index + 1) * 0xA0761D6478BD642FUL)));
+
+    private static ulong Key(ulong seed, long position, RandomPurpose purpose)
     {
         var key = SplitMix64.Mix(seed + 0x9E3779B97F4A7C15UL);
         key = SplitMix64.Mix(key ^ ((ulong)position * 0xD1B54A32D192ED03UL));
-        key = SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
-        key = SplitMix64.Mix(key ^ (((ulong)index + 1) * 0xA0761D6478BD642FUL));
-        return (key >> 11) * (1.0 / (1UL << 53));
+        return SplitMix64.Mix(key ^ ((ulong)purpose * 0x8CB92BA72F3D8DD7UL));
     }
+
+    /// <summary>The top 53 bits as a number in [0, 1).</summary>
+    private static double Unit(ulong key) => (key >> 11) * (1.0 / (1UL << 53));
 }

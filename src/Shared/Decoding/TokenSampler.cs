@@ -26,6 +26,41 @@ public sealed class TokenSampler
     /// <summary>The vocabulary size its buffers hold.</summary>
     public int VocabSize { get; }
 
+    /// <summary>
+    /// The indices of the <paramref name="top"/>.Length largest entries of <paramref name="logits"/>, largest first, in
+    /// one pass (ties: the lower id first, as <see cref="ArgMax"/>): top[0] is the arg-max.
+    /// </summary>
+    public static void Top(ReadOnlySpan<float> logits, Span<int> top)
+    {
+        var k = Math.Min(top.Length, logits.Length);
+        var count = 0;
+        for (var n = 0; n < logits.Length; n++)
+        {
+            var value = logits[n];
+            int p;
+            if (count < k)
+            {
+                p = count++;
+            }
+            else if (value > logits[top[k - 1]])
+            {
+                p = k - 1;
+            }
+            else
+            {
+                continue;
+            }
+
+            while (p > 0 && value > logits[top[p - 1]])
+            {
+                top[p] = top[p - 1];
+                p--;
+            }
+
+            top[p] = n;
+        }
+    }
+
     /// <summary>The id of the largest logit; the lowest id wins a tie.</summary>
     public static TokenId ArgMax(ReadOnlySpan<float> logits)
     {
@@ -98,11 +133,8 @@ public sealed class TokenSampler
         }
     }
 
-    /// <summary>
-    /// Draws a token from <paramref name="probabilities"/> by inverse CDF in id order with the uniform number
-    /// <paramref name="u"/> in [0, 1).
-    /// </summary>
-    public static TokenId Sample(ReadOnlySpan<float> probabilities, double u)
+    /// <summary>The total of <paramref name="probabilities"/> (an unnormalised distribution's mass), summed in double in id order.</summary>
+    public static double Mass(ReadOnlySpan<float> probabilities)
     {
         double total = 0;
         foreach (var p in probabilities)
@@ -110,7 +142,16 @@ public sealed class TokenSampler
             total += p;
         }
 
-        var target = u * total;
+        return total;
+    }
+
+    /// <summary>
+    /// Draws a token from <paramref name="probabilities"/> by inverse CDF in id order with the uniform number
+    /// <paramref name="u"/> in [0, 1).
+    /// </summary>
+    public static TokenId Sample(ReadOnlySpan<float> probabilities, double u)
+    {
+        var target = u * Mass(probabilities);
         double acc = 0;
         var lastNonZero = -1;
         for (var i = 0; i < probabilities.Length; i++)

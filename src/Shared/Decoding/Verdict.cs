@@ -54,20 +54,7 @@ public readonly record struct Verdict(int Accepted, TokenId Next, TokenId? Branc
             return false;
         }
 
-        if (Branch is not { } branch)
-        {
-            return true;
-        }
-
-        foreach (var leaf in leaves)
-        {
-            if (leaf.Depth == Accepted && leaf.Token == branch)
-            {
-                return true;
-            }
-        }
-
-        return false;
+        return Branch is not { } branch || DraftLeaf.IndexOf(leaves, Accepted, branch) >= 0;
     }
 
     /// <summary>
@@ -79,8 +66,17 @@ public readonly record struct Verdict(int Accepted, TokenId Next, TokenId? Branc
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(kept, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(kept, Length);
-        return kept == Length ? this : new Verdict(kept - 1, Tokens(drafts)[kept - 1]);
+        return kept == Length ? this : new Verdict(kept - 1, TokenAt(drafts, kept - 1));
     }
+
+    /// <summary>How the verdict reads in messages: its accepted drafts, the leaf it took, and the next token.</summary>
+    public string Describe() => Branch is { } branch
+        ? $"{Accepted} accepted, leaf {branch.Value} and next {Next.Value}"
+        : $"{Accepted} accepted and next {Next.Value}";
+
+    /// <summary>The verdict's <paramref name="index"/>th token (<see cref="Tokens"/> without the array).</summary>
+    private TokenId TokenAt(ReadOnlySpan<TokenId> drafts, int index) =>
+        index < Accepted ? drafts[index] : index == Accepted && Branch is { } branch ? branch : Next;
 }
 
 /// <summary>
@@ -88,4 +84,34 @@ public readonly record struct Verdict(int Accepted, TokenId Next, TokenId? Branc
 /// the same parent (the committed prefix and the drafts before it). The verifier scores it beside the chain; when the
 /// draft at that depth falls and the leaf stands, the round commits the leaf and the target's token after it.
 /// </summary>
-public readonly record struct DraftLeaf(int Depth, TokenId Token);
+public readonly record struct DraftLeaf(int Depth, TokenId Token)
+{
+    /// <summary>The scored row of leaf <paramref name="index"/> in a step [last token, drafts…, leaves…]: after the chain's.</summary>
+    public static int Row(int drafts, int index) => drafts + 1 + index;
+
+    /// <summary>The index of the first leaf at <paramref name="depth"/> or deeper (leaves are in order of depth).</summary>
+    public static int FirstAt(ReadOnlySpan<DraftLeaf> leaves, int depth)
+    {
+        var j = 0;
+        while (j < leaves.Length && leaves[j].Depth < depth)
+        {
+            j++;
+        }
+
+        return j;
+    }
+
+    /// <summary>The index of the first leaf at <paramref name="depth"/> with <paramref name="token"/>, or −1.</summary>
+    public static int IndexOf(ReadOnlySpan<DraftLeaf> leaves, int depth, TokenId token)
+    {
+        for (var j = FirstAt(leaves, depth); j < leaves.Length && leaves[j].Depth == depth; j++)
+        {
+            if (leaves[j].Token == token)
+            {
+                return j;
+            }
+        }
+
+        return -1;
+    }
+}

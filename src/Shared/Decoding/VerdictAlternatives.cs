@@ -66,7 +66,9 @@ public readonly record struct RankedVerdict(Verdict Verdict, double Probability)
 /// distribution, the outcome "row r picks its runner-up" has probability Π_{i&lt;r} p₁(i) · p₂(r) (the rows before it
 /// as the exit says, then the runner-up); rows after a rejection do not matter. When the runner-up at the exit's
 /// next-token row is the draft there (the exit rejected a draft the final head may keep), the round goes on past it,
-/// the later rows as the exit reads them. The exit's own verdict has Π_{i≤a} p₁(i).
+/// the later rows as the exit reads them. The exit's own verdict has Π_{i≤a} p₁(i). In a round with leaves (a token
+/// tree), an outcome whose token where a draft fell is a leaf there takes the leaf: the chain outcome could never be
+/// the final verdict.
 /// </summary>
 public static class VerdictAlternatives
 {
@@ -77,9 +79,16 @@ public static class VerdictAlternatives
     /// <param name="verdict">The exit's greedy verdict on them.</param>
     /// <param name="rows">The exit's top two per row, rows 0..γ (row i follows draft i-1; row 0 follows the committed prefix).</param>
     /// <param name="count">How many alternatives to return at most.</param>
+    /// <param name="leaves">The round's leaves, in order of depth (none for a chain).</param>
+    /// <param name="nextAfterLeaf">The exit's arg-max at leaf j's own row: the token after a leaf an outcome takes (needed with leaves).</param>
     /// <exception cref="ArgumentException">The rows do not match the drafts, or the verdict is not the rows' greedy one.</exception>
-    public static List<RankedVerdict> Rank(ReadOnlySpan<TokenId> drafts, Verdict verdict, ReadOnlySpan<RowTopTwo> rows, int count)
+    public static List<RankedVerdict> Rank(ReadOnlySpan<TokenId> drafts, Verdict verdict, ReadOnlySpan<RowTopTwo> rows, int count, ReadOnlySpan<DraftLeaf> leaves = default, Func<int, TokenId>? nextAfterLeaf = null)
     {
+        if (!leaves.IsEmpty && nextAfterLeaf is null)
+        {
+            throw new ArgumentException("ranking a tree round needs the exit's token after each leaf", nameof(nextAfterLeaf));
+        }
+
         if (rows.Length != drafts.Length + 1)
         {
             throw new ArgumentException($"{rows.Length} rows for {drafts.Length} drafts: a round of γ drafts has γ + 1 rows", nameof(rows));
@@ -105,17 +114,17 @@ public static class VerdictAlternatives
                     j++;
                 }
 
-                ranked.Add(new RankedVerdict(new Verdict(j, rows[j].First), probability));
+                ranked.Add(new RankedVerdict(Outcome(drafts.Length, j, rows[j].First, leaves, nextAfterLeaf), probability));
             }
             else
             {
-                ranked.Add(new RankedVerdict(new Verdict(r, row.Second), probability));
+                ranked.Add(new RankedVerdict(Outcome(drafts.Length, r, row.Second, leaves, nextAfterLeaf), probability));
             }
 
             before *= row.FirstProbability;
         }
 
-        ranked.Sort((a, b) => b.Probability.CompareTo(a.Probability));
+        ranked.Sort(static (a, b) => b.Probability.CompareTo(a.Probability));
         var distinct = new List<RankedVerdict>(Math.Min(count, ranked.Count));
         foreach (var candidate in ranked)
         {
@@ -131,5 +140,12 @@ public static class VerdictAlternatives
         }
 
         return distinct;
+    }
+
+    /// <summary>The outcome "<paramref name="accepted"/> drafts, then <paramref name="next"/>", taking the leaf when <paramref name="next"/> is one at that depth.</summary>
+    private static Verdict Outcome(int drafts, int accepted, TokenId next, ReadOnlySpan<DraftLeaf> leaves, Func<int, TokenId>? nextAfterLeaf)
+    {
+        var leaf = accepted < drafts ? DraftLeaf.IndexOf(leaves, accepted, next) : -1;
+        return leaf < 0 ? new Verdict(accepted, next) : new Verdict(accepted, nextAfterLeaf!(leaf), next);
     }
 }

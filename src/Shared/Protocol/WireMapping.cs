@@ -38,41 +38,29 @@ public static class WireMapping
         _ => WireFinish.Unspecified,
     };
 
-    /// <summary>The verdict a final verdict message carries.</summary>
-    public static Verdict ToDomain(this FinalVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
+    /// <summary>The outcome a message names: a final or early verdict, an alternative, or a condition.</summary>
+    public static Verdict ToDomain(this IWireVerdict verdict) =>
+        new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
 
-    /// <summary>The provisional verdict an early verdict message carries.</summary>
-    public static Verdict ToDomain(this EarlyVerdict verdict) => new((int)verdict.Accepted, new TokenId(verdict.NextId), verdict.HasBranchId ? new TokenId(verdict.BranchId) : null);
-
-    /// <summary>The outcome an early verdict ranks after its own.</summary>
-    public static Verdict ToDomain(this Alternative alternative) => new((int)alternative.Accepted, new TokenId(alternative.NextId), alternative.HasBranchId ? new TokenId(alternative.BranchId) : null);
-
-    /// <summary>An outcome an exit ranks next, as an early verdict's alternative.</summary>
-    public static Alternative ToWire(this RankedVerdict ranked)
+    /// <summary>Sets a message's outcome fields to <paramref name="verdict"/>; returns the message.</summary>
+    public static T With<T>(this T wire, Verdict verdict)
+        where T : IWireVerdict
     {
-        var alternative = new Alternative { Accepted = (uint)ranked.Verdict.Accepted, NextId = ranked.Verdict.Next.Value, Probability = (float)ranked.Probability };
-        if (ranked.Verdict.Branch is { } branch)
-        {
-            alternative.BranchId = branch.Value;
-        }
-
-        return alternative;
-    }
-
-    /// <summary>The verdict a conditional round assumes its predecessor got.</summary>
-    public static Verdict ToDomain(this Condition condition) => new((int)condition.Accepted, new TokenId(condition.NextId), condition.HasBranchId ? new TokenId(condition.BranchId) : null);
-
-    /// <summary>A condition on <paramref name="round"/> having ended with <paramref name="verdict"/>.</summary>
-    public static Condition ToCondition(this Verdict verdict, uint round)
-    {
-        var condition = new Condition { Round = round, Accepted = (uint)verdict.Accepted, NextId = verdict.Next.Value };
+        wire.Accepted = (uint)verdict.Accepted;
+        wire.NextId = verdict.Next.Value;
         if (verdict.Branch is { } branch)
         {
-            condition.BranchId = branch.Value;
+            wire.BranchId = branch.Value;
         }
 
-        return condition;
+        return wire;
     }
+
+    /// <summary>An outcome an exit ranks next, as an early verdict's alternative.</summary>
+    public static Alternative ToWire(this RankedVerdict ranked) => new Alternative { Probability = (float)ranked.Probability }.With(ranked.Verdict);
+
+    /// <summary>A condition on <paramref name="round"/> having ended with <paramref name="verdict"/>.</summary>
+    public static Condition ToCondition(this Verdict verdict, uint round) => new Condition { Round = round }.With(verdict);
 
     /// <summary>A leaf of a round's token tree from the wire.</summary>
     public static DraftLeaf ToDomain(this Leaf leaf) => new((int)leaf.Depth, new TokenId(leaf.Id));

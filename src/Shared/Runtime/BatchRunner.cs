@@ -361,11 +361,11 @@ public sealed class BatchRunner : IDisposable
 
                 // A tree's token sees the prefix, itself and its ancestors, at the position of its depth.
                 bias[past..].Fill(float.NegativeInfinity);
-                var depth = 0;
+                var depth = -1;
                 for (var node = i; node >= 0; node = parents[node])
                 {
                     bias[past + node] = 0f;
-                    depth += node == i ? 0 : 1;
+                    depth++;
                 }
 
                 _positionIds[at] = Math.Min(baseLength + depth, maxPosition);
@@ -680,7 +680,7 @@ public sealed class BatchRunner : IDisposable
             throw new InvalidOperationException("token trees need the batched graphs");
         }
 
-        var bytes = (long)_headDim;
+        var elements = (long)_headDim;
         for (var layer = 0; layer < _layers; layer++)
         {
             for (var kind = 0; kind < 2; kind++)
@@ -689,7 +689,7 @@ public sealed class BatchRunner : IDisposable
                 for (var h = 0; h < _kvHeads; h++)
                 {
                     var head = (((long)slot.Index * _kvHeads) + h) * _slotLength;
-                    Span(arena, (head + from) * _headDim, bytes).CopyTo(Span(arena, (head + to) * _headDim, bytes));
+                    Span(arena, (head + from) * _headDim, elements).CopyTo(Span(arena, (head + to) * _headDim, elements));
                 }
             }
         }

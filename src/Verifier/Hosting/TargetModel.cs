@@ -33,12 +33,14 @@ public sealed class TargetModel : IDisposable
         var compute = TensorDTypes.ParseCli(o.Compute) ?? TensorDType.Float32;
         var directory = ModelResolver.Resolve(o.Model, new ConversionOptions { Exits = exits, ComputeDtype = compute }, string.IsNullOrEmpty(o.CacheDirectory) ? null : o.CacheDirectory, message => VerifierLog.Converting(logger, message));
         var device = o.Device == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+        Limits = o.Limits;
+        MaxLeaves = o.Batching.Enabled ? o.Limits.MaxLeaves : 0;
         Model = LanguageModel.Load(directory, new RuntimeOptions
         {
             Device = device,
             DeviceId = o.DeviceId,
             IntraOpThreads = o.IntraOpThreads,
-            MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, o.Limits.MaxDraftTokens + (o.Batching.Enabled ? o.Limits.MaxLeaves : 0) + 1),
+            MaxStepTokens = Math.Max(RuntimeOptions.DefaultMaxStepTokens, MaxRoundTokens),
             // Batching runs the batched graphs over a KV arena in host memory; without it, each session decodes on its
             // own cache with the fused GroupQueryAttention (on CUDA, a cache in device memory: the GPU's form until the
             // arena can live there too).
@@ -47,8 +49,6 @@ public sealed class TargetModel : IDisposable
         MaxSequenceLength = o.Limits.MaxSequenceLength > 0 ? Math.Min(o.Limits.MaxSequenceLength, Model.MaxSequenceLength) : Model.MaxSequenceLength;
         Profile = string.IsNullOrEmpty(o.ComputeProfile) ? ComputeProfile.Real : ComputeProfiles.Resolve(o.ComputeProfile);
         Thresholds = ResolveThresholds(o, Model.Manifest.Exits.Count);
-        Limits = o.Limits;
-        MaxLeaves = o.Batching.Enabled ? o.Limits.MaxLeaves : 0;
         ModelId = Path.GetFileName(Path.GetFullPath(o.Model).TrimEnd(Path.DirectorySeparatorChar));
         _correction = o.RejectionCorrection;
     }
@@ -73,6 +73,9 @@ public sealed class TargetModel : IDisposable
 
     /// <summary>The most leaves a round may carry: the limit with batching on (the batched graphs take any attention bias), 0 with it off.</summary>
     public int MaxLeaves { get; }
+
+    /// <summary>The most tokens one round scores: the last committed token, the drafts and the leaves.</summary>
+    public int MaxRoundTokens => Limits.MaxDraftTokens + MaxLeaves + 1;
 
     /// <summary>The stage index whose logits are exit <paramref name="exit"/>'s (stages before the last end at exits).</summary>
     public static int StageOfExit(int exit) => exit;

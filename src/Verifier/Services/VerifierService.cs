@@ -229,50 +229,33 @@ public sealed class VerifierService : Verifier.VerifierBase
     }
 
     /// <summary>Wire form of a session's verdict on a round.</summary>
-    private static VerifierMessage ToWire(RoundVerdict verdict)
+    private static VerifierMessage ToWire(RoundVerdict verdict) => verdict switch
     {
-        switch (verdict)
+        EarlyRoundVerdict early => new VerifierMessage
         {
-            case EarlyRoundVerdict early:
-                var provisional = new EarlyVerdict
-                {
-                    Round = early.Round,
-                    ExitLayer = (uint)early.ExitLayer,
-                    Accepted = (uint)early.Verdict.Accepted,
-                    NextId = early.Verdict.Next.Value,
-                    Confidence = (float)early.Confidence,
-                    ElapsedMicros = (long)early.Elapsed.TotalMicroseconds,
-                    Alternatives = { early.Alternatives.Select(a => a.ToWire()) },
-                };
-                if (early.Verdict.Branch is { } earlyBranch)
-                {
-                    provisional.BranchId = earlyBranch.Value;
-                }
-
-                return new VerifierMessage { Early = provisional };
-            case FinalRoundVerdict final:
-                var wire = new FinalVerdict
-                {
-                    Round = final.Round,
-                    Accepted = (uint)final.Verdict.Accepted,
-                    NextId = final.Verdict.Next.Value,
-                    Finished = final.Finish != DomainFinish.None,
-                    FinishReason = final.Finish.ToWire(),
-                    CommittedLength = (uint)final.CommittedLength,
-                    Timings = ToWire(final.Timings),
-                };
-                if (final.Verdict.Branch is { } branch)
-                {
-                    wire.BranchId = branch.Value;
-                }
-
-                return new VerifierMessage { Final = wire };
-            case DroppedRound dropped:
-                return new VerifierMessage { Dropped = new RoundDropped { Round = dropped.Round, Reason = dropped.Reason, Invalid = dropped.Invalid } };
-            default:
-                throw new ArgumentOutOfRangeException(nameof(verdict), verdict.GetType().Name, "unknown round verdict");
-        }
-    }
+            Early = new EarlyVerdict
+            {
+                Round = early.Round,
+                ExitLayer = (uint)early.ExitLayer,
+                Confidence = (float)early.Confidence,
+                ElapsedMicros = (long)early.Elapsed.TotalMicroseconds,
+                Alternatives = { early.Alternatives.Select(a => a.ToWire()) },
+            }.With(early.Verdict),
+        },
+        FinalRoundVerdict final => new VerifierMessage
+        {
+            Final = new FinalVerdict
+            {
+                Round = final.Round,
+                Finished = final.Finish != DomainFinish.None,
+                FinishReason = final.Finish.ToWire(),
+                CommittedLength = (uint)final.CommittedLength,
+                Timings = ToWire(final.Timings),
+            }.With(final.Verdict),
+        },
+        DroppedRound dropped => new VerifierMessage { Dropped = new RoundDropped { Round = dropped.Round, Reason = dropped.Reason, Invalid = dropped.Invalid } },
+        _ => throw new ArgumentOutOfRangeException(nameof(verdict), verdict.GetType().Name, "unknown round verdict"),
+    };
 
     private static ServerTimings ToWire(RoundTimings timings)
     {

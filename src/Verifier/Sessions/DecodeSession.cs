@@ -37,7 +37,6 @@ internal sealed class DecodeSession : IDisposable
     private readonly TokenId[] _step;
     private readonly int[] _parents;
     private readonly RowTopTwo[] _topTwo;
-    private DraftLeaf[] _leaves = [];
     private readonly List<SparseDistribution> _distributions = [];
     private readonly int _promptLength;
     private int _lastRoundDrafts;
@@ -59,7 +58,7 @@ internal sealed class DecodeSession : IDisposable
         _rule = target.CreateAcceptanceRule();
         _sampler = new TokenSampler(target.Model.VocabSize);
         _probabilities = new float[target.Model.VocabSize];
-        _step = new TokenId[target.Limits.MaxDraftTokens + target.MaxLeaves + 1];
+        _step = new TokenId[target.MaxRoundTokens];
         _parents = new int[_step.Length];
         _topTwo = _candidates > 1 ? new RowTopTwo[target.Limits.MaxDraftTokens + 1] : [];
         Id = Guid.NewGuid().ToString("N")[..12];
@@ -166,7 +165,7 @@ internal sealed class DecodeSession : IDisposable
         var stop = new StopRule(open.PromptIds.Count, open.MaxNewTokens, target.MaxSequenceLength, open.StopAtEos, model.Tokenizer.Eos);
 
         // The cache only needs room for this generation: the prefix, the new tokens, and a last round's drafts.
-        var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + limits.MaxDraftTokens + target.MaxLeaves + 1);
+        var contextLength = Math.Min(target.MaxSequenceLength, open.PromptIds.Count + open.MaxNewTokens + target.MaxRoundTokens);
         return new SessionPlan(tokens, open.PromptIds.Count, stop, sampling, open.EarlyVerdicts, thresholds, contextLength, model.KvBytesPerContext(contextLength), (int)Math.Max(1, open.Candidates));
     }
 
@@ -237,7 +236,7 @@ internal sealed class DecodeSession : IDisposable
         var last = LastVerdict!.Value;
         return last == condition.ToDomain()
             ? null
-            : new DroppedRound(draft.Round, $"round {condition.Round} ended with {Describe(last)}, not {Describe(condition.ToDomain())}", Invalid: false);
+            : new DroppedRound(draft.Round, $"round {condition.Round} ended with {last.Describe()}, not {condition.ToDomain().Describe()}", Invalid: false);
     }
 
     /// <summary>
@@ -249,8 +248,7 @@ internal sealed class DecodeSession : IDisposable
     {
         var started = _time.GetTimestamp();
         var received = receivedAt ?? _time.GetUtcNow();
-        var drafts = Validate(draft);
-        var leaves = _leaves;
+        var (drafts, leaves) = Validate(draft);
         var committed = _tokens.Count;
         var gamma = drafts.Length;
         // The session's step buffer: it stays untouched while the step is queued, since a session has one round at a time.
@@ -307,7 +305,7 @@ internal sealed class DecodeSession : IDisposable
         return _time.GetElapsedTime(start);
     }
 
-    private TokenId[] Validate(Draft draft)
+    private (TokenId[] Drafts, DraftLeaf[] Leaves) Validate(Draft draft)
     {
         if (Finished)
         {
@@ -405,56 +403,20 @@ internal sealed class DecodeSession : IDisposable
             }
         }
 
-        _leaves = leaves;
-
         LastRound = draft.Round;
         _lastRoundDrafts = drafts.Length;
-        return drafts;
+        return (drafts, leaves);
     }
 
     private Verdict Decide(TokenId[] drafts, DraftLeaf[] leaves, LogitsView logits, int committed) =>
         _rule.Verify(drafts, leaves, _sampling.IsGreedy ? null : _distributions, i => logits.Row(i), _sampling, committed);
 
-    /// <summary>The scored row of leaf <paramref name="j"/>: after the last token and the chain.</summary>
-    private static int LeafRow(TokenId[] drafts, int j) => drafts.Length + 1 + j;
-
-    /// <summary>The index of the leaf a verdict took (the first at its depth with its token).</summary>
-    private static int LeafOf(DraftLeaf[] leaves, Verdict verdict)
+    /// <summary>The scored row of the leaf a verdict took (the first at its depth with its token).</summary>
+    private static int LeafRowOf(TokenId[] drafts, DraftLeaf[] leaves, Verdict verdict)
     {
-        for (var j = 0; j < leaves.Length; j++)
-        {
-            if (leaves[j].Depth == verdict.Accepted && leaves[j].Token == verdict.Branch)
-            {
-                return j;
-            }
-        }
-
-        throw new InvalidOperationException($"the verdict took a leaf {verdict.Branch} at depth {verdict.Accepted} that the round does not carry");
+        var j = DraftLeaf.IndexOf(leaves, verdict.Accepted, verdict.Branch!.Value);
+        return j >= 0 ? DraftLeaf.Row(drafts.Length, j) : throw new InvalidOperationException($"the verdict took a leaf {verdict.Branch} at depth {verdict.Accepted} that the round does not carry");
     }
-
-    /// <summary>
-    /// The scored rows a verdict's tokens come from, in order: row i gives the token after the first i drafts, and a
-    /// taken leaf's own row gives the token after it.
-    /// </summary>
-    private static int[] RowsOf(TokenId[] drafts, DraftLeaf[] leaves, Verdict verdict)
-    {
-        var rows = new int[verdict.Length];
-        for (var i = 0; i <= verdict.Accepted && i < rows.Length; i++)
-        {
-            rows[i] = i;
-        }
-
-        if (verdict.Branch is not null)
-        {
-            rows[^1] = LeafRow(drafts, LeafOf(leaves, verdict));
-        }
-
-        return rows;
-    }
-
-    private static string Describe(Verdict verdict) => verdict.Branch is { } branch
-        ? $"{verdict.Accepted} accepted, leaf {branch.Value} and next {verdict.Next.Value}"
-        : $"{verdict.Accepted} accepted and next {verdict.Next.Value}";
 
     /// <summary>An exit's provisional verdict on a round, or null when its confidence is under the exit's threshold.</summary>
     private EarlyRoundVerdict? EarlyVerdict(uint round, int exit, TokenId[] drafts, DraftLeaf[] leaves, LogitsView exitLogits, int committed, long started)
@@ -466,7 +428,9 @@ internal sealed class DecodeSession : IDisposable
         // every row's top two are worked out once; the confidence is their arg-max probabilities' least over the
         // verdict's rows.
         var rows = _candidates > 1 && _sampling.IsGreedy && whole.Branch is null && kept == whole.Length ? TopTwo(exitLogits, drafts.Length + 1) : null;
-        var confidence = rows is null ? Confidence(exitLogits, RowsOf(drafts, leaves, verdict)) : LeastSure(rows.AsSpan(0, kept));
+        // The verdict's rows: row i gives the token after the first i drafts; a taken leaf's own row gives the token after it.
+        var confidence = rows is not null ? LeastSure(rows.AsSpan(0, kept))
+            : Confidence(exitLogits, verdict.Accepted + 1, verdict.Branch is null ? -1 : LeafRowOf(drafts, leaves, verdict));
         if (confidence < _thresholds[exit])
         {
             return null;
@@ -474,38 +438,10 @@ internal sealed class DecodeSession : IDisposable
 
         // The verdict's arg-max and the distribution's agree except on an exact tie; then send none rather than guess.
         IReadOnlyList<RankedVerdict> alternatives = rows is not null && rows[verdict.Accepted].First == verdict.Next
-            ? VerdictAlternatives.Rank(drafts, verdict, rows.AsSpan(0, drafts.Length + 1), _candidates - 1)
+            ? VerdictAlternatives.Rank(drafts, verdict, rows.AsSpan(0, drafts.Length + 1), _candidates - 1, leaves, j => TokenSampler.ArgMax(exitLogits.Row(DraftLeaf.Row(drafts.Length, j))))
             : [];
-        if (leaves.Length > 0 && alternatives.Count > 0)
-        {
-            alternatives = [.. alternatives.Select(a => Branched(a, drafts, leaves, exitLogits))];
-        }
 
         return new EarlyRoundVerdict(round, _target.Model.Manifest.Exits[exit], verdict, confidence, _time.GetElapsedTime(started), alternatives);
-    }
-
-    /// <summary>
-    /// An alternative in a tree round: an outcome whose token where a draft fell is a leaf there would take the leaf
-    /// (the chain outcome could never be the final verdict), so it becomes that branch, its next token the exit's
-    /// arg-max at the leaf's row.
-    /// </summary>
-    private static RankedVerdict Branched(RankedVerdict alternative, TokenId[] drafts, DraftLeaf[] leaves, LogitsView exitLogits)
-    {
-        var verdict = alternative.Verdict;
-        if (verdict.Branch is not null || verdict.Accepted >= drafts.Length)
-        {
-            return alternative;
-        }
-
-        for (var j = 0; j < leaves.Length; j++)
-        {
-            if (leaves[j].Depth == verdict.Accepted && leaves[j].Token == verdict.Next)
-            {
-                return alternative with { Verdict = new Verdict(verdict.Accepted, TokenSampler.ArgMax(exitLogits.Row(LeafRow(drafts, j))), verdict.Next) };
-            }
-        }
-
-        return alternative;
     }
 
     /// <summary>The least of the rows' arg-max probabilities: a verdict is as sure as its least sure row.</summary>
@@ -540,34 +476,34 @@ internal sealed class DecodeSession : IDisposable
     /// on the trained pair this ranks verdicts better than the product of the rows' probabilities
     /// (<c>docs/protocol.md</c>, Confidence).
     /// </summary>
-    private double Confidence(LogitsView exitLogits, int[] rows)
+    private double Confidence(LogitsView exitLogits, int chainRows, int leafRow)
     {
         double confidence = 1;
+        for (var i = 0; i < chainRows; i++)
+        {
+            confidence = Math.Min(confidence, MostLikely(exitLogits.Row(i)));
+        }
+
+        return leafRow < 0 ? confidence : Math.Min(confidence, MostLikely(exitLogits.Row(leafRow)));
+    }
+
+    /// <summary>The largest probability of the exit's distribution at a row (temperature 1 when greedy, the session's sampling otherwise).</summary>
+    private double MostLikely(ReadOnlySpan<float> row)
+    {
         if (_sampling.IsGreedy)
         {
-            // Temperature 1: the largest probability is 1 / Σ exp(l − max), vectorised, without writing the distribution.
-            foreach (var i in rows)
-            {
-                var row = exitLogits.Row(i);
-                confidence = Math.Min(confidence, RowTopTwo.ArgMaxProbability(row, TensorPrimitives.IndexOfMax(row), _probabilities));
-            }
-
-            return confidence;
+            // The largest probability is 1 / Σ exp(l − max), vectorised, without writing the distribution.
+            return RowTopTwo.ArgMaxProbability(row, TensorPrimitives.IndexOfMax(row), _probabilities);
         }
 
-        foreach (var i in rows)
+        _sampler.Distribution(row, _sampling, _probabilities);
+        var max = 0f;
+        foreach (var p in _probabilities)
         {
-            _sampler.Distribution(exitLogits.Row(i), _sampling, _probabilities);
-            var max = 0f;
-            foreach (var p in _probabilities)
-            {
-                max = Math.Max(max, p);
-            }
-
-            confidence = Math.Min(confidence, max);
+            max = Math.Max(max, p);
         }
 
-        return confidence;
+        return max;
     }
 
     /// <summary>A verdict's new tokens (accepted drafts, then the next token), cut where the generation stops.</summary>
@@ -618,7 +554,7 @@ internal sealed class DecodeSession : IDisposable
                 {
                     // The taken leaf's keys and values take the place of the draft it replaced (cache position
                     // committed − 1 + step index), here on the scheduler's thread, before any later step reads the slot.
-                    session._slot.MoveToken(committed - 1 + LeafRow(drafts, LeafOf(leaves, final)), committed + final.Accepted);
+                    session._slot.MoveToken(committed - 1 + LeafRowOf(drafts, leaves, final), committed + final.Accepted);
                 }
 
                 Final = final;
@@ -629,8 +565,6 @@ internal sealed class DecodeSession : IDisposable
             }
         }
     }
-
-    private static long ToUnixMicros(DateTimeOffset time) => (time - DateTimeOffset.UnixEpoch).Ticks / 10;
 
     private static void CheckIds(IReadOnlyList<int> ids, string field, int vocab)
     {

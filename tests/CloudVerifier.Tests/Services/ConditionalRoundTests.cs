@@ -299,7 +299,6 @@ public sealed class ConditionalRoundTests(VerifierFixture fixture) : IClassFixtu
 
     private static int ArgMax(float[] logits) => Array.IndexOf(logits, logits.Max());
 
-
     private async Task<RawStream> OpenAsync(int maxNewTokens, bool early = false, uint candidates = 0)
     {
         var stream = new RawStream(fixture.Client);

@@ -198,21 +198,13 @@ public sealed class AcceptanceRuleTests
         var logits = Logits(0.9, 0.025, 0.025, 0.025, 0.025);
         var config = new SamplingConfig { Temperature = 1f };
 
-        // Seed 0's draft 3 falls (p(3) = 0.025) for some seed; the leaf 1 has no mass under q.
-        var refused = Enumerable.Range(0, 50).Any(seed =>
-        {
-            try
-            {
-                rule.Verify([new TokenId(3)], [new DraftLeaf(0, new TokenId(1))], [q], _ => logits, config with { Seed = (ulong)seed }, 0);
-                return false;
-            }
-            catch (ArgumentException)
-            {
-                return true;
-            }
-        });
+        // A seed whose accept test fails the draft (it stands only when u < p(3) / q(3) = 0.025), so the leaf is tried;
+        // the leaf 1 has no mass under q.
+        var seed = Enumerable.Range(0, 100).Select(s => (ulong)s).First(s => SamplingRandom.Uniform(s, 0, RandomPurpose.Accept) >= 0.025);
 
-        Assert.True(refused);
+        var refused = Assert.Throws<ArgumentException>(() => rule.Verify([new TokenId(3)], [new DraftLeaf(0, new TokenId(1))], [q], _ => logits, config with { Seed = seed }, 0));
+
+        Assert.Equal("leaves", refused.ParamName);
     }
 
     private static long[] DrawFirstTokensOfTree(AcceptanceRule rule, double[] p, double[] q, int leaves)
